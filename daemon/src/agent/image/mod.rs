@@ -1,0 +1,301 @@
+//! The kubelet's ImageManager: makes sure a pod's image is on this node, unpacked.
+//!
+//! Owns `<agent root>/images`: one record per image reference (its manifest digest and
+//! config) and one unpacked directory per layer, named by the layer's diff_id, shared by
+//! every pod that uses it. It speaks the OCI distribution API through one shared
+//! `oci_client::Client` per protocol (building one loads the CA store, which is slow), and
+//! deduplicates concurrent pulls of one image. It never mounts or runs anything: the
+//! RuntimeService stacks these layer directories into a rootfs.
+
+mod unpack;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::OnceCell;
+
+pub use unpack::UnpackError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image reference {0:?}: {1}")]
+    InvalidReference(String, String),
+    #[error("{0}")]
+    Registry(String),
+    #[error("image {0:?} is not present on this node and imagePullPolicy is Never")]
+    NeverPull(String),
+    #[error("layer {digest}: downloaded blob has digest {actual}: refusing it (corrupted in transit or in the registry)")]
+    DigestMismatch { digest: String, actual: String },
+    #[error("layer {0}: {1}")]
+    Unpack(String, UnpackError),
+    #[error("image config: {0}")]
+    Config(String),
+    #[error("image store {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// `imagePullPolicy`, with Kubernetes' meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(s: &str) -> PullPolicy {
+        match s {
+            "Always" => PullPolicy::Always,
+            "Never" => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// The parts of an OCI image config that decide how a container runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    config: Option<ImageConfig>,
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// An image ready to run: its identity, its config, and its layer directories.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Image {
+    pub reference: String,
+    /// The manifest digest (what Kubernetes shows as imageID).
+    pub digest: String,
+    pub config: ImageConfig,
+    /// diff_ids, bottom layer first.
+    pub diff_ids: Vec<String>,
+    pub size_bytes: u64,
+}
+
+/// How `ensure` got the image, for the pod's events.
+#[derive(Debug)]
+pub enum Outcome {
+    AlreadyPresent,
+    Pulled { seconds: f64, bytes: u64 },
+}
+
+pub struct ImageManager {
+    root: PathBuf,
+    insecure_registries: Vec<String>,
+    https: OnceCell<Client>,
+    http: OnceCell<Client>,
+    /// One lock per image reference, so two pods asking for one image pull it once.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ImageManager {
+    pub fn new(root: PathBuf, insecure_registries: Vec<String>) -> Result<Self, ImageError> {
+        for dir in ["refs", "layers", "tmp"] {
+            let d = root.join(dir);
+            std::fs::create_dir_all(&d).map_err(|e| ImageError::Io(d, e))?;
+        }
+        // Half-finished downloads of a previous run are of no use.
+        let tmp = root.join("tmp");
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path()).or_else(|_| std::fs::remove_file(entry.path()));
+            }
+        }
+        Ok(ImageManager { root, insecure_registries, https: OnceCell::new(), http: OnceCell::new(), pulls: Mutex::new(HashMap::new()) })
+    }
+
+    /// The directory holding a layer's unpacked files.
+    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
+        self.root.join("layers").join(diff_id.replace(':', "-"))
+    }
+
+    /// Returns the image, pulling it first if the policy says so. `on_pull` runs just
+    /// before a pull starts (the agent records the `Pulling` event there).
+    pub async fn ensure(&self, image: &str, policy: PullPolicy, on_pull: impl FnOnce()) -> Result<(Image, Outcome), ImageError> {
+        let reference: Reference = image
+            .parse()
+            .map_err(|e: oci_client::ParseError| ImageError::InvalidReference(image.to_string(), e.to_string()))?;
+        let lock = {
+            let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+            pulls.entry(reference.whole()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let local = self.read_record(&reference);
+        match (policy, local) {
+            (PullPolicy::Never, Some(img)) | (PullPolicy::IfNotPresent, Some(img)) => return Ok((img, Outcome::AlreadyPresent)),
+            (PullPolicy::Never, None) => return Err(ImageError::NeverPull(image.to_string())),
+            (PullPolicy::Always, Some(img)) => {
+                // Always means "ask the registry", not "download again": same digest, same image.
+                let digest = self
+                    .client(&reference)
+                    .await
+                    .fetch_manifest_digest(&reference, &RegistryAuth::Anonymous)
+                    .await
+                    .map_err(|e| registry_error(&reference, e))?;
+                if digest == img.digest {
+                    return Ok((img, Outcome::AlreadyPresent));
+                }
+            }
+            _ => {}
+        }
+        on_pull();
+        let started = Instant::now();
+        let (img, bytes) = self.pull(&reference).await?;
+        Ok((img, Outcome::Pulled { seconds: started.elapsed().as_secs_f64(), bytes }))
+    }
+
+    #[tracing::instrument(skip_all, fields(image = %reference))]
+    async fn pull(&self, reference: &Reference) -> Result<(Image, u64), ImageError> {
+        let client = self.client(reference).await;
+        let auth = RegistryAuth::Anonymous;
+        let (manifest, digest, config) = client
+            .pull_manifest_and_config(reference, &auth)
+            .await
+            .map_err(|e| registry_error(reference, e))?;
+        let config_file: ConfigFile = serde_json::from_str(&config)
+            .map_err(|e| ImageError::Config(e.to_string()))?;
+        let diff_ids = config_file.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::Config(format!(
+                "manifest has {} layers but the config lists {} diff_ids",
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut downloaded = 0;
+        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+            let dir = self.layer_dir(diff_id);
+            if dir.exists() {
+                tracing::debug!(%diff_id, "layer already unpacked");
+                continue;
+            }
+            let tmp = tempfile::Builder::new()
+                .prefix("blob-")
+                .tempfile_in(self.root.join("tmp"))
+                .map_err(|e| ImageError::Io(self.root.join("tmp"), e))?;
+            let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| ImageError::Io(tmp.path().into(), e))?);
+            client.pull_blob(reference, layer, &mut file).await.map_err(|e| registry_error(reference, e))?;
+            downloaded += layer.size.max(0) as u64;
+            let unpack_to = self.root.join("tmp").join(format!("layer-{}", uuid::Uuid::new_v4().simple()));
+            let (blob_path, media_type, digest_want, diff_id_want) =
+                (tmp.path().to_path_buf(), layer.media_type.clone(), layer.digest.clone(), diff_id.clone());
+            let target = unpack_to.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
+                let actual = sha256_file(&blob_path).map_err(|e| ImageError::Io(blob_path.clone(), e))?;
+                if actual != digest_want {
+                    return Err(ImageError::DigestMismatch { digest: digest_want, actual });
+                }
+                unpack::unpack_layer(&blob_path, &media_type, &diff_id_want, &target)
+                    .map_err(|e| ImageError::Unpack(digest_want.clone(), e))
+            })
+            .await
+            .map_err(|e| ImageError::Io(unpack_to.clone(), std::io::Error::other(e)))?
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&unpack_to);
+            })?;
+            // A rename is atomic: other readers see the whole layer or none of it.
+            if let Err(e) = std::fs::rename(&unpack_to, &dir) {
+                let _ = std::fs::remove_dir_all(&unpack_to);
+                if !dir.exists() {
+                    return Err(ImageError::Io(dir, e));
+                }
+            }
+            tracing::debug!(%diff_id, "layer unpacked");
+        }
+        let size_bytes = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
+        let img = Image { reference: reference.whole(), digest, config: config_file.config.unwrap_or_default(), diff_ids, size_bytes };
+        self.write_record(reference, &img)?;
+        Ok((img, downloaded))
+    }
+
+    fn record_path(&self, reference: &Reference) -> PathBuf {
+        let name = hex::encode(sha2::Sha256::digest(reference.whole().as_bytes()));
+        self.root.join("refs").join(format!("{name}.json"))
+    }
+
+    fn read_record(&self, reference: &Reference) -> Option<Image> {
+        let bytes = std::fs::read(self.record_path(reference)).ok()?;
+        let img: Image = serde_json::from_slice(&bytes).ok()?;
+        // A record whose layers were removed by hand is no record.
+        img.diff_ids.iter().all(|d| self.layer_dir(d).exists()).then_some(img)
+    }
+
+    fn write_record(&self, reference: &Reference, img: &Image) -> Result<(), ImageError> {
+        let path = self.record_path(reference);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(img).map_err(|e| ImageError::Config(e.to_string()))?;
+        std::fs::write(&tmp, bytes).map_err(|e| ImageError::Io(tmp.clone(), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| ImageError::Io(path, e))
+    }
+
+    /// The shared client for this registry: plain HTTP for loopback registries (as Docker
+    /// does for 127.0.0.0/8) and those named with --insecure-registry, HTTPS for the rest.
+    async fn client(&self, reference: &Reference) -> &Client {
+        let host = reference.resolve_registry();
+        let plain = is_loopback_registry(host) || self.insecure_registries.iter().any(|r| r == host);
+        let (cell, protocol) = if plain { (&self.http, ClientProtocol::Http) } else { (&self.https, ClientProtocol::Https) };
+        cell.get_or_init(|| async move { Client::new(ClientConfig { protocol, ..Default::default() }) }).await
+    }
+}
+
+/// `127.0.0.1:5000`, `localhost:5000`, `[::1]:5000`: registries on this machine.
+pub fn is_loopback_registry(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn registry_error(reference: &Reference, e: oci_client::errors::OciDistributionError) -> ImageError {
+    ImageError::Registry(format!("{}: {e}", reference.whole()))
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        assert!(is_loopback_registry("127.0.0.1:5000"));
+        assert!(is_loopback_registry("127.8.0.1:5000"));
+        assert!(is_loopback_registry("localhost:5000"));
+        assert!(is_loopback_registry("[::1]:5000"));
+        assert!(!is_loopback_registry("docker.io"));
+        assert!(!is_loopback_registry("10.0.0.1:5000"));
+    }
+}

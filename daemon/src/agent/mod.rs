@@ -1,0 +1,205 @@
+//! The agent: kubelab's kubelet, one per node.
+//!
+//! It registers its node and heartbeats, serves its pods' logs, and watches the pods bound
+//! to its node. Each pod gets a worker (`pod_workers`) that pulls images
+//! (`image::ImageManager`), runs containers through shims (`runtime::RuntimeService`),
+//! and reports status (`status_manager::StatusManager`) and events. It writes only pod
+//! status, events, and its own Node; it never binds or creates pods.
+//!
+//! Stopping the agent (SIGTERM or Ctrl-C) stops its pods' containers and removes their
+//! files: a lab that is shut down leaves nothing running. A `kill -9` leaves them running.
+
+mod image;
+mod logs;
+mod pod_workers;
+pub mod runtime;
+mod status_manager;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kubelab_proto::v1::agent_server::AgentServer;
+use kubelab_proto::v1::{HeartbeatRequest, ListPodsRequest, Node, NodeResources, NodeSpec, NodeStatus, ObjectMeta, WatchEventType, WatchRequest};
+
+use crate::client::{ApiClient, EventRecorder};
+use image::ImageManager;
+use pod_workers::PodWorkers;
+use runtime::RuntimeService;
+use status_manager::StatusManager;
+
+/// How often the agent tells the apiserver it is alive (Kubernetes' node lease renews every 10 s).
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(10);
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (a DNS-1123 subdomain).
+    #[arg(long, env = "KUBELAB_NODE_NAME")]
+    pub node_name: String,
+    /// The apiserver's address.
+    #[arg(long, default_value = "127.0.0.1:6443", env = "KUBELAB_SERVER")]
+    pub server: String,
+    /// Where this agent keeps images, pods and logs (default /var/lib/kubelab/agents/NODE).
+    #[arg(long)]
+    pub root_dir: Option<PathBuf>,
+    /// Where the agent serves logs to the apiserver (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// A registry (HOST:PORT) to speak plain HTTP to. Loopback registries always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// Everything a pod worker needs, shared by all of them.
+pub struct Kubelet {
+    pub api: ApiClient,
+    pub events: EventRecorder,
+    pub images: ImageManager,
+    pub runtime: Arc<RuntimeService>,
+    pub status: StatusManager,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid --server {0:?}: {1}")]
+    Server(String, tonic::transport::Error),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("cannot serve on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+    let root = args.root_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/kubelab/agents").join(&args.node_name));
+    let api = ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
+    let runtime = Arc::new(RuntimeService::new(root.clone(), args.node_name.clone())?);
+    let kubelet = Arc::new(Kubelet {
+        events: EventRecorder::start(api.clone(), &args.node_name),
+        status: StatusManager::start(api.clone()),
+        images: ImageManager::new(root.join("images"), args.insecure_registries.clone())?,
+        runtime: runtime.clone(),
+        api: api.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| AgentError::Listen(args.listen, e))?;
+    let endpoint = listener.local_addr().map_err(|e| AgentError::Listen(args.listen, e))?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentServer::new(logs::AgentService { runtime: runtime.clone() }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let node = node_object(&args.node_name, &endpoint.to_string());
+    register(&api, node.clone()).await;
+    tokio::spawn(heartbeat(api.clone(), node));
+
+    let workers = PodWorkers::new(kubelet);
+    tokio::select! {
+        _ = sync_loop(&api, &args.node_name, &workers) => {}
+        _ = shutdown => tracing::info!("agent stopping: stopping its pods"),
+    }
+    workers.shutdown().await;
+    runtime.remove_node_cgroups();
+    Ok(())
+}
+
+/// Lists the pods bound to this node, then follows the watch; relists when the watch breaks.
+async fn sync_loop(api: &ApiClient, node_name: &str, workers: &PodWorkers) {
+    loop {
+        if let Err(e) = list_and_watch(api, node_name, workers).await {
+            tracing::warn!(error = %e.message(), "pod watch lost; relisting in 1s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn list_and_watch(api: &ApiClient, node_name: &str, workers: &PodWorkers) -> Result<(), tonic::Status> {
+    let list = api.pods.clone().list(ListPodsRequest { namespace: String::new(), node_name: node_name.into() }).await?.into_inner();
+    let present: HashSet<String> = list.items.iter().filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone())).collect();
+    workers.remove_missing(&present);
+    for pod in list.items {
+        workers.update_pod(pod);
+    }
+    let request = WatchRequest { from_revision: list.resource_version, node_name: node_name.into(), ..Default::default() };
+    let mut stream = api.pods.clone().watch(request).await?.into_inner();
+    tracing::info!(revision = list.resource_version, "watching pods bound to this node");
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        let Some(pod) = event.object.clone() else { continue };
+        match event.r#type() {
+            WatchEventType::Deleted => workers.remove_pod(&pod),
+            _ => workers.update_pod(pod),
+        }
+    }
+    Err(tonic::Status::unavailable("watch stream ended"))
+}
+
+async fn register(api: &ApiClient, node: Node) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match api.nodes.clone().register(node.clone()).await {
+            Ok(_) => {
+                tracing::info!("node registered");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "cannot register the node yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn heartbeat(api: ApiClient, node: Node) {
+    let name = node.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let mut ticks = tokio::time::interval(HEARTBEAT_PERIOD);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match api.nodes.clone().heartbeat(HeartbeatRequest { name: name.clone() }).await {
+            Ok(_) => {}
+            // The apiserver lost our node (a fresh data dir): register again.
+            Err(e) if e.code() == tonic::Code::NotFound => register(&api, node.clone()).await,
+            Err(e) => tracing::warn!(error = %e.message(), "heartbeat failed"),
+        }
+    }
+}
+
+/// This node as the API sees it: capacity read from the host.
+fn node_object(name: &str, endpoint: &str) -> Node {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    let capacity = NodeResources { cpu_millis: cpus * 1000, memory_bytes: memory, pods: 110 };
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let os_image = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .unwrap_or_default();
+    Node {
+        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
+        spec: Some(NodeSpec::default()),
+        status: Some(NodeStatus {
+            capacity: Some(capacity),
+            allocatable: Some(capacity),
+            agent_endpoint: endpoint.into(),
+            kernel_version: kernel,
+            os_image,
+            ..Default::default()
+        }),
+    }
+}

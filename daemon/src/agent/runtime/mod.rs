@@ -1,0 +1,285 @@
+//! The RuntimeService: turns "run this container of this pod" into a real container.
+//!
+//! Owns `<agent root>/pods/<uid>/<container>/` (bundle, overlay upper and work dirs, exit
+//! record), the pods' log files, and their cgroups. It stacks the image's layer directories
+//! with overlayfs, writes the OCI runtime spec, and starts one `kubelabd shim` process per
+//! container; the shim calls libcontainer. The agent itself never calls libcontainer: the
+//! library forks and `chdir`s its caller, which a multi-threaded tokio process must not
+//! suffer (see docs/architecture.md).
+
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use kubelab_proto::v1::{Container, Pod};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+
+use crate::agent::image::{Image, ImageManager};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("mounting the container's root filesystem at {0}: {1}")]
+    Mount(PathBuf, nix::Error),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error("starting the shim: {0}")]
+    Shim(String),
+    #[error("the runtime refused to start the container: {0}")]
+    Start(String),
+}
+
+/// How a container ended, as its shim recorded it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    /// The signal that killed it (0 when it exited by itself).
+    pub signal: i32,
+    pub finished_at_ms: i64,
+}
+
+/// A container that the shim has started.
+#[derive(Debug)]
+pub struct Started {
+    pub container_id: String,
+    pub pid: i32,
+    pub started_at_ms: i64,
+    /// The shim: it exits right after the container does.
+    pub shim: tokio::process::Child,
+    pub exit_file: PathBuf,
+}
+
+pub struct RuntimeService {
+    root: PathBuf,
+    node_name: String,
+    shim_exe: PathBuf,
+}
+
+impl RuntimeService {
+    pub fn new(root: PathBuf, node_name: String) -> Result<Self, RuntimeError> {
+        for dir in ["pods", "logs", "runtime", "empty"] {
+            let d = root.join(dir);
+            std::fs::create_dir_all(&d).map_err(|e| RuntimeError::Io(d, e))?;
+        }
+        let shim_exe = std::env::current_exe().map_err(|e| RuntimeError::Io("current executable".into(), e))?;
+        Ok(RuntimeService { root, node_name, shim_exe })
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root.join("pods").join(uid)
+    }
+
+    /// Where a container's output goes: `logs/<namespace>_<pod>_<uid>/<container>.log`,
+    /// the kubelet's `/var/log/pods` layout.
+    pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
+        let m = pod.metadata.clone().unwrap_or_default();
+        self.root.join("logs").join(format!("{}_{}_{}", m.namespace, m.name, m.uid)).join(format!("{container}.log"))
+    }
+
+    /// The logs directory of the newest pod with this namespace and name.
+    pub fn find_pod_logs(&self, namespace: &str, name: &str) -> Option<PathBuf> {
+        let prefix = format!("{namespace}_{name}_");
+        std::fs::read_dir(self.root.join("logs"))
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name().to_str().is_some_and(|n| {
+                    // The uid (36 characters) follows the prefix; a longer pod name sharing the prefix does not match.
+                    n.strip_prefix(&prefix).is_some_and(|uid| uid.len() == 36 && !uid.contains('_'))
+                })
+            })
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .map(|e| e.path())
+    }
+
+    /// The cgroup of a pod, relative to each hierarchy's root.
+    fn pod_cgroup(&self, uid: &str) -> PathBuf {
+        PathBuf::from("/kubelab").join(&self.node_name).join(uid)
+    }
+
+    /// Builds the container's root filesystem and bundle, then starts it through a shim.
+    #[tracing::instrument(skip_all, fields(container = %container.name))]
+    pub async fn start_container(&self, pod: &Pod, container: &Container, image: &Image, images: &ImageManager) -> Result<Started, RuntimeError> {
+        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+        let container_id = format!("{uid}-{}", container.name);
+        let dir = self.pod_dir(&uid).join(&container.name);
+        // A restart starts from a fresh writable layer, as in Kubernetes.
+        self.remove_container_dir(&dir)?;
+        let bundle = dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        for d in [&rootfs, &upper, &work] {
+            std::fs::create_dir_all(d).map_err(|e| RuntimeError::Io(d.clone(), e))?;
+        }
+        // overlayfs lists the lower layers top first.
+        let mut lower: Vec<String> = image.diff_ids.iter().rev().map(|d| images.layer_dir(d).display().to_string()).collect();
+        if lower.is_empty() {
+            lower.push(self.root.join("empty").display().to_string());
+        }
+        let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+        nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
+            .map_err(|e| RuntimeError::Mount(rootfs.clone(), e))?;
+        let cgroup = self.pod_cgroup(&uid).join(&container.name);
+        let spec = spec::build(pod, container, &image.config, cgroup)?;
+        let config = bundle.join("config.json");
+        spec.save(&config).map_err(|e| RuntimeError::Io(config.clone(), std::io::Error::other(e.to_string())))?;
+        let log = self.log_path(pod, &container.name);
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Io(parent.into(), e))?;
+        }
+        let exit_file = dir.join("exit.json");
+        let shim_log = std::fs::File::create(dir.join("shim.log")).map_err(|e| RuntimeError::Io(dir.join("shim.log"), e))?;
+        let mut shim = tokio::process::Command::new(&self.shim_exe)
+            .arg("shim")
+            .arg("--id")
+            .arg(&container_id)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--state-root")
+            .arg(self.root.join("runtime"))
+            .arg("--log")
+            .arg(&log)
+            .arg("--exit-file")
+            .arg(&exit_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(shim_log)
+            // Its own process group: a Ctrl-C meant for the agent's terminal must not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        // The shim's first line says how the start went: "started PID" or "error MESSAGE".
+        let mut line = String::new();
+        if let Some(stdout) = shim.stdout.take() {
+            tokio::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .await
+                .map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        }
+        let started_at_ms = kubelab_proto::now_ms();
+        match line.trim().split_once(' ') {
+            Some(("started", pid)) => {
+                let pid = pid.parse().map_err(|_| RuntimeError::Shim(format!("bad answer {line:?}")))?;
+                tracing::debug!(pid, "container started");
+                Ok(Started { container_id, pid, started_at_ms, shim, exit_file })
+            }
+            Some(("error", message)) => {
+                let _ = shim.wait().await;
+                self.unmount(&rootfs);
+                Err(RuntimeError::Start(message.to_string()))
+            }
+            _ => {
+                let _ = shim.wait().await;
+                self.unmount(&rootfs);
+                let detail = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+                Err(RuntimeError::Shim(format!("the shim exited without starting the container: {}", detail.trim())))
+            }
+        }
+    }
+
+    /// Waits for the container to end, then reads how it ended.
+    pub async fn wait(mut started: Started) -> ExitRecord {
+        let status = started.shim.wait().await;
+        match std::fs::read(&started.exit_file).ok().and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok()) {
+            Some(record) => record,
+            None => {
+                // The shim died without recording the exit (killed by hand?): report it as lost.
+                tracing::warn!(?status, "shim ended without an exit record");
+                ExitRecord { exit_code: 128 + 9, signal: 9, finished_at_ms: kubelab_proto::now_ms() }
+            }
+        }
+    }
+
+    /// Sends a signal to a container's init process.
+    pub fn signal(&self, pid: i32, signal: nix::sys::signal::Signal) {
+        // The pid cannot be reused while we hold it: the container's process stays a zombie
+        // of its shim until the shim reaps it, and we learn of that from the shim's exit.
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+            tracing::debug!(pid, %signal, error = %e, "signal not delivered (already gone?)");
+        }
+    }
+
+    /// Removes what one stopped container left: its rootfs mount and its directory.
+    pub fn remove_container(&self, uid: &str, container: &str) -> Result<(), RuntimeError> {
+        self.remove_container_dir(&self.pod_dir(uid).join(container))
+    }
+
+    fn remove_container_dir(&self, dir: &Path) -> Result<(), RuntimeError> {
+        self.unmount(&dir.join("bundle").join("rootfs"));
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::Io(dir.to_path_buf(), e)),
+        }
+    }
+
+    fn unmount(&self, path: &Path) {
+        // Lazy: a process of the container that is still dying must not block the cleanup.
+        let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    }
+
+    /// Removes everything a pod left on this node once its containers are gone: container
+    /// dirs, its cgroups (and their empty parents), and its logs.
+    pub fn remove_pod(&self, pod: &Pod) -> Result<(), RuntimeError> {
+        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+        let dir = self.pod_dir(&uid);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                self.remove_container_dir(&entry.path())?;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(logs) = self.log_path(pod, "x").parent() {
+            let _ = std::fs::remove_dir_all(logs);
+        }
+        remove_cgroup(&self.pod_cgroup(&uid));
+        Ok(())
+    }
+
+    /// Removes the node's cgroup parents once no pod is left (the agent stopping).
+    pub fn remove_node_cgroups(&self) {
+        remove_cgroup(&PathBuf::from("/kubelab").join(&self.node_name));
+    }
+}
+
+/// Removes a cgroup directory in every hierarchy (v1 has one per controller, v2 one in
+/// all), children first, then its parents up to the root while they are empty.
+fn remove_cgroup(path: &Path) {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let mut hierarchies = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        hierarchies.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for hierarchy in hierarchies {
+        let target = hierarchy.join(relative);
+        if !target.exists() {
+            continue;
+        }
+        remove_cgroup_tree(&target);
+        // Then the empty parents: `/kubelab/<node>`, `/kubelab`.
+        let mut parent = target.parent();
+        while let Some(p) = parent {
+            if p == hierarchy || std::fs::remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    // cgroup directories are removed with rmdir even though they list control files.
+    if let Err(e) = std::fs::remove_dir(dir) {
+        tracing::debug!(dir = %dir.display(), error = %e, "cgroup not removed");
+    }
+}

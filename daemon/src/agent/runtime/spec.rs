@@ -1,0 +1,159 @@
+//! Building a container's OCI runtime spec (`config.json`) from the image and the pod.
+//!
+//! Pure translation, with Kubernetes' rules for command and args: `command` replaces the
+//! image's Entrypoint, `args` replaces its Cmd, and `command` alone drops the Cmd. Touches
+//! no file and no process.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use libcontainer::oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, Spec, UserBuilder,
+};
+use kubelab_proto::v1::{Container, Pod};
+
+use crate::agent::image::ImageConfig;
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("container {0:?} has no command: the image has no Entrypoint or Cmd, and the pod gives no command")]
+    NoCommand(String),
+    #[error("image user {0:?} is not numeric; kubelab runs images as a numeric uid[:gid] only")]
+    User(String),
+    #[error("building the runtime spec: {0}")]
+    Build(String),
+}
+
+/// The process's argv, by Kubernetes' rules.
+pub fn process_args(container: &Container, image: &ImageConfig) -> Vec<String> {
+    let entrypoint = image.entrypoint.clone().unwrap_or_default();
+    let cmd = image.cmd.clone().unwrap_or_default();
+    match (container.command.is_empty(), container.args.is_empty()) {
+        (false, _) => container.command.iter().chain(&container.args).cloned().collect(),
+        (true, false) => entrypoint.into_iter().chain(container.args.iter().cloned()).collect(),
+        (true, true) => entrypoint.into_iter().chain(cmd).collect(),
+    }
+}
+
+/// The environment: the image's, then the pod's (which wins on the same name).
+pub fn process_env(container: &Container, image: &ImageConfig) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        if env.insert(k.to_string(), v.to_string()).is_none() {
+            order.push(k.to_string());
+        }
+    };
+    for kv in image.env.iter().flatten() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for e in &container.env {
+        set(&e.name, &e.value);
+    }
+    let mut out: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
+    if !env.contains_key("PATH") {
+        out.insert(0, DEFAULT_PATH.to_string());
+    }
+    out
+}
+
+fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user, "0"));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(SpecError::User(user.to_string())),
+    }
+}
+
+/// The whole spec for one container of a pod. `cgroups_path` is where its limits apply.
+pub fn build(pod: &Pod, container: &Container, image: &ImageConfig, cgroups_path: PathBuf) -> Result<Spec, SpecError> {
+    let err = |e: libcontainer::oci_spec::OciSpecError| SpecError::Build(e.to_string());
+    let args = process_args(container, image);
+    if args.is_empty() {
+        return Err(SpecError::NoCommand(container.name.clone()));
+    }
+    let cwd = Some(container.working_dir.as_str())
+        .filter(|w| !w.is_empty())
+        .or(image.working_dir.as_deref().filter(|w| !w.is_empty()))
+        .unwrap_or("/");
+    let (uid, gid) = parse_user(image.user.as_deref().unwrap_or(""))?;
+    let mut spec = Spec::default();
+    let defaults = spec.process().clone().unwrap_or_default();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(process_env(container, image))
+        .cwd(cwd)
+        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(err)?)
+        .capabilities(defaults.capabilities().clone().unwrap_or_default())
+        .rlimits(defaults.rlimits().clone().unwrap_or_default())
+        .no_new_privileges(true)
+        .build()
+        .map_err(err)?;
+    spec.set_process(Some(process));
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(false));
+    }
+    let pod_name = pod.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
+    spec.set_hostname(Some(pod_name.chars().take(63).collect()));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(cgroups_path));
+    let limits = container.resources.unwrap_or_default();
+    let mut resources = LinuxResourcesBuilder::default();
+    if limits.memory_limit_bytes > 0 {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limits.memory_limit_bytes).build().map_err(err)?);
+    }
+    if limits.cpu_limit_millis > 0 || limits.cpu_request_millis > 0 {
+        let mut cpu = LinuxCpuBuilder::default();
+        if limits.cpu_request_millis > 0 {
+            // Kubernetes' mapping: 1 cpu = 1024 shares.
+            cpu = cpu.shares((limits.cpu_request_millis * 1024 / 1000).max(2) as u64);
+        }
+        if limits.cpu_limit_millis > 0 {
+            cpu = cpu.quota(limits.cpu_limit_millis * 100).period(100_000u64);
+        }
+        resources = resources.cpu(cpu.build().map_err(err)?);
+    }
+    linux.set_resources(Some(resources.build().map_err(err)?));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
+        ImageConfig {
+            entrypoint: Some(entrypoint.iter().map(|s| s.to_string()).collect()),
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes_rules() {
+        let img = image(&["/bin/sh"], &["-c", "echo hi"]);
+        let mut c = Container::default();
+        assert_eq!(process_args(&c, &img), ["/bin/sh", "-c", "echo hi"]);
+        c.args = vec!["-c".into(), "exit 3".into()];
+        assert_eq!(process_args(&c, &img), ["/bin/sh", "-c", "exit 3"]);
+        c.command = vec!["/bin/true".into()];
+        c.args.clear();
+        assert_eq!(process_args(&c, &img), ["/bin/true"]);
+    }
+
+    #[test]
+    fn pod_env_overrides_image_env() {
+        let img = ImageConfig { env: Some(vec!["A=1".into(), "PATH=/bin".into()]), ..Default::default() };
+        let c = Container { env: vec![kubelab_proto::v1::EnvVar { name: "A".into(), value: "2".into() }], ..Default::default() };
+        assert_eq!(process_env(&c, &img), ["A=2", "PATH=/bin"]);
+    }
+}

@@ -1,0 +1,60 @@
+//! The Events service: the record of what happened to each object, and when.
+//!
+//! Components report steps here (the scheduler `Scheduled`, the agent `Pulling`,
+//! `Started`, ...); `kubelab describe` reads them back. Events are facts, never commands:
+//! nothing watches them to decide what to do.
+
+use std::sync::Arc;
+
+use kubelab_proto::v1::events_server::Events;
+use kubelab_proto::v1::{Event, EventList, ListEventsRequest};
+use kubelab_proto::now_ms;
+use tonic::{Request, Response, Status};
+
+use super::store::{key, prefix, Store};
+use super::ApiError;
+
+pub struct EventsService {
+    store: Arc<Store>,
+}
+
+impl EventsService {
+    pub fn new(store: Arc<Store>) -> Self {
+        EventsService { store }
+    }
+}
+
+#[tonic::async_trait]
+impl Events for EventsService {
+    async fn create(&self, request: Request<Event>) -> Result<Response<Event>, Status> {
+        let mut event = request.into_inner();
+        let involved = event.involved_object.clone().unwrap_or_default();
+        if involved.name.is_empty() || event.reason.is_empty() {
+            return Err(ApiError::Invalid("event: involvedObject.name and reason are required".into()).into());
+        }
+        if event.timestamp_ms == 0 {
+            event.timestamp_ms = now_ms();
+        }
+        let namespace = if involved.namespace.is_empty() { "default".to_string() } else { involved.namespace.clone() };
+        // Named like Kubernetes' events: the object's name and a unique suffix.
+        let name = format!("{}.{}", involved.name, uuid::Uuid::new_v4().simple());
+        let key = key::<Event>(&namespace, &name);
+        let meta = event.metadata.get_or_insert_with(Default::default);
+        meta.name = name;
+        meta.namespace = namespace;
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        meta.creation_timestamp_ms = event.timestamp_ms;
+        let event = self.store.update::<Event, _>(&key, |_, _| Ok(Some(event))).await?;
+        Ok(Response::new(event))
+    }
+
+    async fn list(&self, request: Request<ListEventsRequest>) -> Result<Response<EventList>, Status> {
+        let r = request.into_inner();
+        let (mut items, _) = self.store.list::<Event>(&prefix::<Event>(&r.namespace))?;
+        if !r.involved_uid.is_empty() {
+            items.retain(|e| e.involved_object.as_ref().is_some_and(|o| o.uid == r.involved_uid));
+        }
+        items.sort_by_key(|e| (e.timestamp_ms, e.metadata.as_ref().map(|m| m.resource_version).unwrap_or(0)));
+        Ok(Response::new(EventList { items }))
+    }
+}

@@ -1,0 +1,140 @@
+//! The apiserver: the cluster's only source of truth, served over gRPC.
+//!
+//! Owns the store (sled) and is the only component that touches it. It validates and
+//! defaults what users send, hands out revisions, and streams changes to watchers. It
+//! never schedules, pulls or runs anything: the scheduler and the agents are its clients.
+//!
+//! Layout: `store` (sled, revisions, watch feed), `validation` (names and defaults),
+//! `pods`, `nodes`, `events` (one gRPC service each).
+
+mod events;
+mod nodes;
+mod pods;
+mod store;
+mod validation;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kubelab_proto::v1::events_server::EventsServer;
+use kubelab_proto::v1::nodes_server::NodesServer;
+use kubelab_proto::v1::pods_server::PodsServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use store::Store;
+
+/// Everything that can go wrong in an API call; each maps to one gRPC status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("resource version {0} is too old (history starts after {1}): expired, relist")]
+    Expired(u64, u64),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
+            ApiError::Conflict(_) => tonic::Status::aborted(message),
+            ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            ApiError::Expired(..) => tonic::Status::out_of_range(message),
+            ApiError::Unavailable(_) => tonic::Status::unavailable(message),
+            ApiError::Storage(_) | ApiError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiserverArgs {
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:6443", env = "KUBELAB_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory of the sled database.
+    #[arg(long, default_value = "/var/lib/kubelab/apiserver")]
+    pub data_dir: PathBuf,
+}
+
+/// Opens the store and serves the API until `shutdown` resolves.
+pub async fn run(args: ApiserverArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ApiserverError> {
+    let store = Arc::new(Store::open(&args.data_dir).map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ApiserverError::Bind(args.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| ApiserverError::Bind(args.listen, e))?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), "apiserver serving");
+    tonic::transport::Server::builder()
+        .add_service(PodsServer::new(pods::PodsService::new(store.clone())))
+        .add_service(NodesServer::new(nodes::NodesService::new(store.clone())))
+        .add_service(EventsServer::new(events::EventsService::new(store)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ApiserverError::Serve)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiserverError {
+    #[error("cannot open the store in {0}: {1}")]
+    Open(PathBuf, ApiError),
+    #[error("cannot listen on {0}: {1} (is another apiserver running? choose another with --listen)")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(tonic::transport::Error),
+}
+
+/// A gRPC stream of watch events, as returned by the Watch RPCs.
+type WatchStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// Turns the store's change feed into a typed gRPC watch stream.
+fn watch_stream<T, E>(
+    store: &Store,
+    from_revision: u64,
+    prefix: String,
+    wrap: impl Fn(kubelab_proto::v1::WatchEventType, T) -> Option<E> + Send + 'static,
+) -> Result<WatchStream<E>, tonic::Status>
+where
+    T: store::Object + Send + 'static,
+    E: Send + 'static,
+{
+    use kubelab_proto::v1::WatchEventType;
+    let rx = store.watch(from_revision, prefix)?;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |change| {
+        let item = match change {
+            Err(e) => Some(Err(tonic::Status::from(e))),
+            Ok(change) => match T::decode(change.value.as_slice()) {
+                Err(e) => Some(Err(tonic::Status::internal(format!("undecodable object: {e}")))),
+                Ok(object) => {
+                    let t = match change.change_type {
+                        store::ChangeType::Added => WatchEventType::Added,
+                        store::ChangeType::Modified => WatchEventType::Modified,
+                        store::ChangeType::Deleted => WatchEventType::Deleted,
+                    };
+                    wrap(t, object).map(Ok)
+                }
+            },
+        };
+        futures::future::ready(item)
+    });
+    Ok(Box::pin(stream))
+}
+
+use futures::StreamExt;

@@ -1,0 +1,72 @@
+//! Connecting to the apiserver: one channel per process, shared by every client stub.
+//!
+//! The scheduler and the agents reach the cluster only through here.
+
+use kubelab_proto::v1::events_client::EventsClient;
+use kubelab_proto::v1::nodes_client::NodesClient;
+use kubelab_proto::v1::pods_client::PodsClient;
+use kubelab_proto::v1::{Event, ObjectReference, Pod};
+use tonic::transport::Channel;
+
+/// The API's three clients over one HTTP/2 connection. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub pods: PodsClient<Channel>,
+    pub nodes: NodesClient<Channel>,
+    pub events: EventsClient<Channel>,
+}
+
+impl ApiClient {
+    /// A lazily connected client: the first call connects, and a lost connection is
+    /// re-established by later calls, so components survive an apiserver restart.
+    pub fn new(server: &str) -> Result<Self, tonic::transport::Error> {
+        let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+        let channel = tonic::transport::Endpoint::from_shared(url)?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(ApiClient {
+            pods: PodsClient::new(channel.clone()),
+            nodes: NodesClient::new(channel.clone()),
+            events: EventsClient::new(channel),
+        })
+    }
+}
+
+/// Records events in the order they happen, without making the caller wait (Kubernetes'
+/// EventRecorder). Events are best effort: one that cannot be written is logged and dropped.
+#[derive(Clone)]
+pub struct EventRecorder {
+    source: String,
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+impl EventRecorder {
+    /// Starts the writer task; `source` names the reporter (`scheduler`, or a node name).
+    pub fn start(api: ApiClient, source: &str) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if let Err(e) = api.events.clone().create(event.clone()).await {
+                    tracing::warn!(reason = %event.reason, error = %e.message(), "could not record event");
+                }
+            }
+        });
+        EventRecorder { source: source.to_string(), tx }
+    }
+
+    /// An event about a pod, stamped now. `type_` is Normal or Warning.
+    pub fn pod_event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let event = Event {
+            involved_object: Some(ObjectReference { kind: "Pod".into(), namespace: meta.namespace, name: meta.name, uid: meta.uid }),
+            reason: reason.into(),
+            message,
+            r#type: type_.into(),
+            source: self.source.clone(),
+            timestamp_ms: kubelab_proto::now_ms(),
+            ..Default::default()
+        };
+        let _ = self.tx.send(event);
+    }
+}

@@ -1,0 +1,86 @@
+//! `kubelabd`: every kubelab daemon in one binary.
+//!
+//! Layout:
+//! - `apiserver` — the gRPC API and its sled store; the only owner of cluster state.
+//! - `scheduler` — binds unbound pods to nodes, through the API only.
+//! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
+//! - `shim` — one single-threaded process per container; the only caller of libcontainer.
+//! - `up` — apiserver + scheduler + agents, for a lab in one command.
+//! - `client` — the API client the scheduler and agents share.
+
+mod agent;
+mod apiserver;
+mod client;
+mod scheduler;
+mod shim;
+mod up;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kubelabd", version, about = "kubelab's daemons: apiserver, scheduler, agent (kubelet), shim")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (gRPC) and store objects in sled.
+    Apiserver(apiserver::ApiserverArgs),
+    /// Bind unbound pods to nodes.
+    Scheduler {
+        /// The apiserver's address.
+        #[arg(long, default_value = "127.0.0.1:6443", env = "KUBELAB_SERVER")]
+        server: String,
+    },
+    /// Run the node agent (kubelet) for one node.
+    Agent(agent::AgentArgs),
+    /// Start an apiserver, a scheduler and N agents together.
+    Up(up::UpArgs),
+    /// Internal: run one container (started by the agent).
+    #[command(hide = true)]
+    Shim(shim::ShimArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The shim must stay single-threaded (libcontainer forks it): no async runtime for it.
+    if let Command::Shim(args) = cli.command {
+        std::process::exit(shim::run(args));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Apiserver(args) => apiserver::run(args, shutdown_signal()).await.context("apiserver"),
+            Command::Scheduler { server } => {
+                let api = client::ApiClient::new(&server).with_context(|| format!("invalid --server {server:?}"))?;
+                tokio::select! {
+                    r = scheduler::run(api) => r.context("scheduler"),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            }
+            Command::Agent(args) => agent::run(args, shutdown_signal()).await.context("agent"),
+            Command::Up(args) => up::run(args, shutdown_signal()).await.context("up"),
+            Command::Shim(_) => unreachable!("handled before the runtime starts"),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

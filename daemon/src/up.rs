@@ -1,0 +1,110 @@
+//! `kubelabd up`: the whole lab in one command.
+//!
+//! Starts the apiserver and N agents as child processes of this one, and runs the scheduler
+//! in-process (still only through the API). One Ctrl-C (or SIGTERM) stops the agents first
+//! (they stop their pods), then the apiserver. It owns only those child processes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::client::ApiClient;
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// How many agents (nodes) to start: node-1, node-2, ...
+    #[arg(long, default_value_t = 2)]
+    pub agents: u32,
+    /// Where the lab keeps its data: apiserver/ and agents/NODE/.
+    #[arg(long, default_value = "/var/lib/kubelab")]
+    pub data_dir: PathBuf,
+    /// Address of the apiserver.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: std::net::SocketAddr,
+    /// Do not run the scheduler (pods then stay Pending: a lesson in itself).
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Registries (HOST:PORT) the agents speak plain HTTP to; loopback ones always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("cannot start {0}: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("the apiserver did not come up on {0}: {1}")]
+    Apiserver(std::net::SocketAddr, String),
+}
+
+pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), UpError> {
+    let exe = std::env::current_exe().map_err(|e| UpError::Spawn("kubelabd".into(), e))?;
+    let spawn = |what: &str, cmd: &mut Command| -> Result<Child, UpError> {
+        // Own process groups: the terminal's Ctrl-C reaches only us, and we stop them in order.
+        cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true).spawn().map_err(|e| UpError::Spawn(what.into(), e))
+    };
+    let mut apiserver = spawn(
+        "apiserver",
+        Command::new(&exe)
+            .arg("apiserver")
+            .arg("--listen")
+            .arg(args.listen.to_string())
+            .arg("--data-dir")
+            .arg(args.data_dir.join("apiserver")),
+    )?;
+    let api = ApiClient::new(&args.listen.to_string()).map_err(|e| UpError::Apiserver(args.listen, e.to_string()))?;
+    wait_for_apiserver(&api, &mut apiserver, args.listen).await?;
+    let mut agents = Vec::new();
+    for i in 1..=args.agents {
+        let name = format!("node-{i}");
+        let mut cmd = Command::new(&exe);
+        cmd.arg("agent")
+            .arg("--node-name")
+            .arg(&name)
+            .arg("--server")
+            .arg(args.listen.to_string())
+            .arg("--root-dir")
+            .arg(args.data_dir.join("agents").join(&name));
+        for r in &args.insecure_registries {
+            cmd.arg("--insecure-registry").arg(r);
+        }
+        agents.push(spawn(&format!("agent {name}"), &mut cmd)?);
+    }
+    let scheduler = (!args.no_scheduler).then(|| tokio::spawn(crate::scheduler::run(api.clone())));
+    println!("kubelab is up: apiserver on {}, {} agent(s). Ctrl-C stops it all.", args.listen, args.agents);
+    shutdown.await;
+    println!("stopping the lab...");
+    if let Some(s) = scheduler {
+        s.abort();
+    }
+    for agent in &agents {
+        terminate(agent);
+    }
+    for mut agent in agents {
+        let _ = agent.wait().await;
+    }
+    terminate(&apiserver);
+    let _ = apiserver.wait().await;
+    Ok(())
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+async fn wait_for_apiserver(api: &ApiClient, apiserver: &mut Child, addr: std::net::SocketAddr) -> Result<(), UpError> {
+    for _ in 0..100 {
+        if let Ok(Some(status)) = apiserver.try_wait() {
+            return Err(UpError::Apiserver(addr, format!("it exited with {status} (see its log above)")));
+        }
+        if api.nodes.clone().list(kubelab_proto::v1::ListNodesRequest {}).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(UpError::Apiserver(addr, "no answer after 5 s".into()))
+}
