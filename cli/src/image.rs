@@ -1,0 +1,142 @@
+//! `kubelab image push`: packs directories as OCI image layers and pushes them.
+//!
+//! Each directory becomes one gzip-compressed tar layer (the first is the bottom), with
+//! owners set to root and times fixed so that the same tree gives the same digest. The
+//! image config carries Entrypoint, Cmd, Env and the layers' diff_ids. It speaks the OCI
+//! distribution API through oci-client; plain HTTP for loopback and --insecure-registry.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image reference {0:?}: {1} (example: 127.0.0.1:5000/busybox:1)")]
+    Reference(String, String),
+    #[error("{0} is not a directory: give the root filesystem to pack")]
+    NotADirectory(PathBuf),
+    #[error("packing {0}: {1}")]
+    Pack(PathBuf, std::io::Error),
+    #[error("pushing to {0}: {1}")]
+    Push(String, String),
+}
+
+pub struct PushOptions {
+    pub layers: Vec<PathBuf>,
+    pub reference: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub insecure_registries: Vec<String>,
+}
+
+/// Packs one directory as an uncompressed tar with deterministic headers.
+fn pack(dir: &Path) -> Result<Vec<u8>, ImageError> {
+    let err = |e| ImageError::Pack(dir.to_path_buf(), e);
+    if !dir.is_dir() {
+        return Err(ImageError::NotADirectory(dir.to_path_buf()));
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(dir.join(&relative)).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let rel = relative.join(entry.file_name());
+            let meta = entry.path().symlink_metadata().map_err(err)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+            // Set explicitly: the files belong to root inside the image, whoever packed them.
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(entry.path()).map_err(err)?;
+                header.set_size(0);
+                builder.append_link(&mut header, &rel, &target).map_err(err)?;
+            } else if meta.is_dir() {
+                header.set_size(0);
+                builder.append_data(&mut header, &rel, std::io::empty()).map_err(err)?;
+                stack.push(rel);
+            } else if meta.is_file() {
+                let file = std::fs::File::open(entry.path()).map_err(err)?;
+                builder.append_data(&mut header, &rel, file).map_err(err)?;
+            }
+        }
+    }
+    builder.into_inner().map_err(err)
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+pub async fn push(options: PushOptions) -> Result<String, ImageError> {
+    let reference: Reference = options
+        .reference
+        .parse()
+        .map_err(|e: oci_client::ParseError| ImageError::Reference(options.reference.clone(), e.to_string()))?;
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for dir in &options.layers {
+        let tar = pack(dir)?;
+        diff_ids.push(sha256(&tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).map_err(|e| ImageError::Pack(dir.clone(), e))?;
+        let data = gz.finish().map_err(|e| ImageError::Pack(dir.clone(), e))?;
+        layers.push(ImageLayer::oci_v1_gzip(data, None));
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut container_config = serde_json::Map::new();
+    if !options.entrypoint.is_empty() {
+        container_config.insert("Entrypoint".into(), options.entrypoint.clone().into());
+    }
+    if !options.cmd.is_empty() {
+        container_config.insert("Cmd".into(), options.cmd.clone().into());
+    }
+    let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    env.extend(options.env.iter().cloned());
+    container_config.insert("Env".into(), env.into());
+    if let Some(w) = &options.workdir {
+        container_config.insert("WorkingDir".into(), w.clone().into());
+    }
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": container_config,
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": options.layers.iter().map(|d| serde_json::json!({"created_by": format!("kubelab image push {}", d.display())})).collect::<Vec<_>>(),
+    });
+    let config = Config::oci_v1(serde_json::to_vec(&config).map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?, None);
+    let manifest = OciImageManifest::build(&layers, &config, None);
+    let host = reference.resolve_registry().to_string();
+    let plain = is_loopback(&host) || options.insecure_registries.contains(&host);
+    let client = Client::new(ClientConfig {
+        protocol: if plain { ClientProtocol::Http } else { ClientProtocol::Https },
+        ..Default::default()
+    });
+    let response = client
+        .push(&reference, &layers, config, &RegistryAuth::Anonymous, Some(manifest))
+        .await
+        .map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?;
+    Ok(response.manifest_url)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

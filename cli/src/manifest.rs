@@ -1,0 +1,215 @@
+//! Reading Kubernetes Pod manifests (YAML) into kubelab's API objects.
+//!
+//! Parsing uses the ecosystem's own types (`k8s-openapi` core/v1), so a manifest that
+//! works here works on a real cluster. Fields kubelab does not act on yet are named in
+//! warnings rather than silently dropped. Owns no I/O beyond the text it is given.
+
+use k8s_openapi::api::core::v1 as k8s;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kubelab_proto::v1 as api;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{0}")]
+    Yaml(String),
+    #[error("document {0}: kind {1:?} is not supported: kubelab runs Pods only (apiVersion: v1, kind: Pod)")]
+    Kind(usize, String),
+    #[error("document {0}: apiVersion {1:?} is not supported for Pods: use apiVersion: v1")]
+    ApiVersion(usize, String),
+    #[error("document {0}: {1}")]
+    Field(usize, String),
+    #[error("no Pod found in the file (is it empty?)")]
+    Empty,
+}
+
+/// The pods in a (possibly multi-document) YAML file, with warnings for ignored fields.
+pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestError> {
+    let mut pods = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let n = i + 1;
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| ManifestError::Yaml(yaml_error(&e)))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        if kind != "Pod" {
+            return Err(ManifestError::Kind(n, if kind.is_empty() { "(missing)".into() } else { kind }));
+        }
+        let version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+        if version != "v1" {
+            return Err(ManifestError::ApiVersion(n, version.to_string()));
+        }
+        let pod: k8s::Pod = serde_yaml::from_value(value.clone()).map_err(|e| ManifestError::Field(n, e.to_string()))?;
+        warnings.extend(unsupported_fields(&value));
+        pods.push(to_api(pod).map_err(|e| ManifestError::Field(n, e))?);
+    }
+    if pods.is_empty() {
+        return Err(ManifestError::Empty);
+    }
+    Ok((pods, warnings))
+}
+
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    match e.location() {
+        Some(l) => format!("invalid YAML at line {} column {}: {}", l.line(), l.column(), e.to_string().split(" at line").next().unwrap_or_default()),
+        None => format!("invalid YAML: {e}"),
+    }
+}
+
+const POD_FIELDS: &[&str] = &["containers", "nodeName", "restartPolicy", "terminationGracePeriodSeconds"];
+const CONTAINER_FIELDS: &[&str] = &["name", "image", "command", "args", "env", "workingDir", "resources", "imagePullPolicy"];
+const META_FIELDS: &[&str] = &["name", "namespace", "labels", "annotations"];
+
+/// The fields present in the manifest that kubelab ignores for now.
+fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys = |v: Option<&serde_yaml::Value>| -> Vec<String> {
+        v.and_then(|v| v.as_mapping())
+            .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    for k in keys(value.get("metadata")) {
+        if !META_FIELDS.contains(&k.as_str()) {
+            out.push(format!("metadata.{k}"));
+        }
+    }
+    let spec = value.get("spec");
+    for k in keys(spec) {
+        if !POD_FIELDS.contains(&k.as_str()) {
+            out.push(format!("spec.{k}"));
+        }
+    }
+    if let Some(containers) = spec.and_then(|s| s.get("containers")).and_then(|c| c.as_sequence()) {
+        for (i, c) in containers.iter().enumerate() {
+            for k in keys(Some(c)) {
+                if !CONTAINER_FIELDS.contains(&k.as_str()) {
+                    out.push(format!("spec.containers[{i}].{k}"));
+                }
+            }
+            for e in c.get("env").and_then(|e| e.as_sequence()).into_iter().flatten() {
+                if e.get("valueFrom").is_some() {
+                    out.push(format!("spec.containers[{i}].env.valueFrom"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
+    let meta = pod.metadata;
+    let spec = pod.spec.ok_or("spec is required")?;
+    let mut containers = Vec::new();
+    for c in spec.containers {
+        let resources = c.resources.unwrap_or_default();
+        let get = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone());
+        let cpu = |q: Option<String>| q.map(|q| parse_cpu(&q)).transpose();
+        let mem = |q: Option<String>| q.map(|q| parse_memory(&q)).transpose();
+        let mut r = api::ResourceRequirements {
+            cpu_request_millis: cpu(get(&resources.requests, "cpu"))?.unwrap_or(0),
+            memory_request_bytes: mem(get(&resources.requests, "memory"))?.unwrap_or(0),
+            cpu_limit_millis: cpu(get(&resources.limits, "cpu"))?.unwrap_or(0),
+            memory_limit_bytes: mem(get(&resources.limits, "memory"))?.unwrap_or(0),
+        };
+        // As in Kubernetes, a limit without a request makes the request equal to the limit.
+        if r.cpu_request_millis == 0 {
+            r.cpu_request_millis = r.cpu_limit_millis;
+        }
+        if r.memory_request_bytes == 0 {
+            r.memory_request_bytes = r.memory_limit_bytes;
+        }
+        containers.push(api::Container {
+            name: c.name,
+            image: c.image.unwrap_or_default(),
+            command: c.command.unwrap_or_default(),
+            args: c.args.unwrap_or_default(),
+            env: c
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| api::EnvVar { name: e.name, value: e.value.unwrap_or_default() })
+                .collect(),
+            working_dir: c.working_dir.unwrap_or_default(),
+            resources: Some(r),
+            image_pull_policy: c.image_pull_policy.unwrap_or_default(),
+        });
+    }
+    Ok(api::Pod {
+        metadata: Some(api::ObjectMeta {
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default().into_iter().collect(),
+            ..Default::default()
+        }),
+        spec: Some(api::PodSpec {
+            containers,
+            node_name: spec.node_name.unwrap_or_default(),
+            restart_policy: spec.restart_policy.unwrap_or_default(),
+            termination_grace_period_seconds: spec.termination_grace_period_seconds.unwrap_or(30),
+        }),
+        status: None,
+    })
+}
+
+/// `500m` → 500, `2` → 2000, `0.5` → 500.
+pub fn parse_cpu(q: &str) -> Result<i64, String> {
+    let bad = || format!("cpu quantity {q:?} is not valid (examples: 100m, 0.5, 2)");
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(bad);
+    }
+    q.parse::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()).map(|v| (v * 1000.0).round() as i64).ok_or_else(bad)
+}
+
+/// `64Mi` → 67108864, `1G` → 10^9, `128974848` → itself, `129e6` → 129000000.
+pub fn parse_memory(q: &str) -> Result<i64, String> {
+    let bad = || format!("memory quantity {q:?} is not valid (examples: 64Mi, 1Gi, 500M, 1048576)");
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    let (number, factor) = SUFFIXES
+        .iter()
+        .find_map(|(s, f)| q.strip_suffix(s).map(|n| (n, *f)))
+        .unwrap_or((q, 1.0));
+    number.parse::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()).map(|v| (v * factor).round() as i64).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(parse_cpu("250m"), Ok(250));
+        assert_eq!(parse_cpu("1.5"), Ok(1500));
+        assert_eq!(parse_memory("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_memory("1G"), Ok(1_000_000_000));
+        assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn a_pod_manifest_converts_and_unknown_fields_are_named() {
+        let (pods, warnings) = parse_pods(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80}]\n",
+        )
+        .unwrap();
+        assert_eq!(pods[0].spec.as_ref().unwrap().containers[0].args, ["sleep", "1"]);
+        assert_eq!(warnings, ["spec.hostNetwork", "spec.containers[0].ports"]);
+    }
+
+    #[test]
+    fn broken_yaml_names_the_line() {
+        let e = parse_pods("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [a\n").unwrap_err().to_string();
+        assert!(e.contains("line"), "{e}");
+        let e = parse_pods("apiVersion: apps/v1\nkind: Deployment\n").unwrap_err().to_string();
+        assert!(e.contains("Deployment"), "{e}");
+    }
+}

@@ -1,0 +1,375 @@
+//! Showing API objects the way kubectl does: tables, `describe`, and `-o json|yaml` in
+//! Kubernetes' own shape (converted to `k8s-openapi` types), so that scripts written
+//! against kubectl's output work with ours. Pure formatting: no API calls.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as k8s;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kubelab_proto::v1 as api;
+use kubelab_proto::v1::container_state::State;
+
+pub fn time(ms: i64) -> Option<Time> {
+    (ms > 0).then(|| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok().map(Time)).flatten()
+}
+
+fn meta(m: &api::ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(m.name.clone()),
+        namespace: (!m.namespace.is_empty()).then(|| m.namespace.clone()),
+        uid: Some(m.uid.clone()),
+        resource_version: Some(m.resource_version.to_string()),
+        creation_timestamp: time(m.creation_timestamp_ms),
+        deletion_timestamp: time(m.deletion_timestamp_ms),
+        deletion_grace_period_seconds: (m.deletion_timestamp_ms > 0).then_some(m.deletion_grace_period_seconds),
+        labels: (!m.labels.is_empty()).then(|| m.labels.clone().into_iter().collect()),
+        ..Default::default()
+    }
+}
+
+fn quantities(cpu_millis: i64, memory: i64) -> Option<BTreeMap<String, Quantity>> {
+    let mut m = BTreeMap::new();
+    if cpu_millis > 0 {
+        m.insert("cpu".into(), Quantity(format!("{cpu_millis}m")));
+    }
+    if memory > 0 {
+        m.insert("memory".into(), Quantity(memory.to_string()));
+    }
+    (!m.is_empty()).then_some(m)
+}
+
+fn state(s: &Option<api::ContainerState>) -> Option<k8s::ContainerState> {
+    let s = s.as_ref()?.state.as_ref()?;
+    Some(match s {
+        State::Waiting(w) => k8s::ContainerState {
+            waiting: Some(k8s::ContainerStateWaiting {
+                reason: Some(w.reason.clone()),
+                message: (!w.message.is_empty()).then(|| w.message.clone()),
+            }),
+            ..Default::default()
+        },
+        State::Running(r) => k8s::ContainerState {
+            running: Some(k8s::ContainerStateRunning { started_at: time(r.started_at_ms) }),
+            ..Default::default()
+        },
+        State::Terminated(t) => k8s::ContainerState {
+            terminated: Some(k8s::ContainerStateTerminated {
+                exit_code: t.exit_code,
+                signal: (t.signal != 0).then_some(t.signal),
+                reason: (!t.reason.is_empty()).then(|| t.reason.clone()),
+                message: (!t.message.is_empty()).then(|| t.message.clone()),
+                started_at: time(t.started_at_ms),
+                finished_at: time(t.finished_at_ms),
+                container_id: (!t.container_id.is_empty()).then(|| format!("kubelab://{}", t.container_id)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    })
+}
+
+/// Our pod in Kubernetes' shape.
+pub fn to_k8s_pod(pod: &api::Pod) -> k8s::Pod {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    k8s::Pod {
+        metadata: meta(&pod.metadata.clone().unwrap_or_default()),
+        spec: Some(k8s::PodSpec {
+            containers: spec
+                .containers
+                .iter()
+                .map(|c| {
+                    let r = c.resources.unwrap_or_default();
+                    k8s::Container {
+                        name: c.name.clone(),
+                        image: Some(c.image.clone()),
+                        command: (!c.command.is_empty()).then(|| c.command.clone()),
+                        args: (!c.args.is_empty()).then(|| c.args.clone()),
+                        env: (!c.env.is_empty()).then(|| {
+                            c.env.iter().map(|e| k8s::EnvVar { name: e.name.clone(), value: Some(e.value.clone()), ..Default::default() }).collect()
+                        }),
+                        working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
+                        image_pull_policy: Some(c.image_pull_policy.clone()),
+                        resources: Some(k8s::ResourceRequirements {
+                            requests: quantities(r.cpu_request_millis, r.memory_request_bytes),
+                            limits: quantities(r.cpu_limit_millis, r.memory_limit_bytes),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+            node_name: (!spec.node_name.is_empty()).then(|| spec.node_name.clone()),
+            restart_policy: Some(spec.restart_policy.clone()),
+            termination_grace_period_seconds: Some(spec.termination_grace_period_seconds),
+            ..Default::default()
+        }),
+        status: Some(k8s::PodStatus {
+            phase: Some(status.phase.clone()),
+            pod_ip: (!status.pod_ip.is_empty()).then(|| status.pod_ip.clone()),
+            host_ip: (!status.host_ip.is_empty()).then(|| status.host_ip.clone()),
+            start_time: time(status.start_time_ms),
+            reason: (!status.reason.is_empty()).then(|| status.reason.clone()),
+            message: (!status.message.is_empty()).then(|| status.message.clone()),
+            container_statuses: (!status.container_statuses.is_empty()).then(|| {
+                status
+                    .container_statuses
+                    .iter()
+                    .map(|s| k8s::ContainerStatus {
+                        name: s.name.clone(),
+                        image: s.image.clone(),
+                        image_id: s.image_id.clone(),
+                        container_id: (!s.container_id.is_empty()).then(|| format!("kubelab://{}", s.container_id)),
+                        ready: s.ready,
+                        restart_count: s.restart_count,
+                        state: state(&s.state),
+                        last_state: state(&s.last_state),
+                        started: Some(matches!(s.state.as_ref().and_then(|s| s.state.as_ref()), Some(State::Running(_)))),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Our node in Kubernetes' shape.
+pub fn to_k8s_node(node: &api::Node) -> k8s::Node {
+    let status = node.status.clone().unwrap_or_default();
+    let res = |r: Option<api::NodeResources>| {
+        let r = r.unwrap_or_default();
+        let mut m = quantities(r.cpu_millis, r.memory_bytes).unwrap_or_default();
+        m.insert("pods".into(), Quantity(r.pods.to_string()));
+        Some(m)
+    };
+    let ready = kubelab_proto::node_is_ready(node, kubelab_proto::now_ms());
+    k8s::Node {
+        metadata: meta(&node.metadata.clone().unwrap_or_default()),
+        spec: Some(k8s::NodeSpec {
+            pod_cidr: node.spec.as_ref().map(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty()),
+            unschedulable: node.spec.as_ref().map(|s| s.unschedulable).filter(|u| *u),
+            ..Default::default()
+        }),
+        status: Some(k8s::NodeStatus {
+            capacity: res(status.capacity),
+            allocatable: res(status.allocatable),
+            conditions: Some(vec![k8s::NodeCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "Unknown" }.into(),
+                last_heartbeat_time: time(status.last_heartbeat_ms),
+                reason: Some(if ready { "KubeletReady" } else { "NodeStatusUnknown" }.into()),
+                ..Default::default()
+            }]),
+            node_info: Some(k8s::NodeSystemInfo {
+                kernel_version: status.kernel_version.clone(),
+                os_image: status.os_image.clone(),
+                operating_system: "linux".into(),
+                architecture: std::env::consts::ARCH.into(),
+                kubelet_version: format!("kubelab-{}", env!("CARGO_PKG_VERSION")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `5s`, `3m`, `2h`, `4d`, as kubectl prints ages.
+pub fn age(since_ms: i64) -> String {
+    if since_ms <= 0 {
+        return "<unknown>".into();
+    }
+    let s = ((kubelab_proto::now_ms() - since_ms) / 1000).max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// The STATUS column: what kubectl shows (a container's waiting or terminated reason
+/// when there is one, else the phase).
+pub fn pod_status_text(pod: &api::Pod) -> String {
+    if pod.metadata.as_ref().is_some_and(|m| m.deletion_timestamp_ms > 0) {
+        return "Terminating".into();
+    }
+    let status = pod.status.clone().unwrap_or_default();
+    let mut text = status.phase.clone();
+    for s in &status.container_statuses {
+        match s.state.as_ref().and_then(|s| s.state.as_ref()) {
+            Some(State::Waiting(w)) if !w.reason.is_empty() => return w.reason.clone(),
+            Some(State::Terminated(t)) if !t.reason.is_empty() && text != "Running" => text = t.reason.clone(),
+            _ => {}
+        }
+    }
+    if text.is_empty() {
+        "Pending".into()
+    } else {
+        text
+    }
+}
+
+/// Prints rows as left-aligned columns separated by three spaces, like kubectl.
+pub fn table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows.first().map(|r| r.len()).unwrap_or(0))
+        .map(|i| rows.iter().map(|r| r.get(i).map(|c| c.chars().count()).unwrap_or(0)).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+pub fn pod_rows(pods: &[api::Pod], wide: bool, with_namespace: bool) -> Vec<Vec<String>> {
+    let mut header: Vec<String> = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"].map(String::from).to_vec();
+    if with_namespace {
+        header.insert(0, "NAMESPACE".into());
+    }
+    if wide {
+        header.extend(["IP", "NODE"].map(String::from));
+    }
+    let mut rows = vec![header];
+    for pod in pods {
+        let m = pod.metadata.clone().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        let total = pod.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
+        let ready = status.container_statuses.iter().filter(|s| s.ready).count();
+        let restarts: i32 = status.container_statuses.iter().map(|s| s.restart_count).sum();
+        let mut row = vec![m.name.clone(), format!("{ready}/{total}"), pod_status_text(pod), restarts.to_string(), age(m.creation_timestamp_ms)];
+        if with_namespace {
+            row.insert(0, m.namespace.clone());
+        }
+        if wide {
+            let node = pod.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
+            row.push(if status.pod_ip.is_empty() { "<none>".into() } else { status.pod_ip });
+            row.push(if node.is_empty() { "<none>".into() } else { node });
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
+    let mut header: Vec<String> = ["NAME", "STATUS", "AGE", "CPU", "MEMORY", "PODS"].map(String::from).to_vec();
+    if wide {
+        header.extend(["AGENT", "OS-IMAGE", "KERNEL-VERSION"].map(String::from));
+    }
+    let mut rows = vec![header];
+    let now = kubelab_proto::now_ms();
+    for node in nodes {
+        let m = node.metadata.clone().unwrap_or_default();
+        let s = node.status.clone().unwrap_or_default();
+        let cap = s.capacity.unwrap_or_default();
+        let mut status = if kubelab_proto::node_is_ready(node, now) { "Ready".to_string() } else { "NotReady".to_string() };
+        if node.spec.as_ref().is_some_and(|s| s.unschedulable) {
+            status.push_str(",SchedulingDisabled");
+        }
+        let mut row = vec![
+            m.name.clone(),
+            status,
+            age(m.creation_timestamp_ms),
+            format!("{}", cap.cpu_millis as f64 / 1000.0),
+            format!("{}Mi", cap.memory_bytes >> 20),
+            cap.pods.to_string(),
+        ];
+        if wide {
+            row.extend([s.agent_endpoint.clone(), s.os_image.clone(), s.kernel_version.clone()]);
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+fn describe_state(out: &mut String, label: &str, state: &Option<api::ContainerState>) {
+    let Some(s) = state.as_ref().and_then(|s| s.state.as_ref()) else { return };
+    let t = |ms: i64| time(ms).map(|t| t.0.to_string()).unwrap_or_default();
+    match s {
+        State::Waiting(w) => {
+            out.push_str(&format!("    {label:<15}Waiting\n      Reason:      {}\n", w.reason));
+            if !w.message.is_empty() {
+                out.push_str(&format!("      Message:     {}\n", w.message));
+            }
+        }
+        State::Running(r) => out.push_str(&format!("    {label:<15}Running\n      Started:     {}\n", t(r.started_at_ms))),
+        State::Terminated(x) => out.push_str(&format!(
+            "    {label:<15}Terminated\n      Reason:      {}\n      Exit Code:   {}\n      Started:     {}\n      Finished:    {}\n",
+            x.reason,
+            x.exit_code,
+            t(x.started_at_ms),
+            t(x.finished_at_ms)
+        )),
+    }
+}
+
+/// `kubelab describe pod`: the spec in brief, each container's state, and the events as a
+/// timeline measured from the pod's creation.
+pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
+    let m = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let t = |ms: i64| time(ms).map(|t| t.0.to_string()).unwrap_or_else(|| "<none>".into());
+    let node = if spec.node_name.is_empty() { "<none>".to_string() } else { format!("{}/{}", spec.node_name, status.host_ip) };
+    out.push_str(&format!("Name:             {}\nNamespace:        {}\nUID:              {}\nNode:             {node}\n", m.name, m.namespace, m.uid));
+    out.push_str(&format!("Created:          {}\nStart Time:       {}\n", t(m.creation_timestamp_ms), t(status.start_time_ms)));
+    if !m.labels.is_empty() {
+        let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("Labels:           {}\n", labels.join(",")));
+    }
+    out.push_str(&format!("Status:           {}\n", pod_status_text(pod)));
+    out.push_str(&format!("IP:               {}\nRestart Policy:   {}\n", if status.pod_ip.is_empty() { "<none>" } else { &status.pod_ip }, spec.restart_policy));
+    out.push_str("Containers:\n");
+    for c in &spec.containers {
+        out.push_str(&format!("  {}:\n    Image:         {}\n", c.name, c.image));
+        if !c.command.is_empty() {
+            out.push_str(&format!("    Command:       {}\n", c.command.join(" ")));
+        }
+        if !c.args.is_empty() {
+            out.push_str(&format!("    Args:          {}\n", c.args.join(" ")));
+        }
+        if let Some(s) = status.container_statuses.iter().find(|s| s.name == c.name) {
+            if !s.container_id.is_empty() {
+                out.push_str(&format!("    Container ID:  kubelab://{}\n", s.container_id));
+            }
+            if !s.image_id.is_empty() {
+                out.push_str(&format!("    Image ID:      {}\n", s.image_id));
+            }
+            describe_state(&mut out, "State:", &s.state);
+            describe_state(&mut out, "Last State:", &s.last_state);
+            out.push_str(&format!("    Ready:         {}\n    Restart Count: {}\n", s.ready, s.restart_count));
+            if s.pid > 0 {
+                out.push_str(&format!("    PID:           {}\n", s.pid));
+            }
+        }
+        if !c.env.is_empty() {
+            out.push_str("    Environment:\n");
+            for e in &c.env {
+                out.push_str(&format!("      {}: {}\n", e.name, e.value));
+            }
+        }
+    }
+    out.push_str("Events:\n");
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+        return out;
+    }
+    let mut rows = vec![["Type", "Reason", "At", "From", "Message"].map(String::from).to_vec()];
+    for e in events {
+        let at = (e.timestamp_ms - m.creation_timestamp_ms) as f64 / 1000.0;
+        rows.push(vec![e.r#type.clone(), e.reason.clone(), format!("+{at:.3}s"), e.source.clone(), e.message.clone()]);
+    }
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for r in &rows {
+        out.push_str(&format!("  {:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}\n", r[0], r[1], r[2], r[3], r[4], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]));
+    }
+    out
+}
