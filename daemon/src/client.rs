@@ -57,6 +57,11 @@ impl EventRecorder {
 
     /// An event about a pod, stamped now. `type_` is Normal or Warning.
     pub fn pod_event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
+        self.pod_event_at(pod, kubelab_proto::now_ms(), type_, reason, message)
+    }
+
+    /// An event about a pod that happened at `at_ms`.
+    pub fn pod_event_at(&self, pod: &Pod, at_ms: i64, type_: &str, reason: &str, message: String) {
         let meta = pod.metadata.clone().unwrap_or_default();
         let event = Event {
             involved_object: Some(ObjectReference { kind: "Pod".into(), namespace: meta.namespace, name: meta.name, uid: meta.uid }),
@@ -64,7 +69,7 @@ impl EventRecorder {
             message,
             r#type: type_.into(),
             source: self.source.clone(),
-            timestamp_ms: kubelab_proto::now_ms(),
+            timestamp_ms: at_ms,
             ..Default::default()
         };
         let _ = self.tx.send(event);

@@ -148,12 +148,15 @@ async fn schedule_one(client: &ApiClient, events: &EventRecorder, cache: &mut Cl
         return;
     };
     let bind = BindRequest { namespace: meta.namespace.clone(), name: meta.name.clone(), uid: meta.uid.clone(), node_name: node_name.clone() };
+    // The decision is made now; the agent may start acting on the binding before our event
+    // is written, so stamp the event with the time of the decision, not of its recording.
+    let decided_at = now_ms();
     match client.pods.clone().bind(bind).await {
         Ok(bound) => {
             let bound = bound.into_inner();
             tracing::info!(node = %node_name, "bound");
             cache.last_failure.remove(&meta.uid);
-            events.pod_event(&bound, "Normal", "Scheduled", format!("Successfully assigned {}/{} to {node_name}", meta.namespace, meta.name));
+            events.pod_event_at(&bound, decided_at, "Normal", "Scheduled", format!("Successfully assigned {}/{} to {node_name}", meta.namespace, meta.name));
             // Count the pod on its node right away, so the next pod of a burst sees it.
             cache.pods.insert(pod_key(&bound), bound);
         }
