@@ -1,1 +1,326 @@
+//! The end-to-end test harness: a real lab on this machine, torn down even on failure.
+//!
+//! `Lab::start` runs Debian's `docker-registry`, `kubelabd apiserver`, `kubelabd scheduler`
+//! and N `kubelabd agent`s, each on a free loopback port with all state in one temporary
+//! directory (named `kubelab-test-*`, so that anything left behind is easy to spot).
+//! Tests drive it through the real `kubelab` CLI, as a user would. Dropping the `Lab` stops
+//! the agents first (they stop their containers and remove mounts and cgroups), then the
+//! rest, and removes the directory. Needs root, and `cargo build --bins` first.
 
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where `kubelab` and `kubelabd` are: next to this test's own `deps/` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not found: run `cargo build --bins` first (make test does)", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A busybox root filesystem, made once per test process by `examples/busybox-rootfs.sh`.
+pub fn busybox_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &ROOTFS
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new().prefix("kubelab-test-rootfs-").tempdir().expect("tempdir");
+            let rootfs = dir.path().join("rootfs");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");
+            let status = Command::new("sh").arg(script).arg(&rootfs).status().expect("run busybox-rootfs.sh");
+            assert!(status.success(), "busybox-rootfs.sh failed");
+            (dir, rootfs)
+        })
+        .1
+}
+
+/// A process the lab started, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        let log = std::fs::File::create(log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.into(), child }
+    }
+
+    fn stop(&mut self, timeout: Duration) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop within {timeout:?}: killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub server: String,
+    pub registry: String,
+    registry_proc: Option<Proc>,
+    apiserver: Option<Proc>,
+    scheduler: Option<Proc>,
+    agents: Vec<Proc>,
+    pub node_names: Vec<String>,
+}
+
+impl Lab {
+    /// A registry, an apiserver, a scheduler and `agents` agents, all Ready.
+    pub fn start(agents: usize) -> Lab {
+        let dir = tempfile::Builder::new().prefix("kubelab-test-").tempdir().expect("tempdir");
+        let registry = format!("127.0.0.1:{}", free_port());
+        let server = format!("127.0.0.1:{}", free_port());
+        let mut lab = Lab { dir, server, registry, registry_proc: None, apiserver: None, scheduler: None, agents: Vec::new(), node_names: Vec::new() };
+        lab.start_registry();
+        lab.start_apiserver();
+        let suffix = lab.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("x").trim_start_matches("kubelab-test-").to_lowercase();
+        for i in 1..=agents {
+            let name = format!("node-{i}-{suffix}").replace('_', "-");
+            lab.start_agent(&name);
+            lab.node_names.push(name);
+        }
+        lab.scheduler = Some(Proc::spawn(
+            "scheduler",
+            Command::new(bin("kubelabd")).args(["scheduler", "--server", &lab.server]),
+            &lab.dir.path().join("scheduler.log"),
+        ));
+        let n = agents;
+        wait_until("the nodes to be Ready", Duration::from_secs(20), || {
+            let out = lab.kubelab(&["get", "nodes"]);
+            String::from_utf8_lossy(&out.stdout).matches(" Ready ").count() == n
+        });
+        lab
+    }
+
+    fn start_registry(&mut self) {
+        let storage = self.dir.path().join("registry");
+        let config = self.dir.path().join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n  secret: kubelab-test\n",
+                storage.display(),
+                self.registry
+            ),
+        )
+        .expect("registry config");
+        self.registry_proc = Some(Proc::spawn(
+            "docker-registry",
+            Command::new("docker-registry").arg("serve").arg(&config),
+            &self.dir.path().join("registry.log"),
+        ));
+        let addr = self.registry.clone();
+        wait_until("the registry", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+    }
+
+    pub fn start_apiserver(&mut self) {
+        let data = self.dir.path().join("apiserver");
+        self.apiserver = Some(Proc::spawn(
+            "apiserver",
+            Command::new(bin("kubelabd")).arg("apiserver").arg("--listen").arg(&self.server).arg("--data-dir").arg(&data),
+            &self.dir.path().join("apiserver.log"),
+        ));
+        let addr = self.server.clone();
+        wait_until("the apiserver", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+    }
+
+    /// `kill -9` of the apiserver: nothing gets a chance to flush.
+    pub fn kill_apiserver(&mut self) {
+        if let Some(mut p) = self.apiserver.take() {
+            p.kill();
+        }
+    }
+
+    fn start_agent(&mut self, name: &str) {
+        let root = self.agent_root(name);
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        self.agents.push(Proc::spawn(
+            &format!("agent {name}"),
+            Command::new(bin("kubelabd"))
+                .args(["agent", "--node-name", name, "--server", &self.server])
+                .arg("--root-dir")
+                .arg(&root)
+                .env("RUST_LOG", "info,kubelabd=debug"),
+            &log,
+        ));
+    }
+
+    pub fn agent_root(&self, node: &str) -> PathBuf {
+        self.dir.path().join("agents").join(node)
+    }
+
+    /// Runs the CLI against this lab.
+    pub fn kubelab(&self, args: &[&str]) -> Output {
+        Command::new(bin("kubelab")).args(args).env("KUBELAB_SERVER", &self.server).output().expect("run kubelab")
+    }
+
+    /// Runs the CLI and returns its stdout, failing the test (with stderr) if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubelab(args);
+        assert!(out.status.success(), "kubelab {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubelab(args);
+        assert!(!out.status.success(), "kubelab {args:?} should have failed but printed:\n{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `kubelab apply -f -` with this manifest.
+    pub fn apply(&self, manifest: &str) -> Output {
+        let mut child = Command::new(bin("kubelab"))
+            .args(["apply", "-f", "-"])
+            .env("KUBELAB_SERVER", &self.server)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubelab apply");
+        child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write manifest");
+        child.wait_with_output().expect("kubelab apply")
+    }
+
+    pub fn apply_ok(&self, manifest: &str) {
+        let out = self.apply(manifest);
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Pushes the busybox rootfs as `REGISTRY/busybox:TAG` and returns the reference.
+    pub fn push_busybox(&self, tag: &str) -> String {
+        let reference = format!("{}/busybox:{tag}", self.registry);
+        self.ok(&["image", "push", busybox_rootfs().to_str().expect("utf-8 path"), &reference, "--cmd", "sh"]);
+        reference
+    }
+
+    /// The pod as `kubelab get pod NAME -o json` prints it (Kubernetes' shape).
+    pub fn pod_json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).expect("pod JSON")
+    }
+
+    pub fn wait_for(&self, name: &str, phase: &str) {
+        self.ok(&["wait", "pod", name, "--for", phase, "--timeout", "60"]);
+    }
+
+    /// Waits until the pod's STATUS column (kubectl's) shows `status`.
+    pub fn wait_status(&self, name: &str, status: &str, timeout: Duration) {
+        wait_until(&format!("pod {name} to show {status}"), timeout, || {
+            self.ok(&["get", "pod", name]).lines().nth(1).is_some_and(|l| l.split_whitespace().nth(2) == Some(status))
+        });
+    }
+
+    /// A log of everything the lab's components said, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    out.push_str(&format!("--- {}\n{}\n", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default()));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        if let Some(mut s) = self.scheduler.take() {
+            s.stop(Duration::from_secs(5));
+        }
+        // Agents first: on SIGTERM they stop their pods and remove mounts and cgroups.
+        for agent in &mut self.agents {
+            agent.stop(Duration::from_secs(30));
+        }
+        if let Some(mut a) = self.apiserver.take() {
+            a.stop(Duration::from_secs(5));
+        }
+        if let Some(mut r) = self.registry_proc.take() {
+            r.stop(Duration::from_secs(5));
+        }
+        // If an agent had to be SIGKILLed, make sure no overlay mount keeps files busy.
+        let root = self.dir.path().display().to_string();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|t| t.starts_with(&root)) {
+                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Mount points under `dir` (overlay rootfs of containers).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let root = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .filter(|t| t.starts_with(&root))
+        .collect()
+}
+
+/// cgroup directories (in any hierarchy) whose path mentions `needle`.
+pub fn cgroups_matching(needle: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, needle: &str, depth: usize, out: &mut Vec<PathBuf>) {
+        if depth == 0 {
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let p = e.path();
+                    if p.to_string_lossy().contains(needle) {
+                        out.push(p.clone());
+                    }
+                    walk(&p, needle, depth - 1, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), needle, 6, &mut out);
+    out
+}

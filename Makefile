@@ -1,0 +1,90 @@
+# kubelab — the two commands a newcomer needs:
+#   make demo   installs what is missing, builds, starts a local lab, runs a pod
+#   make test   the whole test suite
+# and `make down` stops what `make demo` started.
+
+SHELL := /bin/bash
+LAB ?= $(CURDIR)/.lab
+REGISTRY ?= 127.0.0.1:5000
+SERVER ?= 127.0.0.1:6443
+RELEASE := target/release
+KUBELAB := $(RELEASE)/kubelab
+KUBELABD := $(RELEASE)/kubelabd
+DEB_PACKAGES := curl docker-registry busybox-static containernetworking-plugins iptables libseccomp-dev pkg-config runc
+
+export KUBELAB_SERVER := $(SERVER)
+
+.PHONY: demo test deps build registry up down bench lint clean
+
+## Install the Debian packages kubelab and its tests need (only the missing ones).
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "error: kubelab runs containers and needs root: run make as root (sudo make ...)" >&2; exit 1; fi
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (https://rustup.rs) and run make again" >&2; exit 1; }
+
+build: deps
+	cargo build --release --bins
+
+## Debian's docker-registry on $(REGISTRY), storage under $(LAB)/registry.
+registry: deps
+	@mkdir -p $(LAB)/registry
+	@if [ -f $(LAB)/registry.pid ] && kill -0 $$(cat $(LAB)/registry.pid) 2>/dev/null; then exit 0; fi
+	@printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: kubelab-demo\n' \
+	  "$(LAB)/registry" "$(REGISTRY)" > $(LAB)/registry.yml
+	@docker-registry serve $(LAB)/registry.yml > $(LAB)/registry.log 2>&1 & echo $$! > $(LAB)/registry.pid
+	@for i in $$(seq 50); do curl -fsS http://$(REGISTRY)/v2/ >/dev/null 2>&1 && exit 0; sleep 0.1; done; \
+	  echo "error: the registry did not start on $(REGISTRY) (see $(LAB)/registry.log; is the port taken?)" >&2; exit 1
+	@echo "registry: http://$(REGISTRY) (log: $(LAB)/registry.log)"
+
+## The lab: apiserver + scheduler + two agents, in the background (log: $(LAB)/up.log).
+up: build registry
+	@if [ -f $(LAB)/up.pid ] && kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null; then echo "the lab is already up"; exit 0; fi
+	@$(KUBELABD) up --agents 2 --listen $(SERVER) --data-dir $(LAB)/data > $(LAB)/up.log 2>&1 & echo $$! > $(LAB)/up.pid
+	@for i in $$(seq 100); do \
+	  [ "$$($(KUBELAB) get nodes 2>/dev/null | grep -c ' Ready ')" = 2 ] && exit 0; \
+	  kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null || { echo "error: the lab did not start:" >&2; tail -5 $(LAB)/up.log >&2; exit 1; }; \
+	  sleep 0.1; done; echo "error: the nodes did not become Ready (see $(LAB)/up.log)" >&2; exit 1
+
+demo: up
+	@echo; echo "== step 1-2: build a busybox image and push it to the registry"
+	@rm -rf $(LAB)/rootfs && examples/busybox-rootfs.sh $(LAB)/rootfs
+	$(KUBELAB) image push $(LAB)/rootfs $(REGISTRY)/busybox:demo --cmd sh
+	@echo; echo "== the nodes"
+	$(KUBELAB) get nodes
+	@echo; echo "== step 3-7: ask for a pod; the scheduler binds it, an agent pulls and starts it"
+	@$(KUBELAB) delete pod hello >/dev/null 2>&1 || true
+	$(KUBELAB) apply -f examples/hello.yaml
+	$(KUBELAB) wait pod hello --for Succeeded --timeout 60
+	$(KUBELAB) get pods -o wide
+	@echo; echo "== its output"
+	$(KUBELAB) logs hello
+	@echo; echo "== its timeline"
+	$(KUBELAB) describe pod hello
+	@echo; echo "The lab is still up. Try: $(KUBELAB) apply -f examples/sleep.yaml; stop it all with: make down"
+
+## Stops what `make demo` started (the agents stop their pods first).
+down:
+	@if [ -f $(LAB)/up.pid ]; then kill $$(cat $(LAB)/up.pid) 2>/dev/null; \
+	  for i in $$(seq 150); do kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null || break; sleep 0.1; done; rm -f $(LAB)/up.pid; fi
+	@if [ -f $(LAB)/registry.pid ]; then kill $$(cat $(LAB)/registry.pid) 2>/dev/null; rm -f $(LAB)/registry.pid; fi
+	@echo "the lab is down"
+
+## Everything: unit tests and the end-to-end tests (real registry, real containers; root).
+test: deps
+	cargo build --bins
+	cargo test --workspace -- --test-threads=2
+
+## Speed figures (pod start vs runc); prints a table. Not a test.
+bench: build
+	cargo run --release -p kubelab-tests --bin bench
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+clean: down
+	rm -rf $(LAB)
