@@ -1,0 +1,91 @@
+//! Bad input gets a clear one-line error naming the problem, never a panic, and loses nothing.
+
+use kubelab_tests::{bin, free_port, Lab};
+
+fn one_line(stderr: &str) -> &str {
+    let trimmed = stderr.trim_end();
+    assert!(!trimmed.is_empty(), "no error message");
+    assert!(!trimmed.contains("panicked"), "panic: {stderr}");
+    assert_eq!(trimmed.lines().filter(|l| l.starts_with("error")).count(), 1, "not one error line: {stderr}");
+    trimmed
+}
+
+/// Broken YAML is refused with its line number; other kinds and API versions are named.
+#[test]
+fn broken_manifests_are_refused_with_where_and_why() {
+    let lab = Lab::start(1);
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers: [\n");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(one_line(&err).contains("line"), "{err}");
+
+    let err = String::from_utf8_lossy(&lab.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n").stderr).into_owned();
+    assert!(one_line(&err).contains("Deployment") && err.contains("Pod"), "{err}");
+
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(one_line(&err).contains("Bad_Name") && err.contains("lowercase"), "{err}");
+
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: c\n");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(one_line(&err).contains("image"), "{err}");
+
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: m\nspec:\n  containers:\n  - name: c\n    image: x:1\n    resources:\n      limits:\n        memory: lots\n");
+    assert!(!out.status.success());
+}
+
+/// A second pod with a taken name is refused and the first is left as it was; applying
+/// the same manifest twice says "unchanged".
+#[test]
+fn a_duplicate_name_is_refused_and_nothing_is_lost() {
+    let lab = Lab::start(1);
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dup\nspec:\n  containers:\n  - name: c\n    image: 127.0.0.1:1/none:1\n";
+    lab.apply_ok(manifest);
+    let uid = lab.pod_json("dup")["metadata"]["uid"].clone();
+    let again = lab.apply(manifest);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged"));
+    let other = lab.apply(&manifest.replace("none:1", "other:2"));
+    let err = String::from_utf8_lossy(&other.stderr).into_owned();
+    assert!(!other.status.success());
+    assert!(one_line(&err).contains("already exists"), "{err}");
+    assert_eq!(lab.pod_json("dup")["metadata"]["uid"], uid, "the first pod was replaced");
+}
+
+/// Unsupported fields are named in a warning, and the pod is still created.
+#[test]
+fn unsupported_fields_are_named_in_warnings() {
+    let lab = Lab::start(1);
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: w\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: 127.0.0.1:1/x:1\n    ports:\n    - containerPort: 80\n");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.hostNetwork") && err.contains("spec.containers[0].ports"), "{err}");
+}
+
+/// With no apiserver, the CLI says so and how to start one.
+#[test]
+fn a_server_that_is_not_running_gets_a_clear_error() {
+    let port = free_port();
+    let out = std::process::Command::new(bin("kubelab"))
+        .args(["get", "pods"])
+        .env("KUBELAB_SERVER", format!("127.0.0.1:{port}"))
+        .output()
+        .expect("run kubelab");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(one_line(&err).contains("cannot reach the apiserver"), "{err}");
+}
+
+/// Unknown commands, resources and pods get errors that name them.
+#[test]
+fn unknown_things_are_named() {
+    let lab = Lab::start(1);
+    assert!(one_line(&lab.fails(&["get", "pod", "nope"])).contains("not found"));
+    assert!(one_line(&lab.fails(&["get", "deployments"])).contains("deployments"));
+    assert!(one_line(&lab.fails(&["delete", "pod", "nope"])).contains("not found"));
+    assert!(one_line(&lab.fails(&["logs", "nope"])).contains("not found"));
+    let err = lab.fails(&["image", "push", "/nonexistent-dir", "127.0.0.1:1/x:1"]);
+    assert!(one_line(&err).contains("not a directory"), "{err}");
+}

@@ -1,0 +1,117 @@
+//! Images: layers stacked with whiteouts, unknown images, corrupted blobs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kubelab_tests::{busybox_rootfs, Lab};
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+fn run_pod(name: &str, image: &str, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n"
+    )
+}
+
+/// A three-layer image whose upper layers delete a file (`.wh.NAME`) and hide a directory's
+/// lower contents (`.wh..wh..opq`) shows the container exactly the resulting tree.
+#[test]
+fn a_layered_image_with_whiteouts_unpacks_to_exactly_the_right_tree() {
+    let lab = Lab::start(1);
+    let layers = tempfile::Builder::new().prefix("kubelab-test-layers-").tempdir().expect("tempdir");
+    let (l2, l3) = (layers.path().join("l2"), layers.path().join("l3"));
+    write(&l2.join("data/keep"), "kept\n");
+    write(&l2.join("data/gone"), "deleted later\n");
+    write(&l2.join("data/sub/old"), "hidden by opaque\n");
+    write(&l2.join("opq/old1"), "hidden\n");
+    write(&l2.join("opq/deep/old2"), "hidden\n");
+    write(&l3.join("data/.wh.gone"), "");
+    write(&l3.join("data/sub/.wh..wh..opq"), "");
+    write(&l3.join("data/sub/new"), "new\n");
+    write(&l3.join("opq/.wh..wh..opq"), "");
+    write(&l3.join("opq/fresh"), "fresh\n");
+    write(&l3.join("added"), "added\n");
+    let image = format!("{}/layered:1", lab.registry);
+    lab.ok(&[
+        "image",
+        "push",
+        busybox_rootfs().to_str().expect("path"),
+        &image,
+        "--layer",
+        l2.to_str().expect("path"),
+        "--layer",
+        l3.to_str().expect("path"),
+    ]);
+    lab.apply_ok(&run_pod("tree", &image, "find /data /opq /added | sort; cat /data/keep /data/sub/new"));
+    lab.wait_for("tree", "Succeeded");
+    let logs = lab.ok(&["logs", "tree"]);
+    let expected = "/added\n/data\n/data/keep\n/data/sub\n/data/sub/new\n/opq\n/opq/fresh\nkept\nnew\n";
+    assert_eq!(logs, expected, "the container saw a different tree");
+}
+
+/// Two pods of one image share its unpacked layers: the second finds the image present.
+#[test]
+fn a_cached_image_is_not_pulled_again() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("cached");
+    lab.apply_ok(&run_pod("first", &image, "true"));
+    lab.wait_for("first", "Succeeded");
+    lab.apply_ok(&run_pod("second", &image, "true"));
+    lab.wait_for("second", "Succeeded");
+    let describe = lab.ok(&["describe", "pod", "second"]);
+    assert!(describe.contains("already present on machine"), "{describe}");
+    assert!(!describe.contains(" Pulling "), "{describe}");
+}
+
+/// An image the registry does not have: the pod shows ErrImagePull with the registry's
+/// answer, then ImagePullBackOff, and nothing panics.
+#[test]
+fn an_unknown_image_shows_err_image_pull_then_back_off() {
+    let lab = Lab::start(1);
+    let image = format!("{}/no-such-image:1", lab.registry);
+    lab.apply_ok(&run_pod("missing", &image, "true"));
+    lab.wait_status("missing", "ErrImagePull", Duration::from_secs(20));
+    let json = lab.pod_json("missing");
+    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.to_lowercase().contains("unknown") || message.contains("404"), "no registry answer in {message:?}");
+    lab.wait_status("missing", "ImagePullBackOff", Duration::from_secs(20));
+    let describe = lab.ok(&["describe", "pod", "missing"]);
+    assert!(describe.contains("Failed to pull image"), "{describe}");
+    assert_eq!(json["status"]["phase"], "Pending");
+}
+
+/// A layer blob corrupted in the registry is refused (digest mismatch) and the pod shows
+/// ErrImagePull; nothing of it is unpacked.
+#[test]
+fn a_corrupted_blob_is_refused() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("corrupt");
+    // The registry keeps blobs at blobs/sha256/XX/HEX/data: flip bytes in the largest (the layer).
+    let blobs = lab.dir.path().join("registry/docker/registry/v2/blobs/sha256");
+    let mut largest: Option<(u64, std::path::PathBuf)> = None;
+    for prefix in std::fs::read_dir(&blobs).expect("blob dir").flatten() {
+        for blob in std::fs::read_dir(prefix.path()).expect("blob prefix").flatten() {
+            let data = blob.path().join("data");
+            let size = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+            if largest.as_ref().is_none_or(|(s, _)| size > *s) {
+                largest = Some((size, data));
+            }
+        }
+    }
+    let (_, data) = largest.expect("a layer blob");
+    let mut bytes = std::fs::read(&data).expect("read blob");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    bytes[middle + 1] ^= 0xff;
+    std::fs::write(&data, bytes).expect("corrupt blob");
+    lab.apply_ok(&run_pod("corrupt", &image, "true"));
+    lab.wait_status("corrupt", "ErrImagePull", Duration::from_secs(20));
+    let json = lab.pod_json("corrupt");
+    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap_or_default().to_lowercase();
+    assert!(message.contains("digest"), "message does not name the digest problem: {message:?}");
+    let layers = lab.agent_root(&lab.node_names[0]).join("images/layers");
+    assert_eq!(std::fs::read_dir(layers).expect("layers dir").count(), 0, "a corrupted layer was unpacked");
+}
