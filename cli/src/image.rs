@@ -46,7 +46,10 @@ fn pack(dir: &Path) -> Result<Vec<u8>, ImageError> {
     builder.follow_symlinks(false);
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(dir.join(&relative)).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
+        let mut entries: Vec<_> = std::fs::read_dir(dir.join(&relative))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let rel = relative.join(entry.file_name());
@@ -60,10 +63,14 @@ fn pack(dir: &Path) -> Result<Vec<u8>, ImageError> {
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(entry.path()).map_err(err)?;
                 header.set_size(0);
-                builder.append_link(&mut header, &rel, &target).map_err(err)?;
+                builder
+                    .append_link(&mut header, &rel, &target)
+                    .map_err(err)?;
             } else if meta.is_dir() {
                 header.set_size(0);
-                builder.append_data(&mut header, &rel, std::io::empty()).map_err(err)?;
+                builder
+                    .append_data(&mut header, &rel, std::io::empty())
+                    .map_err(err)?;
                 stack.push(rel);
             } else if meta.is_file() {
                 let file = std::fs::File::open(entry.path()).map_err(err)?;
@@ -82,14 +89,17 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
     let reference: Reference = options
         .reference
         .parse()
-        .map_err(|e: oci_client::ParseError| ImageError::Reference(options.reference.clone(), e.to_string()))?;
+        .map_err(|e: oci_client::ParseError| {
+            ImageError::Reference(options.reference.clone(), e.to_string())
+        })?;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for dir in &options.layers {
         let tar = pack(dir)?;
         diff_ids.push(sha256(&tar));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar).map_err(|e| ImageError::Pack(dir.clone(), e))?;
+        gz.write_all(&tar)
+            .map_err(|e| ImageError::Pack(dir.clone(), e))?;
         let data = gz.finish().map_err(|e| ImageError::Pack(dir.clone(), e))?;
         layers.push(ImageLayer::oci_v1_gzip(data, None));
     }
@@ -105,7 +115,8 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
     if !options.cmd.is_empty() {
         container_config.insert("Cmd".into(), options.cmd.clone().into());
     }
-    let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    let mut env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(options.env.iter().cloned());
     container_config.insert("Env".into(), env.into());
     if let Some(w) = &options.workdir {
@@ -118,25 +129,32 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": options.layers.iter().map(|d| serde_json::json!({"created_by": format!("kubelab image push {}", d.display())})).collect::<Vec<_>>(),
     });
-    let config = Config::oci_v1(serde_json::to_vec(&config).map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?, None);
+    let config = Config::oci_v1(
+        serde_json::to_vec(&config)
+            .map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?,
+        None,
+    );
     let manifest = OciImageManifest::build(&layers, &config, None);
     let host = reference.resolve_registry().to_string();
-    let plain = is_loopback(&host) || options.insecure_registries.contains(&host);
+    let plain =
+        kubelab_proto::is_loopback_registry(&host) || options.insecure_registries.contains(&host);
     let client = Client::new(ClientConfig {
-        protocol: if plain { ClientProtocol::Http } else { ClientProtocol::Https },
+        protocol: if plain {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
         ..Default::default()
     });
     let response = client
-        .push(&reference, &layers, config, &RegistryAuth::Anonymous, Some(manifest))
+        .push(
+            &reference,
+            &layers,
+            config,
+            &RegistryAuth::Anonymous,
+            Some(manifest),
+        )
         .await
         .map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?;
     Ok(response.manifest_url)
-}
-
-fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
-    };
-    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -17,14 +17,26 @@ use futures::StreamExt;
 use kubelab_proto::v1::events_client::EventsClient;
 use kubelab_proto::v1::nodes_client::NodesClient;
 use kubelab_proto::v1::pods_client::PodsClient;
-use kubelab_proto::v1::{self as api, DeletePodRequest, ListEventsRequest, ListNodesRequest, ListPodsRequest, LogsRequest, ObjectKey, WatchEventType, WatchRequest};
+use kubelab_proto::v1::{
+    self as api, DeletePodRequest, ListEventsRequest, ListNodesRequest, ListPodsRequest,
+    LogsRequest, ObjectKey, WatchEventType, WatchRequest,
+};
 use tonic::transport::Channel;
 
 #[derive(Parser)]
-#[command(name = "kubelab", version, about = "kubelab's command-line client (kubectl's verbs, smaller)")]
+#[command(
+    name = "kubelab",
+    version,
+    about = "kubelab's command-line client (kubectl's verbs, smaller)"
+)]
 struct Cli {
     /// The apiserver's address.
-    #[arg(long, global = true, default_value = "127.0.0.1:6443", env = "KUBELAB_SERVER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:6443",
+        env = "KUBELAB_SERVER"
+    )]
     server: String,
     /// The namespace to act in.
     #[arg(short = 'n', long, global = true, default_value = "default")]
@@ -145,7 +157,11 @@ struct Api {
 
 impl Api {
     async fn connect(server: &str) -> anyhow::Result<Api> {
-        let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+        let url = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
         let channel = tonic::transport::Endpoint::from_shared(url)
             .with_context(|| format!("invalid --server {server:?} (expected HOST:PORT)"))?
             .connect_timeout(Duration::from_secs(3))
@@ -168,8 +184,13 @@ impl Api {
 /// A gRPC error as one line: the server's own message, or what to do when it is unreachable.
 fn status_error(server: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| match s.code() {
-        tonic::Code::Unavailable if s.message().contains("agent") => anyhow::anyhow!("{}", s.message()),
-        tonic::Code::Unavailable => anyhow::anyhow!("the apiserver at {server} stopped answering: {}", s.message()),
+        tonic::Code::Unavailable if s.message().contains("agent") => {
+            anyhow::anyhow!("{}", s.message())
+        }
+        tonic::Code::Unavailable => anyhow::anyhow!(
+            "the apiserver at {server} stopped answering: {}",
+            s.message()
+        ),
         _ => anyhow::anyhow!("{}", s.message()),
     }
 }
@@ -197,20 +218,44 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ns = cli.namespace.clone();
     match cli.command {
-        Command::Image { command: ImageCommand::Push { dir, reference, layers, entrypoint, cmd, env, workdir, insecure_registries } } => {
+        Command::Image {
+            command:
+                ImageCommand::Push {
+                    dir,
+                    reference,
+                    layers,
+                    entrypoint,
+                    cmd,
+                    env,
+                    workdir,
+                    insecure_registries,
+                },
+        } => {
             let mut all = vec![dir];
             all.extend(layers);
-            let url = image::push(image::PushOptions { layers: all, reference: reference.clone(), entrypoint, cmd, env, workdir, insecure_registries }).await?;
+            let url = image::push(image::PushOptions {
+                layers: all,
+                reference: reference.clone(),
+                entrypoint,
+                cmd,
+                env,
+                workdir,
+                insecure_registries,
+            })
+            .await?;
             println!("pushed {reference} ({url})");
             Ok(())
         }
         Command::Apply { file } => {
             let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("reading the manifest from standard input")?
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the manifest from standard input")?
             } else {
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
             };
-            let (pods, warnings) = manifest::parse_pods(&text).with_context(|| format!("{}", file.display()))?;
+            let (pods, warnings) =
+                manifest::parse_pods(&text).with_context(|| format!("{}", file.display()))?;
             for w in warnings {
                 eprintln!("warning: {w} is not supported by kubelab yet and is ignored");
             }
@@ -224,7 +269,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match api.pods.create(pod.clone()).await {
                     Ok(_) => println!("pod/{name} created"),
                     Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                        let existing = api.pods.get(ObjectKey { namespace: meta_ns(&pod), name: name.clone() }).await.map_err(status_error(&api.server))?.into_inner();
+                        let existing = api
+                            .pods
+                            .get(ObjectKey {
+                                namespace: meta_ns(&pod),
+                                name: name.clone(),
+                            })
+                            .await
+                            .map_err(status_error(&api.server))?
+                            .into_inner();
                         let mut wanted = pod.spec.clone().unwrap_or_default();
                         let mut current = existing.spec.clone().unwrap_or_default();
                         // Compare what the user wrote, not what the API filled in.
@@ -249,59 +302,158 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Get { kind, name, output, all_namespaces } => {
+        Command::Get {
+            kind,
+            name,
+            output,
+            all_namespaces,
+        } => {
             let mut api = Api::connect(&cli.server).await?;
             let err = status_error(&cli.server);
             match kind.as_str() {
                 k if is_pod_kind(k) => {
                     let pods = match &name {
-                        Some(n) => vec![api.pods.get(ObjectKey { namespace: ns.clone(), name: n.clone() }).await.map_err(&err)?.into_inner()],
+                        Some(n) => vec![api
+                            .pods
+                            .get(ObjectKey {
+                                namespace: ns.clone(),
+                                name: n.clone(),
+                            })
+                            .await
+                            .map_err(&err)?
+                            .into_inner()],
                         None => {
-                            let namespace = if all_namespaces { String::new() } else { ns.clone() };
-                            api.pods.list(ListPodsRequest { namespace, node_name: String::new() }).await.map_err(&err)?.into_inner().items
+                            let namespace = if all_namespaces {
+                                String::new()
+                            } else {
+                                ns.clone()
+                            };
+                            api.pods
+                                .list(ListPodsRequest {
+                                    namespace,
+                                    node_name: String::new(),
+                                })
+                                .await
+                                .map_err(&err)?
+                                .into_inner()
+                                .items
                         }
                     };
                     let k8s: Vec<_> = pods.iter().map(output::to_k8s_pod).collect();
-                    print_objects(output, name.is_some(), &k8s, || {
-                        if pods.is_empty() {
-                            eprintln!("No resources found in {} namespace.", if all_namespaces { "any" } else { &ns });
-                        } else {
-                            output::table(&output::pod_rows(&pods, output == Some(OutputFormat::Wide), all_namespaces));
-                        }
-                    }, |p| format!("pod/{}", p.metadata.name.clone().unwrap_or_default()))
+                    print_objects(
+                        output,
+                        name.is_some(),
+                        &k8s,
+                        || {
+                            if pods.is_empty() {
+                                eprintln!(
+                                    "No resources found in {} namespace.",
+                                    if all_namespaces { "any" } else { &ns }
+                                );
+                            } else {
+                                output::table(&output::pod_rows(
+                                    &pods,
+                                    output == Some(OutputFormat::Wide),
+                                    all_namespaces,
+                                ));
+                            }
+                        },
+                        |p| format!("pod/{}", p.metadata.name.clone().unwrap_or_default()),
+                    )
                 }
                 "node" | "nodes" | "no" => {
                     let nodes = match &name {
-                        Some(n) => vec![api.nodes.get(ObjectKey { namespace: String::new(), name: n.clone() }).await.map_err(&err)?.into_inner()],
-                        None => api.nodes.list(ListNodesRequest {}).await.map_err(&err)?.into_inner().items,
+                        Some(n) => vec![api
+                            .nodes
+                            .get(ObjectKey {
+                                namespace: String::new(),
+                                name: n.clone(),
+                            })
+                            .await
+                            .map_err(&err)?
+                            .into_inner()],
+                        None => {
+                            api.nodes
+                                .list(ListNodesRequest {})
+                                .await
+                                .map_err(&err)?
+                                .into_inner()
+                                .items
+                        }
                     };
                     let k8s: Vec<_> = nodes.iter().map(output::to_k8s_node).collect();
-                    print_objects(output, name.is_some(), &k8s, || {
-                        if nodes.is_empty() {
-                            eprintln!("No nodes registered (start an agent: kubelabd agent --node-name NAME).");
-                        } else {
-                            output::table(&output::node_rows(&nodes, output == Some(OutputFormat::Wide)));
-                        }
-                    }, |n| format!("node/{}", n.metadata.name.clone().unwrap_or_default()))
+                    print_objects(
+                        output,
+                        name.is_some(),
+                        &k8s,
+                        || {
+                            if nodes.is_empty() {
+                                eprintln!("No nodes registered (start an agent: kubelabd agent --node-name NAME).");
+                            } else {
+                                output::table(&output::node_rows(
+                                    &nodes,
+                                    output == Some(OutputFormat::Wide),
+                                ));
+                            }
+                        },
+                        |n| format!("node/{}", n.metadata.name.clone().unwrap_or_default()),
+                    )
                 }
-                other => bail!("unknown resource type {other:?}: kubelab knows pods (po) and nodes (no)"),
+                other => {
+                    bail!("unknown resource type {other:?}: kubelab knows pods (po) and nodes (no)")
+                }
             }
         }
         Command::Describe { kind, name } => {
             check_pod_kind(&kind)?;
             let mut api = Api::connect(&cli.server).await?;
             let err = status_error(&cli.server);
-            let pod = api.pods.get(ObjectKey { namespace: ns, name }).await.map_err(&err)?.into_inner();
-            let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
-            let namespace = pod.metadata.as_ref().map(|m| m.namespace.clone()).unwrap_or_default();
-            let events = api.events.list(ListEventsRequest { namespace, involved_uid: uid }).await.map_err(&err)?.into_inner().items;
+            let pod = api
+                .pods
+                .get(ObjectKey {
+                    namespace: ns,
+                    name,
+                })
+                .await
+                .map_err(&err)?
+                .into_inner();
+            let uid = pod
+                .metadata
+                .as_ref()
+                .map(|m| m.uid.clone())
+                .unwrap_or_default();
+            let namespace = pod
+                .metadata
+                .as_ref()
+                .map(|m| m.namespace.clone())
+                .unwrap_or_default();
+            let events = api
+                .events
+                .list(ListEventsRequest {
+                    namespace,
+                    involved_uid: uid,
+                })
+                .await
+                .map_err(&err)?
+                .into_inner()
+                .items;
             print!("{}", output::describe_pod(&pod, &events));
             Ok(())
         }
         Command::Logs { name, container } => {
             let mut api = Api::connect(&cli.server).await?;
-            let request = LogsRequest { namespace: ns, name, container: container.unwrap_or_default(), follow: false };
-            let mut stream = api.pods.logs(request).await.map_err(status_error(&cli.server))?.into_inner();
+            let request = LogsRequest {
+                namespace: ns,
+                name,
+                container: container.unwrap_or_default(),
+                follow: false,
+            };
+            let mut stream = api
+                .pods
+                .logs(request)
+                .await
+                .map_err(status_error(&cli.server))?
+                .into_inner();
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(status_error(&cli.server))?;
@@ -309,7 +461,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Delete { kind, name, grace_period, force, wait } => {
+        Command::Delete {
+            kind,
+            name,
+            grace_period,
+            force,
+            wait,
+        } => {
             check_pod_kind(&kind)?;
             if force && grace_period != Some(0) {
                 bail!("--force needs --grace-period=0 (it removes the pod without waiting for its containers to stop)");
@@ -318,7 +476,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let err = status_error(&cli.server);
             let pod = api
                 .pods
-                .delete(DeletePodRequest { namespace: ns.clone(), name: name.clone(), grace_period_seconds: grace_period, force, uid: String::new() })
+                .delete(DeletePodRequest {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    grace_period_seconds: grace_period,
+                    force,
+                    uid: String::new(),
+                })
                 .await
                 .map_err(&err)?
                 .into_inner();
@@ -328,10 +492,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("pod \"{name}\" deleted");
             Ok(())
         }
-        Command::Wait { kind, name, condition, timeout } => {
+        Command::Wait {
+            kind,
+            name,
+            condition,
+            timeout,
+        } => {
             check_pod_kind(&kind)?;
             let mut api = Api::connect(&cli.server).await?;
-            let wanted = condition.strip_prefix("phase=").unwrap_or(&condition).to_string();
+            let wanted = condition
+                .strip_prefix("phase=")
+                .unwrap_or(&condition)
+                .to_string();
             if !["Running", "Succeeded", "Failed", "Ready"].contains(&wanted.as_str()) {
                 bail!("--for {condition:?}: wait for Running, Succeeded, Failed or Ready");
             }
@@ -344,7 +516,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn meta_ns(pod: &api::Pod) -> String {
-    pod.metadata.as_ref().map(|m| m.namespace.clone()).unwrap_or_default()
+    pod.metadata
+        .as_ref()
+        .map(|m| m.namespace.clone())
+        .unwrap_or_default()
 }
 
 fn print_objects<T: serde::Serialize>(
@@ -372,26 +547,54 @@ fn print_objects<T: serde::Serialize>(
 /// Waits, through a watch, for the pod to reach a phase; fails early when it cannot.
 async fn wait_for(api: &mut Api, ns: &str, name: &str, wanted: &str) -> anyhow::Result<()> {
     let err = status_error(&api.server);
-    let pod = api.pods.get(ObjectKey { namespace: ns.into(), name: name.into() }).await.map_err(&err)?.into_inner();
-    let from = pod.metadata.as_ref().map(|m| m.resource_version).unwrap_or(0);
-    let mut stream = api.pods.watch(WatchRequest { from_revision: from, namespace: ns.into(), node_name: String::new() }).await.map_err(&err)?.into_inner();
+    let pod = api
+        .pods
+        .get(ObjectKey {
+            namespace: ns.into(),
+            name: name.into(),
+        })
+        .await
+        .map_err(&err)?
+        .into_inner();
+    let from = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.resource_version)
+        .unwrap_or(0);
+    let mut stream = api
+        .pods
+        .watch(WatchRequest {
+            from_revision: from,
+            namespace: ns.into(),
+            node_name: String::new(),
+        })
+        .await
+        .map_err(&err)?
+        .into_inner();
     let mut current = Some(pod);
     loop {
         if let Some(pod) = &current {
             let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-            let ready = pod.status.as_ref().is_some_and(|s| !s.container_statuses.is_empty() && s.container_statuses.iter().all(|c| c.ready));
+            let ready = pod.status.as_ref().is_some_and(|s| {
+                !s.container_statuses.is_empty() && s.container_statuses.iter().all(|c| c.ready)
+            });
             if phase == wanted || (wanted == "Ready" && ready) {
                 println!("pod/{name} condition met ({wanted})");
                 return Ok(());
             }
             if (phase == "Succeeded" || phase == "Failed") && wanted != phase {
-                bail!("pod {name:?} ended {phase} ({}); it will not become {wanted}", output::pod_status_text(pod));
+                bail!(
+                    "pod {name:?} ended {phase} ({}); it will not become {wanted}",
+                    output::pod_status_text(pod)
+                );
             }
         }
         match stream.next().await {
             Some(event) => {
                 let event = event.map_err(&err)?;
-                let Some(pod) = event.object.clone() else { continue };
+                let Some(pod) = event.object.clone() else {
+                    continue;
+                };
                 if pod.metadata.as_ref().map(|m| m.name.as_str()) != Some(name) {
                     continue;
                 }
@@ -408,19 +611,39 @@ async fn wait_for(api: &mut Api, ns: &str, name: &str, wanted: &str) -> anyhow::
 async fn wait_until_gone(api: &mut Api, pod: &api::Pod) -> anyhow::Result<()> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let err = status_error(&api.server);
-    let request = WatchRequest { from_revision: meta.resource_version, namespace: meta.namespace.clone(), node_name: String::new() };
+    let request = WatchRequest {
+        from_revision: meta.resource_version,
+        namespace: meta.namespace.clone(),
+        node_name: String::new(),
+    };
     let mut stream = api.pods.watch(request).await.map_err(&err)?.into_inner();
     // The delete may have removed it at once (an unbound pod): check before waiting.
-    match api.pods.get(ObjectKey { namespace: meta.namespace.clone(), name: meta.name.clone() }).await {
+    match api
+        .pods
+        .get(ObjectKey {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+        })
+        .await
+    {
         Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
         Ok(p) if p.get_ref().metadata.as_ref().map(|m| &m.uid) != Some(&meta.uid) => return Ok(()),
         _ => {}
     }
     while let Some(event) = stream.next().await {
         let event = event.map_err(&err)?;
-        if event.r#type() == WatchEventType::Deleted && event.object.as_ref().and_then(|p| p.metadata.as_ref()).is_some_and(|m| m.uid == meta.uid) {
+        if event.r#type() == WatchEventType::Deleted
+            && event
+                .object
+                .as_ref()
+                .and_then(|p| p.metadata.as_ref())
+                .is_some_and(|m| m.uid == meta.uid)
+        {
             return Ok(());
         }
     }
-    bail!("the apiserver closed the watch before pod {:?} was gone", meta.name)
+    bail!(
+        "the apiserver closed the watch before pod {:?} was gone",
+        meta.name
+    )
 }

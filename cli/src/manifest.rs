@@ -29,19 +29,35 @@ pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestEr
     let mut warnings = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
-        let value = serde_yaml::Value::deserialize(document).map_err(|e| ManifestError::Yaml(yaml_error(&e)))?;
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|e| ManifestError::Yaml(yaml_error(&e)))?;
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
         if kind != "Pod" {
-            return Err(ManifestError::Kind(n, if kind.is_empty() { "(missing)".into() } else { kind }));
+            return Err(ManifestError::Kind(
+                n,
+                if kind.is_empty() {
+                    "(missing)".into()
+                } else {
+                    kind
+                },
+            ));
         }
-        let version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+        let version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
         if version != "v1" {
             return Err(ManifestError::ApiVersion(n, version.to_string()));
         }
-        let pod: k8s::Pod = serde_yaml::from_value(value.clone()).map_err(|e| ManifestError::Field(n, e.to_string()))?;
+        let pod: k8s::Pod = serde_yaml::from_value(value.clone())
+            .map_err(|e| ManifestError::Field(n, e.to_string()))?;
         warnings.extend(unsupported_fields(&value));
         pods.push(to_api(pod).map_err(|e| ManifestError::Field(n, e))?);
     }
@@ -53,13 +69,32 @@ pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestEr
 
 fn yaml_error(e: &serde_yaml::Error) -> String {
     match e.location() {
-        Some(l) => format!("invalid YAML at line {} column {}: {}", l.line(), l.column(), e.to_string().split(" at line").next().unwrap_or_default()),
+        Some(l) => format!(
+            "invalid YAML at line {} column {}: {}",
+            l.line(),
+            l.column(),
+            e.to_string().split(" at line").next().unwrap_or_default()
+        ),
         None => format!("invalid YAML: {e}"),
     }
 }
 
-const POD_FIELDS: &[&str] = &["containers", "nodeName", "restartPolicy", "terminationGracePeriodSeconds"];
-const CONTAINER_FIELDS: &[&str] = &["name", "image", "command", "args", "env", "workingDir", "resources", "imagePullPolicy"];
+const POD_FIELDS: &[&str] = &[
+    "containers",
+    "nodeName",
+    "restartPolicy",
+    "terminationGracePeriodSeconds",
+];
+const CONTAINER_FIELDS: &[&str] = &[
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "workingDir",
+    "resources",
+    "imagePullPolicy",
+];
 const META_FIELDS: &[&str] = &["name", "namespace", "labels", "annotations"];
 
 /// The fields present in the manifest that kubelab ignores for now.
@@ -67,7 +102,11 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
     let mut out = Vec::new();
     let keys = |v: Option<&serde_yaml::Value>| -> Vec<String> {
         v.and_then(|v| v.as_mapping())
-            .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     for k in keys(value.get("metadata")) {
@@ -81,14 +120,22 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
             out.push(format!("spec.{k}"));
         }
     }
-    if let Some(containers) = spec.and_then(|s| s.get("containers")).and_then(|c| c.as_sequence()) {
+    if let Some(containers) = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(|c| c.as_sequence())
+    {
         for (i, c) in containers.iter().enumerate() {
             for k in keys(Some(c)) {
                 if !CONTAINER_FIELDS.contains(&k.as_str()) {
                     out.push(format!("spec.containers[{i}].{k}"));
                 }
             }
-            for e in c.get("env").and_then(|e| e.as_sequence()).into_iter().flatten() {
+            for e in c
+                .get("env")
+                .and_then(|e| e.as_sequence())
+                .into_iter()
+                .flatten()
+            {
                 if e.get("valueFrom").is_some() {
                     out.push(format!("spec.containers[{i}].env.valueFrom"));
                 }
@@ -104,7 +151,9 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
     let mut containers = Vec::new();
     for c in spec.containers {
         let resources = c.resources.unwrap_or_default();
-        let get = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone());
+        let get = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
+            m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+        };
         let cpu = |q: Option<String>| q.map(|q| parse_cpu(&q)).transpose();
         let mem = |q: Option<String>| q.map(|q| parse_memory(&q)).transpose();
         let mut r = api::ResourceRequirements {
@@ -129,7 +178,10 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
                 .env
                 .unwrap_or_default()
                 .into_iter()
-                .map(|e| api::EnvVar { name: e.name, value: e.value.unwrap_or_default() })
+                .map(|e| api::EnvVar {
+                    name: e.name,
+                    value: e.value.unwrap_or_default(),
+                })
                 .collect(),
             working_dir: c.working_dir.unwrap_or_default(),
             resources: Some(r),
@@ -159,7 +211,11 @@ pub fn parse_cpu(q: &str) -> Result<i64, String> {
     if let Some(m) = q.strip_suffix('m') {
         return m.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(bad);
     }
-    q.parse::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()).map(|v| (v * 1000.0).round() as i64).ok_or_else(bad)
+    q.parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(|v| (v * 1000.0).round() as i64)
+        .ok_or_else(bad)
 }
 
 /// `64Mi` → 67108864, `1G` → 10^9, `128974848` → itself, `129e6` → 129000000.
@@ -179,7 +235,12 @@ pub fn parse_memory(q: &str) -> Result<i64, String> {
         .iter()
         .find_map(|(s, f)| q.strip_suffix(s).map(|n| (n, *f)))
         .unwrap_or((q, 1.0));
-    number.parse::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()).map(|v| (v * factor).round() as i64).ok_or_else(bad)
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(|v| (v * factor).round() as i64)
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -201,15 +262,22 @@ mod tests {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80}]\n",
         )
         .unwrap();
-        assert_eq!(pods[0].spec.as_ref().unwrap().containers[0].args, ["sleep", "1"]);
+        assert_eq!(
+            pods[0].spec.as_ref().unwrap().containers[0].args,
+            ["sleep", "1"]
+        );
         assert_eq!(warnings, ["spec.hostNetwork", "spec.containers[0].ports"]);
     }
 
     #[test]
     fn broken_yaml_names_the_line() {
-        let e = parse_pods("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [a\n").unwrap_err().to_string();
+        let e = parse_pods("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [a\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line"), "{e}");
-        let e = parse_pods("apiVersion: apps/v1\nkind: Deployment\n").unwrap_err().to_string();
+        let e = parse_pods("apiVersion: apps/v1\nkind: Deployment\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Deployment"), "{e}");
     }
 }

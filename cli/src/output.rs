@@ -11,7 +11,13 @@ use kubelab_proto::v1 as api;
 use kubelab_proto::v1::container_state::State;
 
 pub fn time(ms: i64) -> Option<Time> {
-    (ms > 0).then(|| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok().map(Time)).flatten()
+    (ms > 0)
+        .then(|| {
+            k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+                .ok()
+                .map(Time)
+        })
+        .flatten()
 }
 
 fn meta(m: &api::ObjectMeta) -> ObjectMeta {
@@ -22,7 +28,8 @@ fn meta(m: &api::ObjectMeta) -> ObjectMeta {
         resource_version: Some(m.resource_version.to_string()),
         creation_timestamp: time(m.creation_timestamp_ms),
         deletion_timestamp: time(m.deletion_timestamp_ms),
-        deletion_grace_period_seconds: (m.deletion_timestamp_ms > 0).then_some(m.deletion_grace_period_seconds),
+        deletion_grace_period_seconds: (m.deletion_timestamp_ms > 0)
+            .then_some(m.deletion_grace_period_seconds),
         labels: (!m.labels.is_empty()).then(|| m.labels.clone().into_iter().collect()),
         ..Default::default()
     }
@@ -50,7 +57,9 @@ fn state(s: &Option<api::ContainerState>) -> Option<k8s::ContainerState> {
             ..Default::default()
         },
         State::Running(r) => k8s::ContainerState {
-            running: Some(k8s::ContainerStateRunning { started_at: time(r.started_at_ms) }),
+            running: Some(k8s::ContainerStateRunning {
+                started_at: time(r.started_at_ms),
+            }),
             ..Default::default()
         },
         State::Terminated(t) => k8s::ContainerState {
@@ -61,8 +70,8 @@ fn state(s: &Option<api::ContainerState>) -> Option<k8s::ContainerState> {
                 message: (!t.message.is_empty()).then(|| t.message.clone()),
                 started_at: time(t.started_at_ms),
                 finished_at: time(t.finished_at_ms),
-                container_id: (!t.container_id.is_empty()).then(|| format!("kubelab://{}", t.container_id)),
-                ..Default::default()
+                container_id: (!t.container_id.is_empty())
+                    .then(|| format!("kubelab://{}", t.container_id)),
             }),
             ..Default::default()
         },
@@ -87,7 +96,14 @@ pub fn to_k8s_pod(pod: &api::Pod) -> k8s::Pod {
                         command: (!c.command.is_empty()).then(|| c.command.clone()),
                         args: (!c.args.is_empty()).then(|| c.args.clone()),
                         env: (!c.env.is_empty()).then(|| {
-                            c.env.iter().map(|e| k8s::EnvVar { name: e.name.clone(), value: Some(e.value.clone()), ..Default::default() }).collect()
+                            c.env
+                                .iter()
+                                .map(|e| k8s::EnvVar {
+                                    name: e.name.clone(),
+                                    value: Some(e.value.clone()),
+                                    ..Default::default()
+                                })
+                                .collect()
                         }),
                         working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
                         image_pull_policy: Some(c.image_pull_policy.clone()),
@@ -120,12 +136,16 @@ pub fn to_k8s_pod(pod: &api::Pod) -> k8s::Pod {
                         name: s.name.clone(),
                         image: s.image.clone(),
                         image_id: s.image_id.clone(),
-                        container_id: (!s.container_id.is_empty()).then(|| format!("kubelab://{}", s.container_id)),
+                        container_id: (!s.container_id.is_empty())
+                            .then(|| format!("kubelab://{}", s.container_id)),
                         ready: s.ready,
                         restart_count: s.restart_count,
                         state: state(&s.state),
                         last_state: state(&s.last_state),
-                        started: Some(matches!(s.state.as_ref().and_then(|s| s.state.as_ref()), Some(State::Running(_)))),
+                        started: Some(matches!(
+                            s.state.as_ref().and_then(|s| s.state.as_ref()),
+                            Some(State::Running(_))
+                        )),
                         ..Default::default()
                     })
                     .collect()
@@ -148,7 +168,11 @@ pub fn to_k8s_node(node: &api::Node) -> k8s::Node {
     k8s::Node {
         metadata: meta(&node.metadata.clone().unwrap_or_default()),
         spec: Some(k8s::NodeSpec {
-            pod_cidr: node.spec.as_ref().map(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty()),
+            pod_cidr: node
+                .spec
+                .as_ref()
+                .map(|s| s.pod_cidr.clone())
+                .filter(|c| !c.is_empty()),
             unschedulable: node.spec.as_ref().map(|s| s.unschedulable).filter(|u| *u),
             ..Default::default()
         }),
@@ -159,7 +183,14 @@ pub fn to_k8s_node(node: &api::Node) -> k8s::Node {
                 type_: "Ready".into(),
                 status: if ready { "True" } else { "Unknown" }.into(),
                 last_heartbeat_time: time(status.last_heartbeat_ms),
-                reason: Some(if ready { "KubeletReady" } else { "NodeStatusUnknown" }.into()),
+                reason: Some(
+                    if ready {
+                        "KubeletReady"
+                    } else {
+                        "NodeStatusUnknown"
+                    }
+                    .into(),
+                ),
                 ..Default::default()
             }]),
             node_info: Some(k8s::NodeSystemInfo {
@@ -192,7 +223,11 @@ pub fn age(since_ms: i64) -> String {
 /// The STATUS column: what kubectl shows (a container's waiting or terminated reason
 /// when there is one, else the phase).
 pub fn pod_status_text(pod: &api::Pod) -> String {
-    if pod.metadata.as_ref().is_some_and(|m| m.deletion_timestamp_ms > 0) {
+    if pod
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.deletion_timestamp_ms > 0)
+    {
         return "Terminating".into();
     }
     let status = pod.status.clone().unwrap_or_default();
@@ -200,7 +235,9 @@ pub fn pod_status_text(pod: &api::Pod) -> String {
     for s in &status.container_statuses {
         match s.state.as_ref().and_then(|s| s.state.as_ref()) {
             Some(State::Waiting(w)) if !w.reason.is_empty() => return w.reason.clone(),
-            Some(State::Terminated(t)) if !t.reason.is_empty() && text != "Running" => text = t.reason.clone(),
+            Some(State::Terminated(t)) if !t.reason.is_empty() && text != "Running" => {
+                text = t.reason.clone()
+            }
             _ => {}
         }
     }
@@ -214,7 +251,12 @@ pub fn pod_status_text(pod: &api::Pod) -> String {
 /// Prints rows as left-aligned columns separated by three spaces, like kubectl.
 pub fn table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows.first().map(|r| r.len()).unwrap_or(0))
-        .map(|i| rows.iter().map(|r| r.get(i).map(|c| c.chars().count()).unwrap_or(0)).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map(|c| c.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let mut line = String::new();
@@ -230,7 +272,9 @@ pub fn table(rows: &[Vec<String>]) {
 }
 
 pub fn pod_rows(pods: &[api::Pod], wide: bool, with_namespace: bool) -> Vec<Vec<String>> {
-    let mut header: Vec<String> = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        .map(String::from)
+        .to_vec();
     if with_namespace {
         header.insert(0, "NAMESPACE".into());
     }
@@ -243,15 +287,37 @@ pub fn pod_rows(pods: &[api::Pod], wide: bool, with_namespace: bool) -> Vec<Vec<
         let status = pod.status.clone().unwrap_or_default();
         let total = pod.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
         let ready = status.container_statuses.iter().filter(|s| s.ready).count();
-        let restarts: i32 = status.container_statuses.iter().map(|s| s.restart_count).sum();
-        let mut row = vec![m.name.clone(), format!("{ready}/{total}"), pod_status_text(pod), restarts.to_string(), age(m.creation_timestamp_ms)];
+        let restarts: i32 = status
+            .container_statuses
+            .iter()
+            .map(|s| s.restart_count)
+            .sum();
+        let mut row = vec![
+            m.name.clone(),
+            format!("{ready}/{total}"),
+            pod_status_text(pod),
+            restarts.to_string(),
+            age(m.creation_timestamp_ms),
+        ];
         if with_namespace {
             row.insert(0, m.namespace.clone());
         }
         if wide {
-            let node = pod.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
-            row.push(if status.pod_ip.is_empty() { "<none>".into() } else { status.pod_ip });
-            row.push(if node.is_empty() { "<none>".into() } else { node });
+            let node = pod
+                .spec
+                .as_ref()
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default();
+            row.push(if status.pod_ip.is_empty() {
+                "<none>".into()
+            } else {
+                status.pod_ip
+            });
+            row.push(if node.is_empty() {
+                "<none>".into()
+            } else {
+                node
+            });
         }
         rows.push(row);
     }
@@ -259,7 +325,9 @@ pub fn pod_rows(pods: &[api::Pod], wide: bool, with_namespace: bool) -> Vec<Vec<
 }
 
 pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
-    let mut header: Vec<String> = ["NAME", "STATUS", "AGE", "CPU", "MEMORY", "PODS"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["NAME", "STATUS", "AGE", "CPU", "MEMORY", "PODS"]
+        .map(String::from)
+        .to_vec();
     if wide {
         header.extend(["AGENT", "OS-IMAGE", "KERNEL-VERSION"].map(String::from));
     }
@@ -269,7 +337,11 @@ pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
         let m = node.metadata.clone().unwrap_or_default();
         let s = node.status.clone().unwrap_or_default();
         let cap = s.capacity.unwrap_or_default();
-        let mut status = if kubelab_proto::node_is_ready(node, now) { "Ready".to_string() } else { "NotReady".to_string() };
+        let mut status = if kubelab_proto::node_is_ready(node, now) {
+            "Ready".to_string()
+        } else {
+            "NotReady".to_string()
+        };
         if node.spec.as_ref().is_some_and(|s| s.unschedulable) {
             status.push_str(",SchedulingDisabled");
         }
@@ -282,7 +354,11 @@ pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
             cap.pods.to_string(),
         ];
         if wide {
-            row.extend([s.agent_endpoint.clone(), s.os_image.clone(), s.kernel_version.clone()]);
+            row.extend([
+                s.agent_endpoint.clone(),
+                s.os_image.clone(),
+                s.kernel_version.clone(),
+            ]);
         }
         rows.push(row);
     }
@@ -290,7 +366,9 @@ pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
 }
 
 fn describe_state(out: &mut String, label: &str, state: &Option<api::ContainerState>) {
-    let Some(s) = state.as_ref().and_then(|s| s.state.as_ref()) else { return };
+    let Some(s) = state.as_ref().and_then(|s| s.state.as_ref()) else {
+        return;
+    };
     let t = |ms: i64| time(ms).map(|t| t.0.to_string()).unwrap_or_default();
     match s {
         State::Waiting(w) => {
@@ -317,16 +395,36 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let mut out = String::new();
-    let t = |ms: i64| time(ms).map(|t| t.0.to_string()).unwrap_or_else(|| "<none>".into());
-    let node = if spec.node_name.is_empty() { "<none>".to_string() } else { format!("{}/{}", spec.node_name, status.host_ip) };
+    let t = |ms: i64| {
+        time(ms)
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let node = if spec.node_name.is_empty() {
+        "<none>".to_string()
+    } else {
+        format!("{}/{}", spec.node_name, status.host_ip)
+    };
     out.push_str(&format!("Name:             {}\nNamespace:        {}\nUID:              {}\nNode:             {node}\n", m.name, m.namespace, m.uid));
-    out.push_str(&format!("Created:          {}\nStart Time:       {}\n", t(m.creation_timestamp_ms), t(status.start_time_ms)));
+    out.push_str(&format!(
+        "Created:          {}\nStart Time:       {}\n",
+        t(m.creation_timestamp_ms),
+        t(status.start_time_ms)
+    ));
     if !m.labels.is_empty() {
         let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("Labels:           {}\n", labels.join(",")));
     }
     out.push_str(&format!("Status:           {}\n", pod_status_text(pod)));
-    out.push_str(&format!("IP:               {}\nRestart Policy:   {}\n", if status.pod_ip.is_empty() { "<none>" } else { &status.pod_ip }, spec.restart_policy));
+    out.push_str(&format!(
+        "IP:               {}\nRestart Policy:   {}\n",
+        if status.pod_ip.is_empty() {
+            "<none>"
+        } else {
+            &status.pod_ip
+        },
+        spec.restart_policy
+    ));
     out.push_str("Containers:\n");
     for c in &spec.containers {
         out.push_str(&format!("  {}:\n    Image:         {}\n", c.name, c.image));
@@ -338,14 +436,20 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
         }
         if let Some(s) = status.container_statuses.iter().find(|s| s.name == c.name) {
             if !s.container_id.is_empty() {
-                out.push_str(&format!("    Container ID:  kubelab://{}\n", s.container_id));
+                out.push_str(&format!(
+                    "    Container ID:  kubelab://{}\n",
+                    s.container_id
+                ));
             }
             if !s.image_id.is_empty() {
                 out.push_str(&format!("    Image ID:      {}\n", s.image_id));
             }
             describe_state(&mut out, "State:", &s.state);
             describe_state(&mut out, "Last State:", &s.last_state);
-            out.push_str(&format!("    Ready:         {}\n    Restart Count: {}\n", s.ready, s.restart_count));
+            out.push_str(&format!(
+                "    Ready:         {}\n    Restart Count: {}\n",
+                s.ready, s.restart_count
+            ));
             if s.pid > 0 {
                 out.push_str(&format!("    PID:           {}\n", s.pid));
             }
@@ -362,14 +466,35 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
         out.push_str("  <none>\n");
         return out;
     }
-    let mut rows = vec![["Type", "Reason", "At", "From", "Message"].map(String::from).to_vec()];
+    let mut rows = vec![["Type", "Reason", "At", "From", "Message"]
+        .map(String::from)
+        .to_vec()];
     for e in events {
         let at = (e.timestamp_ms - m.creation_timestamp_ms) as f64 / 1000.0;
-        rows.push(vec![e.r#type.clone(), e.reason.clone(), format!("+{at:.3}s"), e.source.clone(), e.message.clone()]);
+        rows.push(vec![
+            e.r#type.clone(),
+            e.reason.clone(),
+            format!("+{at:.3}s"),
+            e.source.clone(),
+            e.message.clone(),
+        ]);
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     for r in &rows {
-        out.push_str(&format!("  {:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}\n", r[0], r[1], r[2], r[3], r[4], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]));
+        out.push_str(&format!(
+            "  {:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        ));
     }
     out
 }

@@ -20,7 +20,11 @@ impl ApiClient {
     /// A lazily connected client: the first call connects, and a lost connection is
     /// re-established by later calls, so components survive an apiserver restart.
     pub fn new(server: &str) -> Result<Self, tonic::transport::Error> {
-        let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+        let url = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
         let channel = tonic::transport::Endpoint::from_shared(url)?
             .connect_timeout(std::time::Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -52,7 +56,10 @@ impl EventRecorder {
                 }
             }
         });
-        EventRecorder { source: source.to_string(), tx }
+        EventRecorder {
+            source: source.to_string(),
+            tx,
+        }
     }
 
     /// An event about a pod, stamped now. `type_` is Normal or Warning.
@@ -64,7 +71,12 @@ impl EventRecorder {
     pub fn pod_event_at(&self, pod: &Pod, at_ms: i64, type_: &str, reason: &str, message: String) {
         let meta = pod.metadata.clone().unwrap_or_default();
         let event = Event {
-            involved_object: Some(ObjectReference { kind: "Pod".into(), namespace: meta.namespace, name: meta.name, uid: meta.uid }),
+            involved_object: Some(ObjectReference {
+                kind: "Pod".into(),
+                namespace: meta.namespace,
+                name: meta.name,
+                uid: meta.uid,
+            }),
             reason: reason.into(),
             message,
             r#type: type_.into(),

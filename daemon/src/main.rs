@@ -19,7 +19,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kubelabd", version, about = "kubelab's daemons: apiserver, scheduler, agent (kubelet), shim")]
+#[command(
+    name = "kubelabd",
+    version,
+    about = "kubelab's daemons: apiserver, scheduler, agent (kubelet), shim"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,15 +55,23 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(shim::run(args));
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Apiserver(args) => apiserver::run(args, shutdown_signal()).await.context("apiserver"),
+            Command::Apiserver(args) => apiserver::run(args, shutdown_signal())
+                .await
+                .context("apiserver"),
             Command::Scheduler { server } => {
-                let api = client::ApiClient::new(&server).with_context(|| format!("invalid --server {server:?}"))?;
+                let api = client::ApiClient::new(&server)
+                    .with_context(|| format!("invalid --server {server:?}"))?;
                 tokio::select! {
                     r = scheduler::run(api) => r.context("scheduler"),
                     _ = shutdown_signal() => Ok(()),

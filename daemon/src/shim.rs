@@ -65,16 +65,28 @@ pub fn run(args: ShimArgs) -> i32 {
     let record = loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(p, code)) if p == pid => {
-                break ExitRecord { exit_code: code, signal: 0, finished_at_ms: kubelab_proto::now_ms() }
+                break ExitRecord {
+                    exit_code: code,
+                    signal: 0,
+                    finished_at_ms: kubelab_proto::now_ms(),
+                }
             }
             Ok(WaitStatus::Signaled(p, signal, _)) if p == pid => {
-                break ExitRecord { exit_code: 128 + signal as i32, signal: signal as i32, finished_at_ms: kubelab_proto::now_ms() }
+                break ExitRecord {
+                    exit_code: 128 + signal as i32,
+                    signal: signal as i32,
+                    finished_at_ms: kubelab_proto::now_ms(),
+                }
             }
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 eprintln!("shim: waiting for the container failed: {e}");
-                break ExitRecord { exit_code: 255, signal: 0, finished_at_ms: kubelab_proto::now_ms() };
+                break ExitRecord {
+                    exit_code: 255,
+                    signal: 0,
+                    finished_at_ms: kubelab_proto::now_ms(),
+                };
             }
         }
     };

@@ -39,11 +39,18 @@ pub enum UpError {
     Apiserver(std::net::SocketAddr, String),
 }
 
-pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), UpError> {
+pub async fn run(
+    args: UpArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), UpError> {
     let exe = std::env::current_exe().map_err(|e| UpError::Spawn("kubelabd".into(), e))?;
     let spawn = |what: &str, cmd: &mut Command| -> Result<Child, UpError> {
         // Own process groups: the terminal's Ctrl-C reaches only us, and we stop them in order.
-        cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true).spawn().map_err(|e| UpError::Spawn(what.into(), e))
+        cmd.stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| UpError::Spawn(what.into(), e))
     };
     let mut apiserver = spawn(
         "apiserver",
@@ -54,7 +61,8 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
             .arg("--data-dir")
             .arg(args.data_dir.join("apiserver")),
     )?;
-    let api = ApiClient::new(&args.listen.to_string()).map_err(|e| UpError::Apiserver(args.listen, e.to_string()))?;
+    let api = ApiClient::new(&args.listen.to_string())
+        .map_err(|e| UpError::Apiserver(args.listen, e.to_string()))?;
     wait_for_apiserver(&api, &mut apiserver, args.listen).await?;
     let mut agents = Vec::new();
     for i in 1..=args.agents {
@@ -73,7 +81,10 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
         agents.push(spawn(&format!("agent {name}"), &mut cmd)?);
     }
     let scheduler = (!args.no_scheduler).then(|| tokio::spawn(crate::scheduler::run(api.clone())));
-    println!("kubelab is up: apiserver on {}, {} agent(s). Ctrl-C stops it all.", args.listen, args.agents);
+    println!(
+        "kubelab is up: apiserver on {}, {} agent(s). Ctrl-C stops it all.",
+        args.listen, args.agents
+    );
     shutdown.await;
     println!("stopping the lab...");
     if let Some(s) = scheduler {
@@ -92,16 +103,32 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
 
 fn terminate(child: &Child) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 
-async fn wait_for_apiserver(api: &ApiClient, apiserver: &mut Child, addr: std::net::SocketAddr) -> Result<(), UpError> {
+async fn wait_for_apiserver(
+    api: &ApiClient,
+    apiserver: &mut Child,
+    addr: std::net::SocketAddr,
+) -> Result<(), UpError> {
     for _ in 0..100 {
         if let Ok(Some(status)) = apiserver.try_wait() {
-            return Err(UpError::Apiserver(addr, format!("it exited with {status} (see its log above)")));
+            return Err(UpError::Apiserver(
+                addr,
+                format!("it exited with {status} (see its log above)"),
+            ));
         }
-        if api.nodes.clone().list(kubelab_proto::v1::ListNodesRequest {}).await.is_ok() {
+        if api
+            .nodes
+            .clone()
+            .list(kubelab_proto::v1::ListNodesRequest {})
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,7 +1,8 @@
 //! kubelab's API types and gRPC stubs, generated from `kubelab/v1/api.proto`.
 //!
-//! This crate owns the wire format only: no logic lives here, so the apiserver, the
-//! scheduler, the agent and the CLI all see the same shapes.
+//! This crate owns the wire format, so the apiserver, the scheduler, the agent and the CLI
+//! all see the same shapes, plus the few small rules every component must agree on (when a
+//! node counts as Ready, which registries are spoken to over plain HTTP). Nothing else.
 
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.
 pub mod v1 {
@@ -25,4 +26,32 @@ pub fn node_is_ready(node: &v1::Node, now_ms: i64) -> bool {
     node.status
         .as_ref()
         .is_some_and(|s| s.ready && now_ms - s.last_heartbeat_ms < NODE_HEARTBEAT_GRACE_MS)
+}
+
+/// Whether a registry host (`127.0.0.1:5000`, `localhost:5000`, `[::1]:5000`) is on this
+/// machine. Such registries are spoken to over plain HTTP, as Docker does for 127.0.0.0/8.
+pub fn is_loopback_registry(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        assert!(is_loopback_registry("127.0.0.1:5000"));
+        assert!(is_loopback_registry("127.8.0.1:5000"));
+        assert!(is_loopback_registry("localhost:5000"));
+        assert!(is_loopback_registry("[::1]:5000"));
+        assert!(!is_loopback_registry("docker.io"));
+        assert!(!is_loopback_registry("10.0.0.1:5000"));
+    }
 }

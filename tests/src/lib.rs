@@ -19,18 +19,28 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not found: run `cargo build --bins` first (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --bins` first (make test does)",
+        path.display()
+    );
     path
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -40,10 +50,18 @@ pub fn busybox_rootfs() -> &'static Path {
     static ROOTFS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &ROOTFS
         .get_or_init(|| {
-            let dir = tempfile::Builder::new().prefix("kubelab-test-rootfs-").tempdir().expect("tempdir");
+            let dir = tempfile::Builder::new()
+                .prefix("kubelab-test-rootfs-")
+                .tempdir()
+                .expect("tempdir");
             let rootfs = dir.path().join("rootfs");
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");
-            let status = Command::new("sh").arg(script).arg(&rootfs).status().expect("run busybox-rootfs.sh");
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");
+            let status = Command::new("sh")
+                .arg(script)
+                .arg(&rootfs)
+                .status()
+                .expect("run busybox-rootfs.sh");
             assert!(status.success(), "busybox-rootfs.sh failed");
             (dir, rootfs)
         })
@@ -65,7 +83,10 @@ impl Proc {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.into(), child }
+        Proc {
+            name: name.into(),
+            child,
+        }
     }
 
     fn stop(&mut self, timeout: Duration) {
@@ -106,13 +127,32 @@ pub struct Lab {
 impl Lab {
     /// A registry, an apiserver, a scheduler and `agents` agents, all Ready.
     pub fn start(agents: usize) -> Lab {
-        let dir = tempfile::Builder::new().prefix("kubelab-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("kubelab-test-")
+            .tempdir()
+            .expect("tempdir");
         let registry = format!("127.0.0.1:{}", free_port());
         let server = format!("127.0.0.1:{}", free_port());
-        let mut lab = Lab { dir, server, registry, registry_proc: None, apiserver: None, scheduler: None, agents: Vec::new(), node_names: Vec::new() };
+        let mut lab = Lab {
+            dir,
+            server,
+            registry,
+            registry_proc: None,
+            apiserver: None,
+            scheduler: None,
+            agents: Vec::new(),
+            node_names: Vec::new(),
+        };
         lab.start_registry();
         lab.start_apiserver();
-        let suffix = lab.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("x").trim_start_matches("kubelab-test-").to_lowercase();
+        let suffix = lab
+            .dir
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x")
+            .trim_start_matches("kubelab-test-")
+            .to_lowercase();
         for i in 1..=agents {
             let name = format!("node-{i}-{suffix}").replace('_', "-");
             lab.start_agent(&name);
@@ -126,7 +166,10 @@ impl Lab {
         let n = agents;
         wait_until("the nodes to be Ready", Duration::from_secs(20), || {
             let out = lab.kubelab(&["get", "nodes"]);
-            String::from_utf8_lossy(&out.stdout).matches(" Ready ").count() == n
+            String::from_utf8_lossy(&out.stdout)
+                .matches(" Ready ")
+                .count()
+                == n
         });
         lab
     }
@@ -149,18 +192,27 @@ impl Lab {
             &self.dir.path().join("registry.log"),
         ));
         let addr = self.registry.clone();
-        wait_until("the registry", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+        wait_until("the registry", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
     }
 
     pub fn start_apiserver(&mut self) {
         let data = self.dir.path().join("apiserver");
         self.apiserver = Some(Proc::spawn(
             "apiserver",
-            Command::new(bin("kubelabd")).arg("apiserver").arg("--listen").arg(&self.server).arg("--data-dir").arg(&data),
+            Command::new(bin("kubelabd"))
+                .arg("apiserver")
+                .arg("--listen")
+                .arg(&self.server)
+                .arg("--data-dir")
+                .arg(&data),
             &self.dir.path().join("apiserver.log"),
         ));
         let addr = self.server.clone();
-        wait_until("the apiserver", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+        wait_until("the apiserver", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
     }
 
     /// `kill -9` of the apiserver: nothing gets a chance to flush.
@@ -190,20 +242,33 @@ impl Lab {
 
     /// Runs the CLI against this lab.
     pub fn kubelab(&self, args: &[&str]) -> Output {
-        Command::new(bin("kubelab")).args(args).env("KUBELAB_SERVER", &self.server).output().expect("run kubelab")
+        Command::new(bin("kubelab"))
+            .args(args)
+            .env("KUBELAB_SERVER", &self.server)
+            .output()
+            .expect("run kubelab")
     }
 
     /// Runs the CLI and returns its stdout, failing the test (with stderr) if it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubelab(args);
-        assert!(out.status.success(), "kubelab {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubelab {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs the CLI expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubelab(args);
-        assert!(!out.status.success(), "kubelab {args:?} should have failed but printed:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubelab {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -217,19 +282,35 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubelab apply");
-        child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write manifest");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write manifest");
         child.wait_with_output().expect("kubelab apply")
     }
 
     pub fn apply_ok(&self, manifest: &str) {
         let out = self.apply(manifest);
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Pushes the busybox rootfs as `REGISTRY/busybox:TAG` and returns the reference.
     pub fn push_busybox(&self, tag: &str) -> String {
         let reference = format!("{}/busybox:{tag}", self.registry);
-        self.ok(&["image", "push", busybox_rootfs().to_str().expect("utf-8 path"), &reference, "--cmd", "sh"]);
+        self.ok(&[
+            "image",
+            "push",
+            busybox_rootfs().to_str().expect("utf-8 path"),
+            &reference,
+            "--cmd",
+            "sh",
+        ]);
         reference
     }
 
@@ -245,7 +326,10 @@ impl Lab {
     /// Waits until the pod's STATUS column (kubectl's) shows `status`.
     pub fn wait_status(&self, name: &str, status: &str, timeout: Duration) {
         wait_until(&format!("pod {name} to show {status}"), timeout, || {
-            self.ok(&["get", "pod", name]).lines().nth(1).is_some_and(|l| l.split_whitespace().nth(2) == Some(status))
+            self.ok(&["get", "pod", name])
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.split_whitespace().nth(2) == Some(status))
         });
     }
 
@@ -255,7 +339,11 @@ impl Lab {
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
             for e in entries.flatten() {
                 if e.path().extension().is_some_and(|x| x == "log") {
-                    out.push_str(&format!("--- {}\n{}\n", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default()));
+                    out.push_str(&format!(
+                        "--- {}\n{}\n",
+                        e.path().display(),
+                        std::fs::read_to_string(e.path()).unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -284,7 +372,11 @@ impl Drop for Lab {
         // If an agent had to be SIGKILLed, make sure no overlay mount keeps files busy.
         let root = self.dir.path().display().to_string();
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|t| t.starts_with(&root)) {
+            for target in mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|t| t.starts_with(&root))
+            {
                 let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
             }
         }

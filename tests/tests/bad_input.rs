@@ -6,7 +6,11 @@ fn one_line(stderr: &str) -> &str {
     let trimmed = stderr.trim_end();
     assert!(!trimmed.is_empty(), "no error message");
     assert!(!trimmed.contains("panicked"), "panic: {stderr}");
-    assert_eq!(trimmed.lines().filter(|l| l.starts_with("error")).count(), 1, "not one error line: {stderr}");
+    assert_eq!(
+        trimmed.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "not one error line: {stderr}"
+    );
     trimmed
 }
 
@@ -14,18 +18,29 @@ fn one_line(stderr: &str) -> &str {
 #[test]
 fn broken_manifests_are_refused_with_where_and_why() {
     let lab = Lab::start(1);
-    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers: [\n");
+    let out =
+        lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers: [\n");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
     assert!(one_line(&err).contains("line"), "{err}");
 
-    let err = String::from_utf8_lossy(&lab.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n").stderr).into_owned();
-    assert!(one_line(&err).contains("Deployment") && err.contains("Pod"), "{err}");
+    let err = String::from_utf8_lossy(
+        &lab.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n")
+            .stderr,
+    )
+    .into_owned();
+    assert!(
+        one_line(&err).contains("Deployment") && err.contains("Pod"),
+        "{err}"
+    );
 
     let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
-    assert!(one_line(&err).contains("Bad_Name") && err.contains("lowercase"), "{err}");
+    assert!(
+        one_line(&err).contains("Bad_Name") && err.contains("lowercase"),
+        "{err}"
+    );
 
     let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: c\n");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -51,7 +66,11 @@ fn a_duplicate_name_is_refused_and_nothing_is_lost() {
     let err = String::from_utf8_lossy(&other.stderr).into_owned();
     assert!(!other.status.success());
     assert!(one_line(&err).contains("already exists"), "{err}");
-    assert_eq!(lab.pod_json("dup")["metadata"]["uid"], uid, "the first pod was replaced");
+    assert_eq!(
+        lab.pod_json("dup")["metadata"]["uid"],
+        uid,
+        "the first pod was replaced"
+    );
 }
 
 /// Unsupported fields are named in a warning, and the pod is still created.
@@ -61,7 +80,10 @@ fn unsupported_fields_are_named_in_warnings() {
     let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: w\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: 127.0.0.1:1/x:1\n    ports:\n    - containerPort: 80\n");
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.hostNetwork") && err.contains("spec.containers[0].ports"), "{err}");
+    assert!(
+        err.contains("spec.hostNetwork") && err.contains("spec.containers[0].ports"),
+        "{err}"
+    );
 }
 
 /// With no apiserver, the CLI says so and how to start one.
@@ -75,7 +97,10 @@ fn a_server_that_is_not_running_gets_a_clear_error() {
         .expect("run kubelab");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(one_line(&err).contains("cannot reach the apiserver"), "{err}");
+    assert!(
+        one_line(&err).contains("cannot reach the apiserver"),
+        "{err}"
+    );
 }
 
 /// Unknown commands, resources and pods get errors that name them.

@@ -21,7 +21,10 @@ fn run_pod(name: &str, image: &str, script: &str) -> String {
 #[test]
 fn a_layered_image_with_whiteouts_unpacks_to_exactly_the_right_tree() {
     let lab = Lab::start(1);
-    let layers = tempfile::Builder::new().prefix("kubelab-test-layers-").tempdir().expect("tempdir");
+    let layers = tempfile::Builder::new()
+        .prefix("kubelab-test-layers-")
+        .tempdir()
+        .expect("tempdir");
     let (l2, l3) = (layers.path().join("l2"), layers.path().join("l3"));
     write(&l2.join("data/keep"), "kept\n");
     write(&l2.join("data/gone"), "deleted later\n");
@@ -45,10 +48,15 @@ fn a_layered_image_with_whiteouts_unpacks_to_exactly_the_right_tree() {
         "--layer",
         l3.to_str().expect("path"),
     ]);
-    lab.apply_ok(&run_pod("tree", &image, "find /data /opq /added | sort; cat /data/keep /data/sub/new"));
+    lab.apply_ok(&run_pod(
+        "tree",
+        &image,
+        "find /data /opq /added | sort; cat /data/keep /data/sub/new",
+    ));
     lab.wait_for("tree", "Succeeded");
     let logs = lab.ok(&["logs", "tree"]);
-    let expected = "/added\n/data\n/data/keep\n/data/sub\n/data/sub/new\n/opq\n/opq/fresh\nkept\nnew\n";
+    let expected =
+        "/added\n/data\n/data/keep\n/data/sub\n/data/sub/new\n/opq\n/opq/fresh\nkept\nnew\n";
     assert_eq!(logs, expected, "the container saw a different tree");
 }
 
@@ -62,7 +70,10 @@ fn a_cached_image_is_not_pulled_again() {
     lab.apply_ok(&run_pod("second", &image, "true"));
     lab.wait_for("second", "Succeeded");
     let describe = lab.ok(&["describe", "pod", "second"]);
-    assert!(describe.contains("already present on machine"), "{describe}");
+    assert!(
+        describe.contains("already present on machine"),
+        "{describe}"
+    );
     assert!(!describe.contains(" Pulling "), "{describe}");
 }
 
@@ -75,8 +86,14 @@ fn an_unknown_image_shows_err_image_pull_then_back_off() {
     lab.apply_ok(&run_pod("missing", &image, "true"));
     lab.wait_status("missing", "ErrImagePull", Duration::from_secs(20));
     let json = lab.pod_json("missing");
-    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
-    assert!(message.to_lowercase().contains("unknown") || message.contains("404"), "no registry answer in {message:?}");
+    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.to_lowercase().contains("unknown") || message.contains("404"),
+        "no registry answer in {message:?}"
+    );
     lab.wait_status("missing", "ImagePullBackOff", Duration::from_secs(20));
     let describe = lab.ok(&["describe", "pod", "missing"]);
     assert!(describe.contains("Failed to pull image"), "{describe}");
@@ -90,10 +107,16 @@ fn a_corrupted_blob_is_refused() {
     let lab = Lab::start(1);
     let image = lab.push_busybox("corrupt");
     // The registry keeps blobs at blobs/sha256/XX/HEX/data: flip bytes in the largest (the layer).
-    let blobs = lab.dir.path().join("registry/docker/registry/v2/blobs/sha256");
+    let blobs = lab
+        .dir
+        .path()
+        .join("registry/docker/registry/v2/blobs/sha256");
     let mut largest: Option<(u64, std::path::PathBuf)> = None;
     for prefix in std::fs::read_dir(&blobs).expect("blob dir").flatten() {
-        for blob in std::fs::read_dir(prefix.path()).expect("blob prefix").flatten() {
+        for blob in std::fs::read_dir(prefix.path())
+            .expect("blob prefix")
+            .flatten()
+        {
             let data = blob.path().join("data");
             let size = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
             if largest.as_ref().is_none_or(|(s, _)| size > *s) {
@@ -110,8 +133,18 @@ fn a_corrupted_blob_is_refused() {
     lab.apply_ok(&run_pod("corrupt", &image, "true"));
     lab.wait_status("corrupt", "ErrImagePull", Duration::from_secs(20));
     let json = lab.pod_json("corrupt");
-    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap_or_default().to_lowercase();
-    assert!(message.contains("digest"), "message does not name the digest problem: {message:?}");
+    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        message.contains("digest"),
+        "message does not name the digest problem: {message:?}"
+    );
     let layers = lab.agent_root(&lab.node_names[0]).join("images/layers");
-    assert_eq!(std::fs::read_dir(layers).expect("layers dir").count(), 0, "a corrupted layer was unpacked");
+    assert_eq!(
+        std::fs::read_dir(layers).expect("layers dir").count(),
+        0,
+        "a corrupted layer was unpacked"
+    );
 }

@@ -16,7 +16,12 @@ fn pod(name: &str, image: &str, restart: &str, script: &str) -> String {
 fn a_pods_output_reaches_logs_and_its_steps_are_events() {
     let lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&pod("hello", &image, "Never", "echo hello from $(hostname); echo to stderr >&2"));
+    lab.apply_ok(&pod(
+        "hello",
+        &image,
+        "Never",
+        "echo hello from $(hostname); echo to stderr >&2",
+    ));
     lab.wait_for("hello", "Succeeded");
     let logs = lab.ok(&["logs", "hello"]);
     assert!(logs.contains("hello from hello"), "logs: {logs}");
@@ -24,7 +29,9 @@ fn a_pods_output_reaches_logs_and_its_steps_are_events() {
     let describe = lab.ok(&["describe", "pod", "hello"]);
     let mut at = 0;
     for reason in ["Scheduled", "Pulling", "Pulled", "Created", "Started"] {
-        let pos = describe.find(&format!(" {reason} ")).unwrap_or_else(|| panic!("no {reason} event in:\n{describe}"));
+        let pos = describe
+            .find(&format!(" {reason} "))
+            .unwrap_or_else(|| panic!("no {reason} event in:\n{describe}"));
         assert!(pos >= at, "{reason} is out of order in:\n{describe}");
         at = pos;
     }
@@ -42,13 +49,32 @@ fn exit_codes_give_succeeded_and_failed_with_the_code() {
     lab.wait_for("bad", "Failed");
     let bad = lab.pod_json("bad");
     assert_eq!(bad["status"]["phase"], "Failed");
-    assert_eq!(bad["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
-    assert_eq!(bad["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Error");
+    assert_eq!(
+        bad["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        3
+    );
+    assert_eq!(
+        bad["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Error"
+    );
     let ok = lab.pod_json("ok");
-    assert_eq!(ok["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(
+        ok["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
     let table = lab.ok(&["get", "pods"]);
-    assert!(table.lines().any(|l| l.starts_with("bad ") && l.contains("Error")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("ok ") && l.contains("Completed")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("bad ") && l.contains("Error")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ok ") && l.contains("Completed")),
+        "{table}"
+    );
 }
 
 /// With two agents, the scheduler spreads pods so that both nodes receive some, and
@@ -66,7 +92,12 @@ fn two_agents_both_receive_pods() {
     let mut used = std::collections::HashSet::new();
     for i in 0..4 {
         lab.wait_for(&format!("p{i}"), "Succeeded");
-        used.insert(lab.pod_json(&format!("p{i}"))["spec"]["nodeName"].as_str().unwrap_or_default().to_string());
+        used.insert(
+            lab.pod_json(&format!("p{i}"))["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     assert_eq!(used.len(), 2, "pods went to {used:?} only");
 }
@@ -81,23 +112,53 @@ fn deleting_a_running_pod_leaves_nothing_behind() {
     lab.wait_for("sleep", "Running");
     let json = lab.pod_json("sleep");
     let uid = json["metadata"]["uid"].as_str().expect("uid").to_string();
-    let container_id = json["status"]["containerStatuses"][0]["containerID"].as_str().expect("container id").to_string();
+    let container_id = json["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .expect("container id")
+        .to_string();
     let root = lab.agent_root(&lab.node_names[0]);
-    assert!(!mounts_under(&root).is_empty(), "a running pod has its rootfs mounted");
-    assert!(!cgroups_matching(&uid).is_empty(), "a running pod has a cgroup");
+    assert!(
+        !mounts_under(&root).is_empty(),
+        "a running pod has its rootfs mounted"
+    );
+    assert!(
+        !cgroups_matching(&uid).is_empty(),
+        "a running pod has a cgroup"
+    );
     let wide = lab.ok(&["get", "pods", "-o", "wide"]);
-    assert!(wide.contains("Running") && wide.contains(&lab.node_names[0]), "{wide}");
+    assert!(
+        wide.contains("Running") && wide.contains(&lab.node_names[0]),
+        "{wide}"
+    );
 
     lab.ok(&["delete", "pod", "sleep"]);
     let gone = lab.kubelab(&["get", "pod", "sleep"]);
     assert!(!gone.status.success(), "the pod is still in the API");
-    assert!(mounts_under(&root).is_empty(), "mounts left: {:?}", mounts_under(&root));
-    assert!(cgroups_matching(&uid).is_empty(), "cgroups left: {:?}", cgroups_matching(&uid));
+    assert!(
+        mounts_under(&root).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&root)
+    );
+    assert!(
+        cgroups_matching(&uid).is_empty(),
+        "cgroups left: {:?}",
+        cgroups_matching(&uid)
+    );
     assert!(!root.join("pods").join(&uid).exists(), "pod state dir left");
     let id = container_id.trim_start_matches("kubelab://");
-    assert!(!root.join("runtime").join(id).exists(), "runtime state left");
-    let ps = std::process::Command::new("pgrep").args(["-f", id]).output().expect("pgrep");
-    assert!(ps.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&ps.stdout));
+    assert!(
+        !root.join("runtime").join(id).exists(),
+        "runtime state left"
+    );
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", id])
+        .output()
+        .expect("pgrep");
+    assert!(
+        ps.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
 }
 
 /// Stopping the agent (as `make down` does) stops its pods and removes their mounts and
@@ -111,7 +172,10 @@ fn stopping_the_lab_stops_its_pods() {
         let image = lab.push_busybox("1");
         lab.apply_ok(&pod("sleep", &image, "Always", "sleep 3600"));
         lab.wait_for("sleep", "Running");
-        uid = lab.pod_json("sleep")["metadata"]["uid"].as_str().expect("uid").to_string();
+        uid = lab.pod_json("sleep")["metadata"]["uid"]
+            .as_str()
+            .expect("uid")
+            .to_string();
         root = lab.agent_root(&lab.node_names[0]);
         std::mem::drop(lab);
     }

@@ -18,18 +18,30 @@ pub struct AgentService {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    type LogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, Status>> + Send>>;
+    type LogsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, Status>> + Send>>;
 
-    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let r = request.into_inner();
         let dir = self
             .runtime
             .find_pod_logs(&r.namespace, &r.name)
-            .ok_or_else(|| Status::not_found(format!("pod {}/{} has no logs on this node (has it started?)", r.namespace, r.name)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "pod {}/{} has no logs on this node (has it started?)",
+                    r.namespace, r.name
+                ))
+            })?;
         let path = dir.join(format!("{}.log", r.container));
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|_| Status::not_found(format!("container {:?} of pod {}/{} has not started yet", r.container, r.namespace, r.name)))?;
+        let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
+            Status::not_found(format!(
+                "container {:?} of pod {}/{} has not started yet",
+                r.container, r.namespace, r.name
+            ))
+        })?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
@@ -37,17 +49,30 @@ impl Agent for AgentService {
                 match file.read(&mut buf).await {
                     Ok(0) => return,
                     Ok(n) => {
-                        if tx.send(Ok(LogChunk { data: buf[..n].to_vec() })).await.is_err() {
+                        if tx
+                            .send(Ok(LogChunk {
+                                data: buf[..n].to_vec(),
+                            }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("reading {}: {e}", path.display())))).await;
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "reading {}: {e}",
+                                path.display()
+                            ))))
+                            .await;
                         return;
                     }
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

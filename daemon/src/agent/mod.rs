@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kubelab_proto::v1::agent_server::AgentServer;
-use kubelab_proto::v1::{HeartbeatRequest, ListPodsRequest, Node, NodeResources, NodeSpec, NodeStatus, ObjectMeta, WatchEventType, WatchRequest};
+use kubelab_proto::v1::{
+    HeartbeatRequest, ListPodsRequest, Node, NodeResources, NodeSpec, NodeStatus, ObjectMeta,
+    WatchEventType, WatchRequest,
+};
 
 use crate::client::{ApiClient, EventRecorder};
 use image::ImageManager;
@@ -74,9 +77,16 @@ pub enum AgentError {
     Listen(SocketAddr, std::io::Error),
 }
 
-pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
-    let root = args.root_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/kubelab/agents").join(&args.node_name));
-    let api = ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
+pub async fn run(
+    args: AgentArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let root = args
+        .root_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/kubelab/agents").join(&args.node_name));
+    let api =
+        ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
     let runtime = Arc::new(RuntimeService::new(root.clone(), args.node_name.clone())?);
     let kubelet = Arc::new(Kubelet {
         events: EventRecorder::start(api.clone(), &args.node_name),
@@ -86,11 +96,17 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
         api: api.clone(),
     });
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| AgentError::Listen(args.listen, e))?;
-    let endpoint = listener.local_addr().map_err(|e| AgentError::Listen(args.listen, e))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| AgentError::Listen(args.listen, e))?;
+    let endpoint = listener
+        .local_addr()
+        .map_err(|e| AgentError::Listen(args.listen, e))?;
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AgentServer::new(logs::AgentService { runtime: runtime.clone() }))
+            .add_service(AgentServer::new(logs::AgentService {
+                runtime: runtime.clone(),
+            }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
@@ -118,19 +134,44 @@ async fn sync_loop(api: &ApiClient, node_name: &str, workers: &PodWorkers) {
     }
 }
 
-async fn list_and_watch(api: &ApiClient, node_name: &str, workers: &PodWorkers) -> Result<(), tonic::Status> {
-    let list = api.pods.clone().list(ListPodsRequest { namespace: String::new(), node_name: node_name.into() }).await?.into_inner();
-    let present: HashSet<String> = list.items.iter().filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone())).collect();
+async fn list_and_watch(
+    api: &ApiClient,
+    node_name: &str,
+    workers: &PodWorkers,
+) -> Result<(), tonic::Status> {
+    let list = api
+        .pods
+        .clone()
+        .list(ListPodsRequest {
+            namespace: String::new(),
+            node_name: node_name.into(),
+        })
+        .await?
+        .into_inner();
+    let present: HashSet<String> = list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
+        .collect();
     workers.remove_missing(&present);
     for pod in list.items {
         workers.update_pod(pod);
     }
-    let request = WatchRequest { from_revision: list.resource_version, node_name: node_name.into(), ..Default::default() };
+    let request = WatchRequest {
+        from_revision: list.resource_version,
+        node_name: node_name.into(),
+        ..Default::default()
+    };
     let mut stream = api.pods.clone().watch(request).await?.into_inner();
-    tracing::info!(revision = list.resource_version, "watching pods bound to this node");
+    tracing::info!(
+        revision = list.resource_version,
+        "watching pods bound to this node"
+    );
     while let Some(event) = stream.next().await {
         let event = event?;
-        let Some(pod) = event.object.clone() else { continue };
+        let Some(pod) = event.object.clone() else {
+            continue;
+        };
         match event.r#type() {
             WatchEventType::Deleted => workers.remove_pod(&pod),
             _ => workers.update_pod(pod),
@@ -157,12 +198,21 @@ async fn register(api: &ApiClient, node: Node) {
 }
 
 async fn heartbeat(api: ApiClient, node: Node) {
-    let name = node.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let name = node
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     let mut ticks = tokio::time::interval(HEARTBEAT_PERIOD);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        match api.nodes.clone().heartbeat(HeartbeatRequest { name: name.clone() }).await {
+        match api
+            .nodes
+            .clone()
+            .heartbeat(HeartbeatRequest { name: name.clone() })
+            .await
+        {
             Ok(_) => {}
             // The apiserver lost our node (a fresh data dir): register again.
             Err(e) if e.code() == tonic::Code::NotFound => register(&api, node.clone()).await,
@@ -173,7 +223,9 @@ async fn heartbeat(api: ApiClient, node: Node) {
 
 /// This node as the API sees it: capacity read from the host.
 fn node_object(name: &str, endpoint: &str) -> Node {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -184,14 +236,28 @@ fn node_object(name: &str, endpoint: &str) -> Node {
         })
         .unwrap_or(0)
         * 1024;
-    let capacity = NodeResources { cpu_millis: cpus * 1000, memory_bytes: memory, pods: 110 };
-    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let capacity = NodeResources {
+        cpu_millis: cpus * 1000,
+        memory_bytes: memory,
+        pods: 110,
+    };
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
     let os_image = std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
         .unwrap_or_default();
     Node {
-        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
         spec: Some(NodeSpec::default()),
         status: Some(NodeStatus {
             capacity: Some(capacity),

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kubelab_proto::now_ms;
 use kubelab_proto::v1::container_state::State;
 use kubelab_proto::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    DeletePodRequest, Pod, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, DeletePodRequest, Pod, PodStatus,
 };
-use kubelab_proto::now_ms;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -56,7 +56,10 @@ pub struct PodWorkers {
 
 impl PodWorkers {
     pub fn new(kubelet: Arc<Kubelet>) -> Self {
-        PodWorkers { kubelet, workers: Mutex::new(HashMap::new()) }
+        PodWorkers {
+            kubelet,
+            workers: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A pod bound to this node was added or changed.
@@ -68,7 +71,9 @@ impl PodWorkers {
             // Our own status writes come back through the watch: only a change of what the
             // pod asks for (its spec, or a delete) is news to the worker.
             worker.desired.send_if_modified(|current| match current {
-                Desired::Pod(old) if old.spec == pod.spec && deletion(old) == deletion(&pod) => false,
+                Desired::Pod(old) if old.spec == pod.spec && deletion(old) == deletion(&pod) => {
+                    false
+                }
                 Desired::Pod(_) => {
                     *current = Desired::Pod(Box::new(pod));
                     true
@@ -104,7 +109,13 @@ impl PodWorkers {
 
     /// Stops every pod's containers and waits for the workers to finish cleaning up.
     pub async fn shutdown(&self) {
-        let workers: Vec<Worker> = self.workers.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, w)| w).collect();
+        let workers: Vec<Worker> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
         for worker in &workers {
             let _ = worker.desired.send(Desired::Shutdown);
         }
@@ -143,8 +154,22 @@ impl PodWorker {
         let (exits_tx, exits_rx) = mpsc::channel(16);
         let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
         let finished_before = phase == "Succeeded" || phase == "Failed";
-        let start_time_ms = pod.status.as_ref().map(|s| s.start_time_ms).filter(|t| *t > 0).unwrap_or_else(now_ms);
-        PodWorker { k, pod, containers: HashMap::new(), exits_tx, exits_rx, last_status: None, start_time_ms, finished_before }
+        let start_time_ms = pod
+            .status
+            .as_ref()
+            .map(|s| s.start_time_ms)
+            .filter(|t| *t > 0)
+            .unwrap_or_else(now_ms);
+        PodWorker {
+            k,
+            pod,
+            containers: HashMap::new(),
+            exits_tx,
+            exits_rx,
+            last_status: None,
+            start_time_ms,
+            finished_before,
+        }
     }
 
     async fn run(mut self, mut desired: watch::Receiver<Desired>) {
@@ -157,14 +182,26 @@ impl PodWorker {
                 }
                 Desired::Pod(pod) => {
                     self.pod = *pod;
-                    let grace = self.pod.metadata.as_ref().map(|m| m.deletion_grace_period_seconds).unwrap_or(30);
-                    self.kill_pod(Duration::from_secs(grace.max(0) as u64)).await;
+                    let grace = self
+                        .pod
+                        .metadata
+                        .as_ref()
+                        .map(|m| m.deletion_grace_period_seconds)
+                        .unwrap_or(30);
+                    self.kill_pod(Duration::from_secs(grace.max(0) as u64))
+                        .await;
                     self.finish_delete().await;
                     return;
                 }
                 Desired::Gone => {
-                    let grace = self.pod.spec.as_ref().map(|s| s.termination_grace_period_seconds).unwrap_or(30);
-                    self.kill_pod(Duration::from_secs(grace.max(0) as u64)).await;
+                    let grace = self
+                        .pod
+                        .spec
+                        .as_ref()
+                        .map(|s| s.termination_grace_period_seconds)
+                        .unwrap_or(30);
+                    self.kill_pod(Duration::from_secs(grace.max(0) as u64))
+                        .await;
                     self.remove_from_node();
                     return;
                 }
@@ -174,7 +211,12 @@ impl PodWorker {
                     return;
                 }
             }
-            let wake = self.containers.values().flat_map(|c| [c.retry_at, c.show_backoff_at]).flatten().min();
+            let wake = self
+                .containers
+                .values()
+                .flat_map(|c| [c.retry_at, c.show_backoff_at])
+                .flatten()
+                .min();
             tokio::select! {
                 changed = desired.changed() => {
                     if changed.is_err() {
@@ -203,18 +245,21 @@ impl PodWorker {
 
     async fn sync_container(&mut self, c: &kubelab_proto::v1::Container, restart_policy: &str) {
         let now = Instant::now();
-        let state = self.containers.entry(c.name.clone()).or_insert_with(|| ContainerRuntime {
-            status: ContainerStatus {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                state: waiting("ContainerCreating", ""),
-                ..Default::default()
-            },
-            pid: None,
-            retry_at: None,
-            show_backoff_at: None,
-            backoff: INITIAL_BACKOFF,
-        });
+        let state = self
+            .containers
+            .entry(c.name.clone())
+            .or_insert_with(|| ContainerRuntime {
+                status: ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: waiting("ContainerCreating", ""),
+                    ..Default::default()
+                },
+                pid: None,
+                retry_at: None,
+                show_backoff_at: None,
+                backoff: INITIAL_BACKOFF,
+            });
         if state.pid.is_some() {
             return;
         }
@@ -226,8 +271,16 @@ impl PodWorker {
         if state.show_backoff_at.is_some_and(|t| now >= t) {
             state.show_backoff_at = None;
             let error = waiting_message(&state.status);
-            state.status.state = waiting("ImagePullBackOff", &format!("Back-off pulling image {:?}: {error}", c.image));
-            self.k.events.pod_event(&self.pod, "Normal", "BackOff", format!("Back-off pulling image {:?}", c.image));
+            state.status.state = waiting(
+                "ImagePullBackOff",
+                &format!("Back-off pulling image {:?}: {error}", c.image),
+            );
+            self.k.events.pod_event(
+                &self.pod,
+                "Normal",
+                "BackOff",
+                format!("Back-off pulling image {:?}", c.image),
+            );
         }
         if state.retry_at.is_some_and(|t| now < t) {
             return;
@@ -246,12 +299,22 @@ impl PodWorker {
             .images
             .ensure(&c.image, policy, || {
                 tracing::info!(image = %c.image, "pulling image");
-                k.events.pod_event(&pod, "Normal", "Pulling", format!("Pulling image {:?}", c.image));
+                k.events.pod_event(
+                    &pod,
+                    "Normal",
+                    "Pulling",
+                    format!("Pulling image {:?}", c.image),
+                );
             })
             .await;
         let image = match pulled {
             Ok((image, Outcome::AlreadyPresent)) => {
-                k.events.pod_event(&pod, "Normal", "Pulled", format!("Container image {:?} already present on machine", c.image));
+                k.events.pod_event(
+                    &pod,
+                    "Normal",
+                    "Pulled",
+                    format!("Container image {:?} already present on machine", c.image),
+                );
                 image
             }
             Ok((image, Outcome::Pulled { seconds, bytes })) => {
@@ -260,38 +323,74 @@ impl PodWorker {
                     &pod,
                     "Normal",
                     "Pulled",
-                    format!("Successfully pulled image {:?} in {seconds:.3}s. Image size: {} bytes.", c.image, image.size_bytes),
+                    format!(
+                        "Successfully pulled image {:?} in {seconds:.3}s. Image size: {} bytes.",
+                        c.image, image.size_bytes
+                    ),
                 );
                 image
             }
             Err(e) => {
                 tracing::warn!(error = %e, "pull failed");
-                let reason = if policy == PullPolicy::Never { "ErrImageNeverPull" } else { "ErrImagePull" };
-                k.events.pod_event(&pod, "Warning", "Failed", format!("Failed to pull image {:?}: {e}", c.image));
-                k.events.pod_event(&pod, "Warning", "Failed", format!("Error: {reason}"));
-                let state = self.containers.get_mut(&c.name).expect("container state exists: sync_container made it");
+                let reason = if policy == PullPolicy::Never {
+                    "ErrImageNeverPull"
+                } else {
+                    "ErrImagePull"
+                };
+                k.events.pod_event(
+                    &pod,
+                    "Warning",
+                    "Failed",
+                    format!("Failed to pull image {:?}: {e}", c.image),
+                );
+                k.events
+                    .pod_event(&pod, "Warning", "Failed", format!("Error: {reason}"));
+                let state = self
+                    .containers
+                    .get_mut(&c.name)
+                    .expect("container state exists: sync_container made it");
                 state.status.state = waiting(reason, &e.to_string());
-                state.show_backoff_at = Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
+                state.show_backoff_at =
+                    Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
                 back_off(state);
                 return;
             }
         };
-        k.events.pod_event(&pod, "Normal", "Created", format!("Created container {}", c.name));
+        k.events.pod_event(
+            &pod,
+            "Normal",
+            "Created",
+            format!("Created container {}", c.name),
+        );
         let started = match k.runtime.start_container(&pod, c, &image, &k.images).await {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "start failed");
-                k.events.pod_event(&pod, "Warning", "Failed", format!("Error: {e}"));
-                let state = self.containers.get_mut(&c.name).expect("container state exists: sync_container made it");
+                k.events
+                    .pod_event(&pod, "Warning", "Failed", format!("Error: {e}"));
+                let state = self
+                    .containers
+                    .get_mut(&c.name)
+                    .expect("container state exists: sync_container made it");
                 state.status.state = waiting("CreateContainerError", &e.to_string());
                 back_off(state);
                 return;
             }
         };
         tracing::info!(pid = started.pid, "container started");
-        k.events.pod_event(&pod, "Normal", "Started", format!("Started container {} (pid {})", c.name, started.pid));
-        let state = self.containers.get_mut(&c.name).expect("container state exists: sync_container made it");
-        if let Some(State::Terminated(_)) = state.status.state.as_ref().and_then(|s| s.state.as_ref()) {
+        k.events.pod_event(
+            &pod,
+            "Normal",
+            "Started",
+            format!("Started container {} (pid {})", c.name, started.pid),
+        );
+        let state = self
+            .containers
+            .get_mut(&c.name)
+            .expect("container state exists: sync_container made it");
+        if let Some(State::Terminated(_)) =
+            state.status.state.as_ref().and_then(|s| s.state.as_ref())
+        {
             state.status.last_state = state.status.state.take();
         }
         if state.status.last_state.is_some() {
@@ -301,7 +400,11 @@ impl PodWorker {
         state.status.container_id = started.container_id.clone();
         state.status.pid = started.pid;
         state.status.ready = true;
-        state.status.state = Some(ContainerState { state: Some(State::Running(ContainerStateRunning { started_at_ms: started.started_at_ms })) });
+        state.status.state = Some(ContainerState {
+            state: Some(State::Running(ContainerStateRunning {
+                started_at_ms: started.started_at_ms,
+            })),
+        });
         state.pid = Some(started.pid);
         let exits = self.exits_tx.clone();
         let name = c.name.clone();
@@ -313,10 +416,22 @@ impl PodWorker {
 
     /// A container ended: record how, free its rootfs, and plan a restart if the policy wants one.
     fn on_exit(&mut self, name: &str, exit: ExitRecord, may_restart: bool) {
-        let restart_policy = self.pod.spec.as_ref().map(|s| s.restart_policy.clone()).unwrap_or_default();
+        let restart_policy = self
+            .pod
+            .spec
+            .as_ref()
+            .map(|s| s.restart_policy.clone())
+            .unwrap_or_default();
         let uid = uid_of(&self.pod);
-        let Some(state) = self.containers.get_mut(name) else { return };
-        tracing::info!(container = name, exit_code = exit.exit_code, signal = exit.signal, "container exited");
+        let Some(state) = self.containers.get_mut(name) else {
+            return;
+        };
+        tracing::info!(
+            container = name,
+            exit_code = exit.exit_code,
+            signal = exit.signal,
+            "container exited"
+        );
         let started_at_ms = match state.status.state.as_ref().and_then(|s| s.state.as_ref()) {
             Some(State::Running(r)) => r.started_at_ms,
             _ => 0,
@@ -348,22 +463,44 @@ impl PodWorker {
             state.status.last_state = state.status.state.take();
             state.status.state = waiting(
                 "CrashLoopBackOff",
-                &format!("back-off {}s restarting failed container={name} pod={}", delay.as_secs(), name_of(&self.pod)),
+                &format!(
+                    "back-off {}s restarting failed container={name} pod={}",
+                    delay.as_secs(),
+                    name_of(&self.pod)
+                ),
             );
-            self.k.events.pod_event(&self.pod, "Warning", "BackOff", format!("Back-off restarting failed container {name}"));
+            self.k.events.pod_event(
+                &self.pod,
+                "Warning",
+                "BackOff",
+                format!("Back-off restarting failed container {name}"),
+            );
         }
     }
 
     /// Stops every running container: SIGTERM, then SIGKILL once `grace` has passed.
     async fn kill_pod(&mut self, grace: Duration) {
-        let running: Vec<(String, i32)> = self.containers.iter().filter_map(|(n, c)| c.pid.map(|p| (n.clone(), p))).collect();
+        let running: Vec<(String, i32)> = self
+            .containers
+            .iter()
+            .filter_map(|(n, c)| c.pid.map(|p| (n.clone(), p)))
+            .collect();
         if running.is_empty() {
             return;
         }
-        let first = if grace.is_zero() { Signal::SIGKILL } else { Signal::SIGTERM };
+        let first = if grace.is_zero() {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
         for (name, pid) in &running {
             tracing::info!(container = %name, ?grace, "stopping container");
-            self.k.events.pod_event(&self.pod, "Normal", "Killing", format!("Stopping container {name}"));
+            self.k.events.pod_event(
+                &self.pod,
+                "Normal",
+                "Killing",
+                format!("Stopping container {name}"),
+            );
             self.k.runtime.signal(*pid, first);
         }
         let mut deadline = tokio::time::Instant::now() + grace;
@@ -406,7 +543,9 @@ impl PodWorker {
         match self.k.api.pods.clone().delete(request).await {
             Ok(_) => tracing::info!("pod deleted"),
             Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::Aborted) => {}
-            Err(e) => tracing::warn!(error = %e.message(), "could not finish the delete; it will be retried on relist"),
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "could not finish the delete; it will be retried on relist")
+            }
         }
     }
 
@@ -417,8 +556,11 @@ impl PodWorker {
             return;
         }
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let statuses: Vec<ContainerStatus> =
-            spec.containers.iter().filter_map(|c| self.containers.get(&c.name).map(|s| s.status.clone())).collect();
+        let statuses: Vec<ContainerStatus> = spec
+            .containers
+            .iter()
+            .filter_map(|c| self.containers.get(&c.name).map(|s| s.status.clone()))
+            .collect();
         let phase = pod_phase(&spec.restart_policy, &statuses);
         let status = PodStatus {
             phase: phase.into(),
@@ -432,7 +574,9 @@ impl PodWorker {
         }
         let meta = self.pod.metadata.clone().unwrap_or_default();
         tracing::debug!(phase, "status changed");
-        self.k.status.set_status(&meta.namespace, &meta.name, &meta.uid, status.clone());
+        self.k
+            .status
+            .set_status(&meta.namespace, &meta.name, &meta.uid, status.clone());
         self.last_status = Some(status);
     }
 }
@@ -454,14 +598,24 @@ fn should_restart(policy: &str, exit_code: i32) -> bool {
 /// Kubernetes' pod phase rules, from the containers' states.
 fn pod_phase(restart_policy: &str, statuses: &[ContainerStatus]) -> &'static str {
     let codes: Vec<Option<i32>> = statuses.iter().map(terminated_exit_code).collect();
-    let all_done = !codes.is_empty() && codes.iter().all(|c| c.is_some_and(|code| !should_restart(restart_policy, code)));
+    let all_done = !codes.is_empty()
+        && codes
+            .iter()
+            .all(|c| c.is_some_and(|code| !should_restart(restart_policy, code)));
     if all_done {
-        return if codes.iter().all(|c| *c == Some(0)) { "Succeeded" } else { "Failed" };
+        return if codes.iter().all(|c| *c == Some(0)) {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
     }
     let any_ran = statuses.iter().any(|s| {
         s.restart_count > 0
             || s.last_state.is_some()
-            || matches!(s.state.as_ref().and_then(|s| s.state.as_ref()), Some(State::Running(_)) | Some(State::Terminated(_)))
+            || matches!(
+                s.state.as_ref().and_then(|s| s.state.as_ref()),
+                Some(State::Running(_)) | Some(State::Terminated(_))
+            )
     });
     if any_ran {
         "Running"
@@ -478,7 +632,12 @@ fn terminated_exit_code(status: &ContainerStatus) -> Option<i32> {
 }
 
 fn waiting(reason: &str, message: &str) -> Option<ContainerState> {
-    Some(ContainerState { state: Some(State::Waiting(ContainerStateWaiting { reason: reason.into(), message: message.into() })) })
+    Some(ContainerState {
+        state: Some(State::Waiting(ContainerStateWaiting {
+            reason: reason.into(),
+            message: message.into(),
+        })),
+    })
 }
 
 fn waiting_message(status: &ContainerStatus) -> String {
@@ -495,15 +654,24 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 fn deletion(pod: &Pod) -> i64 {
-    pod.metadata.as_ref().map(|m| m.deletion_timestamp_ms).unwrap_or(0)
+    pod.metadata
+        .as_ref()
+        .map(|m| m.deletion_timestamp_ms)
+        .unwrap_or(0)
 }
 
 fn uid_of(pod: &Pod) -> String {
-    pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default()
+    pod.metadata
+        .as_ref()
+        .map(|m| m.uid.clone())
+        .unwrap_or_default()
 }
 
 fn name_of(pod: &Pod) -> String {
-    pod.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)).unwrap_or_default()
+    pod.metadata
+        .as_ref()
+        .map(|m| format!("{}/{}", m.namespace, m.name))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -512,7 +680,12 @@ mod tests {
 
     fn terminated(code: i32) -> ContainerStatus {
         ContainerStatus {
-            state: Some(ContainerState { state: Some(State::Terminated(ContainerStateTerminated { exit_code: code, ..Default::default() })) }),
+            state: Some(ContainerState {
+                state: Some(State::Terminated(ContainerStateTerminated {
+                    exit_code: code,
+                    ..Default::default()
+                })),
+            }),
             ..Default::default()
         }
     }
@@ -524,6 +697,15 @@ mod tests {
         assert_eq!(pod_phase("OnFailure", &[terminated(0)]), "Succeeded");
         assert_eq!(pod_phase("OnFailure", &[terminated(3)]), "Running");
         assert_eq!(pod_phase("Always", &[terminated(0)]), "Running");
-        assert_eq!(pod_phase("Never", &[ContainerStatus { state: waiting("ContainerCreating", ""), ..Default::default() }]), "Pending");
+        assert_eq!(
+            pod_phase(
+                "Never",
+                &[ContainerStatus {
+                    state: waiting("ContainerCreating", ""),
+                    ..Default::default()
+                }]
+            ),
+            "Pending"
+        );
     }
 }

@@ -42,10 +42,17 @@ impl StatusManager {
                     match api.pods.clone().update_status(request.clone()).await {
                         Ok(_) => {}
                         // The pod is gone or replaced: its status no longer matters.
-                        Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::Aborted) => {}
+                        Err(e)
+                            if matches!(e.code(), tonic::Code::NotFound | tonic::Code::Aborted) => {
+                        }
                         Err(e) => {
                             tracing::warn!(pod = %request.name, error = %e.message(), "status not written; will retry");
-                            inner.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(uid).or_insert(request);
+                            inner
+                                .pending
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(uid)
+                                .or_insert(request);
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             inner.wake.notify_one();
                         }
@@ -57,8 +64,17 @@ impl StatusManager {
     }
 
     pub fn set_status(&self, namespace: &str, name: &str, uid: &str, status: PodStatus) {
-        let request = UpdatePodStatusRequest { namespace: namespace.into(), name: name.into(), uid: uid.into(), status: Some(status) };
-        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_string(), request);
+        let request = UpdatePodStatusRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            status: Some(status),
+        };
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string(), request);
         self.inner.wake.notify_one();
     }
 }

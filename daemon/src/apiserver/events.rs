@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use kubelab_proto::now_ms;
 use kubelab_proto::v1::events_server::Events;
 use kubelab_proto::v1::{Event, EventList, ListEventsRequest};
-use kubelab_proto::now_ms;
 use tonic::{Request, Response, Status};
 
 use super::store::{key, prefix, Store};
@@ -30,12 +30,19 @@ impl Events for EventsService {
         let mut event = request.into_inner();
         let involved = event.involved_object.clone().unwrap_or_default();
         if involved.name.is_empty() || event.reason.is_empty() {
-            return Err(ApiError::Invalid("event: involvedObject.name and reason are required".into()).into());
+            return Err(ApiError::Invalid(
+                "event: involvedObject.name and reason are required".into(),
+            )
+            .into());
         }
         if event.timestamp_ms == 0 {
             event.timestamp_ms = now_ms();
         }
-        let namespace = if involved.namespace.is_empty() { "default".to_string() } else { involved.namespace.clone() };
+        let namespace = if involved.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            involved.namespace.clone()
+        };
         // Named like Kubernetes' events: the object's name and a unique suffix.
         let name = format!("{}.{}", involved.name, uuid::Uuid::new_v4().simple());
         let key = key::<Event>(&namespace, &name);
@@ -44,17 +51,32 @@ impl Events for EventsService {
         meta.namespace = namespace;
         meta.uid = uuid::Uuid::new_v4().to_string();
         meta.creation_timestamp_ms = event.timestamp_ms;
-        let event = self.store.update::<Event, _>(&key, |_, _| Ok(Some(event))).await?;
+        let event = self
+            .store
+            .update::<Event, _>(&key, |_, _| Ok(Some(event)))
+            .await?;
         Ok(Response::new(event))
     }
 
-    async fn list(&self, request: Request<ListEventsRequest>) -> Result<Response<EventList>, Status> {
+    async fn list(
+        &self,
+        request: Request<ListEventsRequest>,
+    ) -> Result<Response<EventList>, Status> {
         let r = request.into_inner();
         let (mut items, _) = self.store.list::<Event>(&prefix::<Event>(&r.namespace))?;
         if !r.involved_uid.is_empty() {
-            items.retain(|e| e.involved_object.as_ref().is_some_and(|o| o.uid == r.involved_uid));
+            items.retain(|e| {
+                e.involved_object
+                    .as_ref()
+                    .is_some_and(|o| o.uid == r.involved_uid)
+            });
         }
-        items.sort_by_key(|e| (e.timestamp_ms, e.metadata.as_ref().map(|m| m.resource_version).unwrap_or(0)));
+        items.sort_by_key(|e| {
+            (
+                e.timestamp_ms,
+                e.metadata.as_ref().map(|m| m.resource_version).unwrap_or(0),
+            )
+        });
         Ok(Response::new(EventList { items }))
     }
 }

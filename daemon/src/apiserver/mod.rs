@@ -75,12 +75,19 @@ pub struct ApiserverArgs {
 }
 
 /// Opens the store and serves the API until `shutdown` resolves.
-pub async fn run(args: ApiserverArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ApiserverError> {
-    let store = Arc::new(Store::open(&args.data_dir).map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?);
+pub async fn run(
+    args: ApiserverArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ApiserverError> {
+    let store = Arc::new(
+        Store::open(&args.data_dir).map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?,
+    );
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| ApiserverError::Bind(args.listen, e))?;
-    let addr = listener.local_addr().map_err(|e| ApiserverError::Bind(args.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ApiserverError::Bind(args.listen, e))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), "apiserver serving");
     tonic::transport::Server::builder()
         .add_service(PodsServer::new(pods::PodsService::new(store.clone())))
@@ -95,14 +102,17 @@ pub async fn run(args: ApiserverArgs, shutdown: impl std::future::Future<Output 
 pub enum ApiserverError {
     #[error("cannot open the store in {0}: {1}")]
     Open(PathBuf, ApiError),
-    #[error("cannot listen on {0}: {1} (is another apiserver running? choose another with --listen)")]
+    #[error(
+        "cannot listen on {0}: {1} (is another apiserver running? choose another with --listen)"
+    )]
     Bind(SocketAddr, std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(tonic::transport::Error),
 }
 
 /// A gRPC stream of watch events, as returned by the Watch RPCs.
-type WatchStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+type WatchStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
 
 /// Turns the store's change feed into a typed gRPC watch stream.
 fn watch_stream<T, E>(
@@ -121,7 +131,9 @@ where
         let item = match change {
             Err(e) => Some(Err(tonic::Status::from(e))),
             Ok(change) => match T::decode(change.value.as_slice()) {
-                Err(e) => Some(Err(tonic::Status::internal(format!("undecodable object: {e}")))),
+                Err(e) => Some(Err(tonic::Status::internal(format!(
+                    "undecodable object: {e}"
+                )))),
                 Ok(object) => {
                     let t = match change.change_type {
                         store::ChangeType::Added => WatchEventType::Added,

@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
-use kubelab_proto::v1::nodes_server::Nodes;
-use kubelab_proto::v1::{HeartbeatRequest, ListNodesRequest, Node, NodeList, NodeWatchEvent, ObjectKey, WatchRequest};
 use kubelab_proto::now_ms;
+use kubelab_proto::v1::nodes_server::Nodes;
+use kubelab_proto::v1::{
+    HeartbeatRequest, ListNodesRequest, Node, NodeList, NodeWatchEvent, ObjectKey, WatchRequest,
+};
 use tonic::{Request, Response, Status};
 
 use super::store::{key, prefix, Store};
@@ -58,14 +60,19 @@ impl Nodes for NodesService {
         Ok(Response::new(node))
     }
 
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<Node>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<Node>, Status> {
         let name = request.into_inner().name;
         let key = key::<Node>("", &name);
         let node = self
             .store
             .update::<Node, _>(&key, |current, _| {
                 let Some(mut node) = current else {
-                    return Err(ApiError::NotFound(format!("node {name:?} (register it first)")));
+                    return Err(ApiError::NotFound(format!(
+                        "node {name:?} (register it first)"
+                    )));
                 };
                 let status = node.status.get_or_insert_with(Default::default);
                 status.ready = true;
@@ -85,18 +92,35 @@ impl Nodes for NodesService {
         }
     }
 
-    async fn list(&self, _request: Request<ListNodesRequest>) -> Result<Response<NodeList>, Status> {
+    async fn list(
+        &self,
+        _request: Request<ListNodesRequest>,
+    ) -> Result<Response<NodeList>, Status> {
         let (items, resource_version) = self.store.list::<Node>(&prefix::<Node>(""))?;
-        Ok(Response::new(NodeList { items, resource_version }))
+        Ok(Response::new(NodeList {
+            items,
+            resource_version,
+        }))
     }
 
     type WatchStream = WatchStream<NodeWatchEvent>;
 
-    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.into_inner();
-        let stream = watch_stream::<Node, _>(&self.store, r.from_revision, prefix::<Node>(""), |t, node| {
-            Some(NodeWatchEvent { r#type: t as i32, object: Some(node) })
-        })?;
+        let stream = watch_stream::<Node, _>(
+            &self.store,
+            r.from_revision,
+            prefix::<Node>(""),
+            |t, node| {
+                Some(NodeWatchEvent {
+                    r#type: t as i32,
+                    object: Some(node),
+                })
+            },
+        )?;
         Ok(Response::new(stream))
     }
 }

@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kubelab_proto::now_ms;
 use kubelab_proto::v1::agent_client::AgentClient;
 use kubelab_proto::v1::pods_server::Pods;
 use kubelab_proto::v1::{
-    BindRequest, DeletePodRequest, ListPodsRequest, LogChunk, LogsRequest, Node, ObjectKey, Pod, PodList, PodStatus,
-    PodWatchEvent, UpdatePodStatusRequest, WatchRequest,
+    BindRequest, DeletePodRequest, ListPodsRequest, LogChunk, LogsRequest, Node, ObjectKey, Pod,
+    PodList, PodStatus, PodWatchEvent, UpdatePodStatusRequest, WatchRequest,
 };
-use kubelab_proto::now_ms;
 use tonic::{Request, Response, Status};
 
 use super::store::{key, prefix, Store};
@@ -28,7 +28,10 @@ pub struct PodsService {
 
 impl PodsService {
     pub fn new(store: Arc<Store>) -> Self {
-        PodsService { store, agents: Mutex::new(HashMap::new()) }
+        PodsService {
+            store,
+            agents: Mutex::new(HashMap::new()),
+        }
     }
 
     fn agent(&self, endpoint: &str) -> Result<AgentClient<tonic::transport::Channel>, Status> {
@@ -57,9 +60,15 @@ fn pod_key(namespace: &str, name: &str) -> String {
 }
 
 fn check_uid(pod: &Pod, uid: &str, key: &str) -> Result<(), ApiError> {
-    let current = pod.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or_default();
+    let current = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.uid.as_str())
+        .unwrap_or_default();
     if !uid.is_empty() && uid != current {
-        return Err(ApiError::Conflict(format!("{key} was replaced (uid {current}, expected {uid})")));
+        return Err(ApiError::Conflict(format!(
+            "{key} was replaced (uid {current}, expected {uid})"
+        )));
     }
     Ok(())
 }
@@ -73,7 +82,10 @@ impl Pods for PodsService {
         meta.uid = uuid::Uuid::new_v4().to_string();
         meta.creation_timestamp_ms = now_ms();
         meta.deletion_timestamp_ms = 0;
-        pod.status = Some(PodStatus { phase: "Pending".into(), ..Default::default() });
+        pod.status = Some(PodStatus {
+            phase: "Pending".into(),
+            ..Default::default()
+        });
         let pod = self
             .store
             .update::<Pod, _>(&key, |current, _| match current {
@@ -100,7 +112,10 @@ impl Pods for PodsService {
         if !r.node_name.is_empty() {
             items.retain(|p| p.spec.as_ref().is_some_and(|s| s.node_name == r.node_name));
         }
-        Ok(Response::new(PodList { items, resource_version }))
+        Ok(Response::new(PodList {
+            items,
+            resource_version,
+        }))
     }
 
     async fn delete(&self, request: Request<DeletePodRequest>) -> Result<Response<Pod>, Status> {
@@ -120,7 +135,12 @@ impl Pods for PodsService {
                 }
                 let grace = r
                     .grace_period_seconds
-                    .unwrap_or_else(|| pod.spec.as_ref().map(|s| s.termination_grace_period_seconds).unwrap_or(30))
+                    .unwrap_or_else(|| {
+                        pod.spec
+                            .as_ref()
+                            .map(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30)
+                    })
                     .max(0);
                 let meta = pod.metadata.get_or_insert_with(Default::default);
                 if meta.deletion_timestamp_ms == 0 || grace < meta.deletion_grace_period_seconds {
@@ -150,10 +170,19 @@ impl Pods for PodsService {
                 check_uid(&pod, &r.uid, &key)?;
                 let spec = pod.spec.get_or_insert_with(Default::default);
                 if !spec.node_name.is_empty() {
-                    return Err(ApiError::Conflict(format!("{key} is already bound to node {}", spec.node_name)));
+                    return Err(ApiError::Conflict(format!(
+                        "{key} is already bound to node {}",
+                        spec.node_name
+                    )));
                 }
-                if pod.metadata.as_ref().is_some_and(|m| m.deletion_timestamp_ms != 0) {
-                    return Err(ApiError::FailedPrecondition(format!("{key} is being deleted")));
+                if pod
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.deletion_timestamp_ms != 0)
+                {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "{key} is being deleted"
+                    )));
                 }
                 spec.node_name = r.node_name.clone();
                 Ok(Some(pod))
@@ -162,7 +191,10 @@ impl Pods for PodsService {
         Ok(Response::new(pod))
     }
 
-    async fn update_status(&self, request: Request<UpdatePodStatusRequest>) -> Result<Response<Pod>, Status> {
+    async fn update_status(
+        &self,
+        request: Request<UpdatePodStatusRequest>,
+    ) -> Result<Response<Pod>, Status> {
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
         let pod = self
@@ -181,25 +213,47 @@ impl Pods for PodsService {
 
     type WatchStream = WatchStream<PodWatchEvent>;
 
-    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.into_inner();
         let node = r.node_name;
-        let stream = watch_stream::<Pod, _>(&self.store, r.from_revision, prefix::<Pod>(&r.namespace), move |t, pod| {
-            if !node.is_empty() && pod.spec.as_ref().is_none_or(|s| s.node_name != node) {
-                return None;
-            }
-            Some(PodWatchEvent { r#type: t as i32, object: Some(pod) })
-        })?;
+        let stream = watch_stream::<Pod, _>(
+            &self.store,
+            r.from_revision,
+            prefix::<Pod>(&r.namespace),
+            move |t, pod| {
+                if !node.is_empty() && pod.spec.as_ref().is_none_or(|s| s.node_name != node) {
+                    return None;
+                }
+                Some(PodWatchEvent {
+                    r#type: t as i32,
+                    object: Some(pod),
+                })
+            },
+        )?;
         Ok(Response::new(stream))
     }
 
-    type LogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, Status>> + Send>>;
+    type LogsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, Status>> + Send>>;
 
-    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
-        let pod = self.store.get::<Pod>(&key)?.ok_or_else(|| ApiError::NotFound(key.clone()))?;
-        let node_name = pod.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
+        let pod = self
+            .store
+            .get::<Pod>(&key)?
+            .ok_or_else(|| ApiError::NotFound(key.clone()))?;
+        let node_name = pod
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.clone())
+            .unwrap_or_default();
         if node_name.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "{key} is not scheduled to a node yet, so it has no logs"
@@ -211,7 +265,10 @@ impl Pods for PodsService {
             .ok_or_else(|| ApiError::NotFound(format!("node {node_name:?}")))?;
         let endpoint = node.status.map(|s| s.agent_endpoint).unwrap_or_default();
         let mut agent = self.agent(&endpoint)?;
-        let mut forwarded = LogsRequest { namespace: namespace_or_default(&r.namespace).to_string(), ..r };
+        let mut forwarded = LogsRequest {
+            namespace: namespace_or_default(&r.namespace).to_string(),
+            ..r
+        };
         if forwarded.container.is_empty() {
             let containers = pod.spec.map(|s| s.containers).unwrap_or_default();
             if containers.len() > 1 {
@@ -221,11 +278,17 @@ impl Pods for PodsService {
                     names.join(", ")
                 )));
             }
-            forwarded.container = containers.first().map(|c| c.name.clone()).unwrap_or_default();
+            forwarded.container = containers
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
         }
         let stream = agent.logs(forwarded).await.map_err(|e| {
             if e.code() == tonic::Code::Unavailable {
-                Status::unavailable(format!("the agent of node {node_name} ({endpoint}) does not answer: {}", e.message()))
+                Status::unavailable(format!(
+                    "the agent of node {node_name} ({endpoint}) does not answer: {}",
+                    e.message()
+                ))
             } else {
                 e
             }

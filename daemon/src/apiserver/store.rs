@@ -189,7 +189,13 @@ impl Store {
 
     /// Writes the object, its history record and the new revision in one transaction,
     /// then tells watchers. Called with the write lock held.
-    fn commit(&self, revision: u64, change_type: ChangeType, key: &str, value: &[u8]) -> Result<(), ApiError> {
+    fn commit(
+        &self,
+        revision: u64,
+        change_type: ChangeType,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), ApiError> {
         let record = HistoryRecord {
             change_type: change_type as u32,
             key: key.to_string(),
@@ -230,7 +236,11 @@ impl Store {
 
     /// Changes after `from_revision` under `prefix`: first replayed from history, then live.
     /// A revision older than the history window is `Expired`: the caller must relist.
-    pub fn watch(&self, from_revision: u64, prefix: String) -> Result<tokio::sync::mpsc::Receiver<Result<Change, ApiError>>, ApiError> {
+    pub fn watch(
+        &self,
+        from_revision: u64,
+        prefix: String,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Change, ApiError>>, ApiError> {
         // Subscribe before reading history, so a write landing in between is seen once
         // (replay covers it, and the live part skips what replay already sent).
         let mut live = self.feed.subscribe();
@@ -243,7 +253,9 @@ impl Store {
             let mut changes = Vec::new();
             for entry in self.history.range((from_revision + 1).to_be_bytes()..) {
                 let (rev, bytes) = entry.map_err(storage)?;
-                let revision = u64::from_be_bytes(<[u8; 8]>::try_from(rev.as_ref()).map_err(|_| corrupt("history key"))?);
+                let revision = u64::from_be_bytes(
+                    <[u8; 8]>::try_from(rev.as_ref()).map_err(|_| corrupt("history key"))?,
+                );
                 let record = HistoryRecord::decode(bytes.as_ref()).map_err(corrupt)?;
                 if record.key.starts_with(&prefix) {
                     changes.push(Change {

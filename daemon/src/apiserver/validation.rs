@@ -10,7 +10,9 @@ use super::ApiError;
 pub fn check_dns_label(what: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
     if ok {
@@ -28,7 +30,9 @@ pub fn check_dns_subdomain(what: &str, value: &str) -> Result<(), ApiError> {
         && value.len() <= 253
         && value.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         });
@@ -54,13 +58,18 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
         check_dns_subdomain("spec.nodeName", &spec.node_name)?;
     }
     if spec.containers.is_empty() {
-        return Err(ApiError::Invalid("spec.containers: a pod needs at least one container".into()));
+        return Err(ApiError::Invalid(
+            "spec.containers: a pod needs at least one container".into(),
+        ));
     }
     let mut names = std::collections::HashSet::new();
     for c in &mut spec.containers {
         default_container(c)?;
         if !names.insert(c.name.clone()) {
-            return Err(ApiError::Invalid(format!("spec.containers: duplicate container name {:?}", c.name)));
+            return Err(ApiError::Invalid(format!(
+                "spec.containers: duplicate container name {:?}",
+                c.name
+            )));
         }
     }
     match spec.restart_policy.as_str() {
@@ -73,7 +82,9 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
         }
     }
     if spec.termination_grace_period_seconds < 0 {
-        return Err(ApiError::Invalid("spec.terminationGracePeriodSeconds: must not be negative".into()));
+        return Err(ApiError::Invalid(
+            "spec.terminationGracePeriodSeconds: must not be negative".into(),
+        ));
     }
     Ok(pod)
 }
@@ -81,7 +92,10 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
 fn default_container(c: &mut Container) -> Result<(), ApiError> {
     check_dns_label("container name", &c.name)?;
     if c.image.trim().is_empty() {
-        return Err(ApiError::Invalid(format!("container {:?}: image is required", c.name)));
+        return Err(ApiError::Invalid(format!(
+            "container {:?}: image is required",
+            c.name
+        )));
     }
     match c.image_pull_policy.as_str() {
         // Kubernetes' default: Always for `:latest` or no tag, IfNotPresent otherwise.
@@ -120,10 +134,18 @@ mod tests {
 
     #[test]
     fn pull_policy_defaults_like_kubernetes() {
-        let mut c = Container { name: "c".into(), image: "127.0.0.1:5000/busybox".into(), ..Default::default() };
+        let mut c = Container {
+            name: "c".into(),
+            image: "127.0.0.1:5000/busybox".into(),
+            ..Default::default()
+        };
         default_container(&mut c).unwrap();
         assert_eq!(c.image_pull_policy, "Always");
-        let mut c = Container { name: "c".into(), image: "127.0.0.1:5000/busybox:1".into(), ..Default::default() };
+        let mut c = Container {
+            name: "c".into(),
+            image: "127.0.0.1:5000/busybox:1".into(),
+            ..Default::default()
+        };
         default_container(&mut c).unwrap();
         assert_eq!(c.image_pull_policy, "IfNotPresent");
     }

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kubelab_proto::v1::{BindRequest, ListNodesRequest, ListPodsRequest, Node, Pod, WatchEventType, WatchRequest};
+use kubelab_proto::v1::{
+    BindRequest, ListNodesRequest, ListPodsRequest, Node, Pod, WatchEventType, WatchRequest,
+};
 use kubelab_proto::{node_is_ready, now_ms};
 
 use crate::client::{ApiClient, EventRecorder};
@@ -57,8 +59,18 @@ pub async fn run(client: ApiClient) -> Result<(), SchedulerError> {
 
 async fn run_once(client: &ApiClient, events: &EventRecorder) -> Result<(), SchedulerError> {
     let mut cache = ClusterCache::default();
-    let nodes = client.nodes.clone().list(ListNodesRequest {}).await?.into_inner();
-    let pods = client.pods.clone().list(ListPodsRequest::default()).await?.into_inner();
+    let nodes = client
+        .nodes
+        .clone()
+        .list(ListNodesRequest {})
+        .await?
+        .into_inner();
+    let pods = client
+        .pods
+        .clone()
+        .list(ListPodsRequest::default())
+        .await?
+        .into_inner();
     for node in nodes.items {
         cache.nodes.insert(name_of(&node.metadata), node);
     }
@@ -68,20 +80,32 @@ async fn run_once(client: &ApiClient, events: &EventRecorder) -> Result<(), Sche
     let node_watch = client
         .nodes
         .clone()
-        .watch(WatchRequest { from_revision: nodes.resource_version, ..Default::default() })
+        .watch(WatchRequest {
+            from_revision: nodes.resource_version,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .map(|e| e.map(|e| Update::Node(e.r#type(), e.object.unwrap_or_default())));
     let pod_watch = client
         .pods
         .clone()
-        .watch(WatchRequest { from_revision: pods.resource_version, ..Default::default() })
+        .watch(WatchRequest {
+            from_revision: pods.resource_version,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .map(|e| e.map(|e| Update::Pod(e.r#type(), e.object.unwrap_or_default())));
-    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(RETRY_PERIOD)).map(|_| Ok(Update::Tick));
-    let mut updates = futures::stream::select(futures::stream::select(node_watch, pod_watch), ticks);
-    tracing::info!(nodes = cache.nodes.len(), pods = cache.pods.len(), "scheduler watching");
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(RETRY_PERIOD))
+        .map(|_| Ok(Update::Tick));
+    let mut updates =
+        futures::stream::select(futures::stream::select(node_watch, pod_watch), ticks);
+    tracing::info!(
+        nodes = cache.nodes.len(),
+        pods = cache.pods.len(),
+        "scheduler watching"
+    );
     schedule_pending(client, events, &mut cache).await;
     while let Some(update) = updates.next().await {
         apply(&mut cache, update?);
@@ -123,19 +147,31 @@ async fn schedule_pending(client: &ApiClient, events: &EventRecorder, cache: &mu
         .values()
         .filter(|p| {
             p.spec.as_ref().is_some_and(|s| s.node_name.is_empty())
-                && p.metadata.as_ref().is_some_and(|m| m.deletion_timestamp_ms == 0)
+                && p.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.deletion_timestamp_ms == 0)
         })
         .cloned()
         .collect();
     // First come, first served.
-    pending.sort_by_key(|p| p.metadata.as_ref().map(|m| m.creation_timestamp_ms).unwrap_or(0));
+    pending.sort_by_key(|p| {
+        p.metadata
+            .as_ref()
+            .map(|m| m.creation_timestamp_ms)
+            .unwrap_or(0)
+    });
     for pod in pending {
         schedule_one(client, events, cache, pod).await;
     }
 }
 
 #[tracing::instrument(skip_all, fields(pod = %pod_key(&pod)))]
-async fn schedule_one(client: &ApiClient, events: &EventRecorder, cache: &mut ClusterCache, pod: Pod) {
+async fn schedule_one(
+    client: &ApiClient,
+    events: &EventRecorder,
+    cache: &mut ClusterCache,
+    pod: Pod,
+) {
     let meta = pod.metadata.clone().unwrap_or_default();
     let (feasible, reasons) = filter(cache, &pod, now_ms());
     let Some(node_name) = score(cache, &feasible) else {
@@ -147,7 +183,12 @@ async fn schedule_one(client: &ApiClient, events: &EventRecorder, cache: &mut Cl
         }
         return;
     };
-    let bind = BindRequest { namespace: meta.namespace.clone(), name: meta.name.clone(), uid: meta.uid.clone(), node_name: node_name.clone() };
+    let bind = BindRequest {
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        node_name: node_name.clone(),
+    };
     // The decision is made now; the agent may start acting on the binding before our event
     // is written, so stamp the event with the time of the decision, not of its recording.
     let decided_at = now_ms();
@@ -156,7 +197,16 @@ async fn schedule_one(client: &ApiClient, events: &EventRecorder, cache: &mut Cl
             let bound = bound.into_inner();
             tracing::info!(node = %node_name, "bound");
             cache.last_failure.remove(&meta.uid);
-            events.pod_event_at(&bound, decided_at, "Normal", "Scheduled", format!("Successfully assigned {}/{} to {node_name}", meta.namespace, meta.name));
+            events.pod_event_at(
+                &bound,
+                decided_at,
+                "Normal",
+                "Scheduled",
+                format!(
+                    "Successfully assigned {}/{} to {node_name}",
+                    meta.namespace, meta.name
+                ),
+            );
             // Count the pod on its node right away, so the next pod of a burst sees it.
             cache.pods.insert(pod_key(&bound), bound);
         }
@@ -171,18 +221,27 @@ fn requests(pod: &Pod) -> (i64, i64) {
         .iter()
         .flat_map(|s| &s.containers)
         .filter_map(|c| c.resources.as_ref())
-        .fold((0, 0), |(cpu, mem), r| (cpu + r.cpu_request_millis, mem + r.memory_request_bytes))
+        .fold((0, 0), |(cpu, mem), r| {
+            (cpu + r.cpu_request_millis, mem + r.memory_request_bytes)
+        })
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed")
+    pod.status
+        .as_ref()
+        .is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed")
 }
 
 /// What is already placed on each node: (cpu millis, memory bytes, pods).
 fn usage(cache: &ClusterCache) -> HashMap<&str, (i64, i64, i64)> {
     let mut used: HashMap<&str, (i64, i64, i64)> = HashMap::new();
     for pod in cache.pods.values() {
-        let Some(node) = pod.spec.as_ref().map(|s| s.node_name.as_str()).filter(|n| !n.is_empty()) else {
+        let Some(node) = pod
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.as_str())
+            .filter(|n| !n.is_empty())
+        else {
             continue;
         };
         if is_terminal(pod) {
@@ -204,7 +263,11 @@ fn filter(cache: &ClusterCache, pod: &Pod, now: i64) -> (Vec<String>, Vec<&'stat
     let mut feasible = Vec::new();
     let mut reasons = Vec::new();
     for (name, node) in &cache.nodes {
-        let alloc = node.status.as_ref().and_then(|s| s.allocatable).unwrap_or_default();
+        let alloc = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable)
+            .unwrap_or_default();
         let (ucpu, umem, upods) = used.get(name.as_str()).copied().unwrap_or_default();
         let reason = if !node_is_ready(node, now) {
             Some("node(s) were not ready")
@@ -234,7 +297,11 @@ fn score(cache: &ClusterCache, feasible: &[String]) -> Option<String> {
     feasible
         .iter()
         .map(|name| {
-            let alloc = cache.nodes[name].status.as_ref().and_then(|s| s.allocatable).unwrap_or_default();
+            let alloc = cache.nodes[name]
+                .status
+                .as_ref()
+                .and_then(|s| s.allocatable)
+                .unwrap_or_default();
             let (cpu, mem, pods) = used.get(name.as_str()).copied().unwrap_or_default();
             let frac = |u: i64, a: i64| if a > 0 { u as f64 / a as f64 } else { 1.0 };
             let load = frac(cpu, alloc.cpu_millis).max(frac(mem, alloc.memory_bytes));
@@ -267,7 +334,10 @@ fn name_of(meta: &Option<kubelab_proto::v1::ObjectMeta>) -> String {
 }
 
 fn pod_key(pod: &Pod) -> String {
-    pod.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)).unwrap_or_default()
+    pod.metadata
+        .as_ref()
+        .map(|m| format!("{}/{}", m.namespace, m.name))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -277,7 +347,14 @@ mod tests {
     #[test]
     fn failure_message_reads_like_kubernetes() {
         assert_eq!(
-            failure_message(3, &["Insufficient memory", "node(s) were not ready", "node(s) were not ready"]),
+            failure_message(
+                3,
+                &[
+                    "Insufficient memory",
+                    "node(s) were not ready",
+                    "node(s) were not ready"
+                ]
+            ),
             "0/3 nodes are available: 1 Insufficient memory, 2 node(s) were not ready."
         );
     }

@@ -124,10 +124,17 @@ impl ImageManager {
         let tmp = root.join("tmp");
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path()).or_else(|_| std::fs::remove_file(entry.path()));
+                let _ = std::fs::remove_dir_all(entry.path())
+                    .or_else(|_| std::fs::remove_file(entry.path()));
             }
         }
-        Ok(ImageManager { root, insecure_registries, https: OnceCell::new(), http: OnceCell::new(), pulls: Mutex::new(HashMap::new()) })
+        Ok(ImageManager {
+            root,
+            insecure_registries,
+            https: OnceCell::new(),
+            http: OnceCell::new(),
+            pulls: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The directory holding a layer's unpacked files.
@@ -137,10 +144,15 @@ impl ImageManager {
 
     /// Returns the image, pulling it first if the policy says so. `on_pull` runs just
     /// before a pull starts (the agent records the `Pulling` event there).
-    pub async fn ensure(&self, image: &str, policy: PullPolicy, on_pull: impl FnOnce()) -> Result<(Image, Outcome), ImageError> {
-        let reference: Reference = image
-            .parse()
-            .map_err(|e: oci_client::ParseError| ImageError::InvalidReference(image.to_string(), e.to_string()))?;
+    pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        on_pull: impl FnOnce(),
+    ) -> Result<(Image, Outcome), ImageError> {
+        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| {
+            ImageError::InvalidReference(image.to_string(), e.to_string())
+        })?;
         let lock = {
             let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
             pulls.entry(reference.whole()).or_default().clone()
@@ -148,7 +160,9 @@ impl ImageManager {
         let _guard = lock.lock().await;
         let local = self.read_record(&reference);
         match (policy, local) {
-            (PullPolicy::Never, Some(img)) | (PullPolicy::IfNotPresent, Some(img)) => return Ok((img, Outcome::AlreadyPresent)),
+            (PullPolicy::Never, Some(img)) | (PullPolicy::IfNotPresent, Some(img)) => {
+                return Ok((img, Outcome::AlreadyPresent))
+            }
             (PullPolicy::Never, None) => return Err(ImageError::NeverPull(image.to_string())),
             (PullPolicy::Always, Some(img)) => {
                 // Always means "ask the registry", not "download again": same digest, same image.
@@ -167,7 +181,13 @@ impl ImageManager {
         on_pull();
         let started = Instant::now();
         let (img, bytes) = self.pull(&reference).await?;
-        Ok((img, Outcome::Pulled { seconds: started.elapsed().as_secs_f64(), bytes }))
+        Ok((
+            img,
+            Outcome::Pulled {
+                seconds: started.elapsed().as_secs_f64(),
+                bytes,
+            },
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(image = %reference))]
@@ -178,8 +198,8 @@ impl ImageManager {
             .pull_manifest_and_config(reference, &auth)
             .await
             .map_err(|e| registry_error(reference, e))?;
-        let config_file: ConfigFile = serde_json::from_str(&config)
-            .map_err(|e| ImageError::Config(e.to_string()))?;
+        let config_file: ConfigFile =
+            serde_json::from_str(&config).map_err(|e| ImageError::Config(e.to_string()))?;
         let diff_ids = config_file.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
             return Err(ImageError::Config(format!(
@@ -199,17 +219,34 @@ impl ImageManager {
                 .prefix("blob-")
                 .tempfile_in(self.root.join("tmp"))
                 .map_err(|e| ImageError::Io(self.root.join("tmp"), e))?;
-            let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| ImageError::Io(tmp.path().into(), e))?);
-            client.pull_blob(reference, layer, &mut file).await.map_err(|e| registry_error(reference, e))?;
+            let mut file = tokio::fs::File::from_std(
+                tmp.reopen()
+                    .map_err(|e| ImageError::Io(tmp.path().into(), e))?,
+            );
+            client
+                .pull_blob(reference, layer, &mut file)
+                .await
+                .map_err(|e| registry_error(reference, e))?;
             downloaded += layer.size.max(0) as u64;
-            let unpack_to = self.root.join("tmp").join(format!("layer-{}", uuid::Uuid::new_v4().simple()));
-            let (blob_path, media_type, digest_want, diff_id_want) =
-                (tmp.path().to_path_buf(), layer.media_type.clone(), layer.digest.clone(), diff_id.clone());
+            let unpack_to = self
+                .root
+                .join("tmp")
+                .join(format!("layer-{}", uuid::Uuid::new_v4().simple()));
+            let (blob_path, media_type, digest_want, diff_id_want) = (
+                tmp.path().to_path_buf(),
+                layer.media_type.clone(),
+                layer.digest.clone(),
+                diff_id.clone(),
+            );
             let target = unpack_to.clone();
             tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
-                let actual = sha256_file(&blob_path).map_err(|e| ImageError::Io(blob_path.clone(), e))?;
+                let actual =
+                    sha256_file(&blob_path).map_err(|e| ImageError::Io(blob_path.clone(), e))?;
                 if actual != digest_want {
-                    return Err(ImageError::DigestMismatch { digest: digest_want, actual });
+                    return Err(ImageError::DigestMismatch {
+                        digest: digest_want,
+                        actual,
+                    });
                 }
                 unpack::unpack_layer(&blob_path, &media_type, &diff_id_want, &target)
                     .map_err(|e| ImageError::Unpack(digest_want.clone(), e))
@@ -229,7 +266,13 @@ impl ImageManager {
             tracing::debug!(%diff_id, "layer unpacked");
         }
         let size_bytes = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
-        let img = Image { reference: reference.whole(), digest, config: config_file.config.unwrap_or_default(), diff_ids, size_bytes };
+        let img = Image {
+            reference: reference.whole(),
+            digest,
+            config: config_file.config.unwrap_or_default(),
+            diff_ids,
+            size_bytes,
+        };
         self.write_record(reference, &img)?;
         Ok((img, downloaded))
     }
@@ -243,7 +286,10 @@ impl ImageManager {
         let bytes = std::fs::read(self.record_path(reference)).ok()?;
         let img: Image = serde_json::from_slice(&bytes).ok()?;
         // A record whose layers were removed by hand is no record.
-        img.diff_ids.iter().all(|d| self.layer_dir(d).exists()).then_some(img)
+        img.diff_ids
+            .iter()
+            .all(|d| self.layer_dir(d).exists())
+            .then_some(img)
     }
 
     fn write_record(&self, reference: &Reference, img: &Image) -> Result<(), ImageError> {
@@ -258,23 +304,27 @@ impl ImageManager {
     /// does for 127.0.0.0/8) and those named with --insecure-registry, HTTPS for the rest.
     async fn client(&self, reference: &Reference) -> &Client {
         let host = reference.resolve_registry();
-        let plain = is_loopback_registry(host) || self.insecure_registries.iter().any(|r| r == host);
-        let (cell, protocol) = if plain { (&self.http, ClientProtocol::Http) } else { (&self.https, ClientProtocol::Https) };
-        cell.get_or_init(|| async move { Client::new(ClientConfig { protocol, ..Default::default() }) }).await
+        let plain =
+            is_loopback_registry(host) || self.insecure_registries.iter().any(|r| r == host);
+        let (cell, protocol) = if plain {
+            (&self.http, ClientProtocol::Http)
+        } else {
+            (&self.https, ClientProtocol::Https)
+        };
+        cell.get_or_init(|| async move {
+            Client::new(ClientConfig {
+                protocol,
+                ..Default::default()
+            })
+        })
+        .await
     }
 }
 
-/// `127.0.0.1:5000`, `localhost:5000`, `[::1]:5000`: registries on this machine.
-pub fn is_loopback_registry(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.split(':').next().unwrap_or_default()
-    };
-    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn registry_error(reference: &Reference, e: oci_client::errors::OciDistributionError) -> ImageError {
+fn registry_error(
+    reference: &Reference,
+    e: oci_client::errors::OciDistributionError,
+) -> ImageError {
     ImageError::Registry(format!("{}: {e}", reference.whole()))
 }
 
@@ -283,19 +333,4 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     std::io::copy(&mut file, &mut hasher)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_registries_are_recognised() {
-        assert!(is_loopback_registry("127.0.0.1:5000"));
-        assert!(is_loopback_registry("127.8.0.1:5000"));
-        assert!(is_loopback_registry("localhost:5000"));
-        assert!(is_loopback_registry("[::1]:5000"));
-        assert!(!is_loopback_registry("docker.io"));
-        assert!(!is_loopback_registry("10.0.0.1:5000"));
-    }
 }

@@ -14,7 +14,9 @@ use sha2::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("unsupported layer media type {0:?} (gzip-compressed or plain tar layers are supported)")]
+    #[error(
+        "unsupported layer media type {0:?} (gzip-compressed or plain tar layers are supported)"
+    )]
     MediaType(String),
     #[error("reading the layer: {0}")]
     Read(std::io::Error),
@@ -40,7 +42,12 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-pub fn unpack_layer(blob: &Path, media_type: &str, diff_id: &str, target: &Path) -> Result<(), UnpackError> {
+pub fn unpack_layer(
+    blob: &Path,
+    media_type: &str,
+    diff_id: &str,
+    target: &Path,
+) -> Result<(), UnpackError> {
     let file = std::fs::File::open(blob).map_err(UnpackError::Read)?;
     let file = std::io::BufReader::with_capacity(256 * 1024, file);
     let decompressed: Box<dyn Read> = if media_type.ends_with("gzip") {
@@ -50,14 +57,20 @@ pub fn unpack_layer(blob: &Path, media_type: &str, diff_id: &str, target: &Path)
     } else {
         return Err(UnpackError::MediaType(media_type.to_string()));
     };
-    let mut reader = HashingReader { inner: decompressed, hasher: sha2::Sha256::new() };
+    let mut reader = HashingReader {
+        inner: decompressed,
+        hasher: sha2::Sha256::new(),
+    };
     std::fs::create_dir_all(target).map_err(|e| UnpackError::Write(target.into(), e))?;
     unpack_tar(&mut reader, target)?;
     // Hash what follows the tar's end too (padding, or nothing when the footer is missing).
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(UnpackError::Read)?;
     let actual = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
     if actual != diff_id {
-        return Err(UnpackError::DiffIdMismatch { expected: diff_id.to_string(), actual });
+        return Err(UnpackError::DiffIdMismatch {
+            expected: diff_id.to_string(),
+            actual,
+        });
     }
     Ok(())
 }
@@ -79,7 +92,10 @@ fn unpack_tar(reader: &mut dyn Read, target: &Path) -> Result<(), UnpackError> {
         };
         let path = entry.path().map_err(UnpackError::Read)?.into_owned();
         let relative = safe_relative(&path)?;
-        let name = relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = relative
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let parent = target.join(relative.parent().unwrap_or(Path::new("")));
             std::fs::create_dir_all(&parent).map_err(|e| UnpackError::Write(parent.clone(), e))?;
@@ -92,7 +108,9 @@ fn unpack_tar(reader: &mut dyn Read, target: &Path) -> Result<(), UnpackError> {
         }
         // `unpack_in` refuses paths that climb out of `target`, including through symlinks
         // it created earlier.
-        let unpacked = entry.unpack_in(target).map_err(|e| UnpackError::Write(target.join(&relative), e))?;
+        let unpacked = entry
+            .unpack_in(target)
+            .map_err(|e| UnpackError::Write(target.join(&relative), e))?;
         if !unpacked {
             return Err(UnpackError::Escape(path));
         }
@@ -125,5 +143,6 @@ fn make_whiteout(path: &Path) -> Result<(), UnpackError> {
 
 /// overlayfs' opaque directory: nothing from the layers below shows through it.
 fn set_opaque(dir: &Path) -> Result<(), UnpackError> {
-    xattr::set(dir, "trusted.overlay.opaque", b"y").map_err(|e| UnpackError::Write(dir.to_path_buf(), e))
+    xattr::set(dir, "trusted.overlay.opaque", b"y")
+        .map_err(|e| UnpackError::Write(dir.to_path_buf(), e))
 }

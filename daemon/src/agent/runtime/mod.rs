@@ -64,8 +64,13 @@ impl RuntimeService {
             let d = root.join(dir);
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::Io(d, e))?;
         }
-        let shim_exe = std::env::current_exe().map_err(|e| RuntimeError::Io("current executable".into(), e))?;
-        Ok(RuntimeService { root, node_name, shim_exe })
+        let shim_exe = std::env::current_exe()
+            .map_err(|e| RuntimeError::Io("current executable".into(), e))?;
+        Ok(RuntimeService {
+            root,
+            node_name,
+            shim_exe,
+        })
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -76,7 +81,10 @@ impl RuntimeService {
     /// the kubelet's `/var/log/pods` layout.
     pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
         let m = pod.metadata.clone().unwrap_or_default();
-        self.root.join("logs").join(format!("{}_{}_{}", m.namespace, m.name, m.uid)).join(format!("{container}.log"))
+        self.root
+            .join("logs")
+            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
+            .join(format!("{container}.log"))
     }
 
     /// The logs directory of the newest pod with this namespace and name.
@@ -88,7 +96,8 @@ impl RuntimeService {
             .filter(|e| {
                 e.file_name().to_str().is_some_and(|n| {
                     // The uid (36 characters) follows the prefix; a longer pod name sharing the prefix does not match.
-                    n.strip_prefix(&prefix).is_some_and(|uid| uid.len() == 36 && !uid.contains('_'))
+                    n.strip_prefix(&prefix)
+                        .is_some_and(|uid| uid.len() == 36 && !uid.contains('_'))
                 })
             })
             .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
@@ -102,8 +111,18 @@ impl RuntimeService {
 
     /// Builds the container's root filesystem and bundle, then starts it through a shim.
     #[tracing::instrument(skip_all, fields(container = %container.name))]
-    pub async fn start_container(&self, pod: &Pod, container: &Container, image: &Image, images: &ImageManager) -> Result<Started, RuntimeError> {
-        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+    pub async fn start_container(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        image: &Image,
+        images: &ImageManager,
+    ) -> Result<Started, RuntimeError> {
+        let uid = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default();
         let container_id = format!("{uid}-{}", container.name);
         let dir = self.pod_dir(&uid).join(&container.name);
         // A restart starts from a fresh writable layer, as in Kubernetes.
@@ -115,23 +134,41 @@ impl RuntimeService {
             std::fs::create_dir_all(d).map_err(|e| RuntimeError::Io(d.clone(), e))?;
         }
         // overlayfs lists the lower layers top first.
-        let mut lower: Vec<String> = image.diff_ids.iter().rev().map(|d| images.layer_dir(d).display().to_string()).collect();
+        let mut lower: Vec<String> = image
+            .diff_ids
+            .iter()
+            .rev()
+            .map(|d| images.layer_dir(d).display().to_string())
+            .collect();
         if lower.is_empty() {
             lower.push(self.root.join("empty").display().to_string());
         }
-        let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
-        nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
-            .map_err(|e| RuntimeError::Mount(rootfs.clone(), e))?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| RuntimeError::Mount(rootfs.clone(), e))?;
         let cgroup = self.pod_cgroup(&uid).join(&container.name);
         let spec = spec::build(pod, container, &image.config, cgroup)?;
         let config = bundle.join("config.json");
-        spec.save(&config).map_err(|e| RuntimeError::Io(config.clone(), std::io::Error::other(e.to_string())))?;
+        spec.save(&config)
+            .map_err(|e| RuntimeError::Io(config.clone(), std::io::Error::other(e.to_string())))?;
         let log = self.log_path(pod, &container.name);
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Io(parent.into(), e))?;
         }
         let exit_file = dir.join("exit.json");
-        let shim_log = std::fs::File::create(dir.join("shim.log")).map_err(|e| RuntimeError::Io(dir.join("shim.log"), e))?;
+        let shim_log = std::fs::File::create(dir.join("shim.log"))
+            .map_err(|e| RuntimeError::Io(dir.join("shim.log"), e))?;
         let mut shim = tokio::process::Command::new(&self.shim_exe)
             .arg("shim")
             .arg("--id")
@@ -162,9 +199,17 @@ impl RuntimeService {
         let started_at_ms = kubelab_proto::now_ms();
         match line.trim().split_once(' ') {
             Some(("started", pid)) => {
-                let pid = pid.parse().map_err(|_| RuntimeError::Shim(format!("bad answer {line:?}")))?;
+                let pid = pid
+                    .parse()
+                    .map_err(|_| RuntimeError::Shim(format!("bad answer {line:?}")))?;
                 tracing::debug!(pid, "container started");
-                Ok(Started { container_id, pid, started_at_ms, shim, exit_file })
+                Ok(Started {
+                    container_id,
+                    pid,
+                    started_at_ms,
+                    shim,
+                    exit_file,
+                })
             }
             Some(("error", message)) => {
                 let _ = shim.wait().await;
@@ -175,7 +220,10 @@ impl RuntimeService {
                 let _ = shim.wait().await;
                 self.unmount(&rootfs);
                 let detail = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
-                Err(RuntimeError::Shim(format!("the shim exited without starting the container: {}", detail.trim())))
+                Err(RuntimeError::Shim(format!(
+                    "the shim exited without starting the container: {}",
+                    detail.trim()
+                )))
             }
         }
     }
@@ -183,12 +231,19 @@ impl RuntimeService {
     /// Waits for the container to end, then reads how it ended.
     pub async fn wait(mut started: Started) -> ExitRecord {
         let status = started.shim.wait().await;
-        match std::fs::read(&started.exit_file).ok().and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok()) {
+        match std::fs::read(&started.exit_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
+        {
             Some(record) => record,
             None => {
                 // The shim died without recording the exit (killed by hand?): report it as lost.
                 tracing::warn!(?status, "shim ended without an exit record");
-                ExitRecord { exit_code: 128 + 9, signal: 9, finished_at_ms: kubelab_proto::now_ms() }
+                ExitRecord {
+                    exit_code: 128 + 9,
+                    signal: 9,
+                    finished_at_ms: kubelab_proto::now_ms(),
+                }
             }
         }
     }
@@ -224,7 +279,11 @@ impl RuntimeService {
     /// Removes everything a pod left on this node once its containers are gone: container
     /// dirs, its cgroups (and their empty parents), and its logs.
     pub fn remove_pod(&self, pod: &Pod) -> Result<(), RuntimeError> {
-        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+        let uid = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default();
         let dir = self.pod_dir(&uid);
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use kubelab_proto::v1::{Container, Pod};
 use libcontainer::oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, Spec, UserBuilder,
 };
-use kubelab_proto::v1::{Container, Pod};
 
 use crate::agent::image::ImageConfig;
 
@@ -31,8 +31,16 @@ pub fn process_args(container: &Container, image: &ImageConfig) -> Vec<String> {
     let entrypoint = image.entrypoint.clone().unwrap_or_default();
     let cmd = image.cmd.clone().unwrap_or_default();
     match (container.command.is_empty(), container.args.is_empty()) {
-        (false, _) => container.command.iter().chain(&container.args).cloned().collect(),
-        (true, false) => entrypoint.into_iter().chain(container.args.iter().cloned()).collect(),
+        (false, _) => container
+            .command
+            .iter()
+            .chain(&container.args)
+            .cloned()
+            .collect(),
+        (true, false) => entrypoint
+            .into_iter()
+            .chain(container.args.iter().cloned())
+            .collect(),
         (true, true) => entrypoint.into_iter().chain(cmd).collect(),
     }
 }
@@ -72,7 +80,12 @@ fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
 }
 
 /// The whole spec for one container of a pod. `cgroups_path` is where its limits apply.
-pub fn build(pod: &Pod, container: &Container, image: &ImageConfig, cgroups_path: PathBuf) -> Result<Spec, SpecError> {
+pub fn build(
+    pod: &Pod,
+    container: &Container,
+    image: &ImageConfig,
+    cgroups_path: PathBuf,
+) -> Result<Spec, SpecError> {
     let err = |e: libcontainer::oci_spec::OciSpecError| SpecError::Build(e.to_string());
     let args = process_args(container, image);
     if args.is_empty() {
@@ -90,7 +103,13 @@ pub fn build(pod: &Pod, container: &Container, image: &ImageConfig, cgroups_path
         .args(args)
         .env(process_env(container, image))
         .cwd(cwd)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(err)?)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(err)?,
+        )
         .capabilities(defaults.capabilities().clone().unwrap_or_default())
         .rlimits(defaults.rlimits().clone().unwrap_or_default())
         .no_new_privileges(true)
@@ -100,7 +119,11 @@ pub fn build(pod: &Pod, container: &Container, image: &ImageConfig, cgroups_path
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(false));
     }
-    let pod_name = pod.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let pod_name = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
     spec.set_hostname(Some(pod_name.chars().take(63).collect()));
     let mut linux = spec.linux().clone().unwrap_or_default();
@@ -108,7 +131,12 @@ pub fn build(pod: &Pod, container: &Container, image: &ImageConfig, cgroups_path
     let limits = container.resources.unwrap_or_default();
     let mut resources = LinuxResourcesBuilder::default();
     if limits.memory_limit_bytes > 0 {
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(limits.memory_limit_bytes).build().map_err(err)?);
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(limits.memory_limit_bytes)
+                .build()
+                .map_err(err)?,
+        );
     }
     if limits.cpu_limit_millis > 0 || limits.cpu_request_millis > 0 {
         let mut cpu = LinuxCpuBuilder::default();
@@ -152,8 +180,17 @@ mod tests {
 
     #[test]
     fn pod_env_overrides_image_env() {
-        let img = ImageConfig { env: Some(vec!["A=1".into(), "PATH=/bin".into()]), ..Default::default() };
-        let c = Container { env: vec![kubelab_proto::v1::EnvVar { name: "A".into(), value: "2".into() }], ..Default::default() };
+        let img = ImageConfig {
+            env: Some(vec!["A=1".into(), "PATH=/bin".into()]),
+            ..Default::default()
+        };
+        let c = Container {
+            env: vec![kubelab_proto::v1::EnvVar {
+                name: "A".into(),
+                value: "2".into(),
+            }],
+            ..Default::default()
+        };
         assert_eq!(process_env(&c, &img), ["A=2", "PATH=/bin"]);
     }
 }
