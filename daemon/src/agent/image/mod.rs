@@ -304,8 +304,8 @@ impl ImageManager {
     /// does for 127.0.0.0/8) and those named with --insecure-registry, HTTPS for the rest.
     async fn client(&self, reference: &Reference) -> &Client {
         let host = reference.resolve_registry();
-        let plain =
-            is_loopback_registry(host) || self.insecure_registries.iter().any(|r| r == host);
+        let plain = kubelab_proto::is_loopback_registry(host)
+            || self.insecure_registries.iter().any(|r| r == host);
         let (cell, protocol) = if plain {
             (&self.http, ClientProtocol::Http)
         } else {
