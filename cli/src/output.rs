@@ -41,9 +41,19 @@ fn quantities(cpu_millis: i64, memory: i64) -> Option<BTreeMap<String, Quantity>
         m.insert("cpu".into(), Quantity(format!("{cpu_millis}m")));
     }
     if memory > 0 {
-        m.insert("memory".into(), Quantity(memory.to_string()));
+        m.insert("memory".into(), Quantity(memory_quantity(memory)));
     }
     (!m.is_empty()).then_some(m)
+}
+
+/// Bytes as Kubernetes writes them: `64Mi` when exact, plain bytes otherwise.
+fn memory_quantity(bytes: i64) -> String {
+    for (suffix, unit) in [("Gi", 1i64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes % unit == 0 {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    bytes.to_string()
 }
 
 fn state(s: &Option<api::ContainerState>) -> Option<k8s::ContainerState> {
@@ -388,6 +398,14 @@ fn describe_state(out: &mut String, label: &str, state: &Option<api::ContainerSt
     }
 }
 
+/// Command words on one line; a multi-line word (a script) continues indented under it.
+fn indent_words(words: &[String]) -> String {
+    words
+        .join(" ")
+        .trim_end()
+        .replace('\n', "\n                   ")
+}
+
 /// `kubelab describe pod`: the spec in brief, each container's state, and the events as a
 /// timeline measured from the pod's creation.
 pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
@@ -429,10 +447,13 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
     for c in &spec.containers {
         out.push_str(&format!("  {}:\n    Image:         {}\n", c.name, c.image));
         if !c.command.is_empty() {
-            out.push_str(&format!("    Command:       {}\n", c.command.join(" ")));
+            out.push_str(&format!(
+                "    Command:       {}\n",
+                indent_words(&c.command)
+            ));
         }
         if !c.args.is_empty() {
-            out.push_str(&format!("    Args:          {}\n", c.args.join(" ")));
+            out.push_str(&format!("    Args:          {}\n", indent_words(&c.args)));
         }
         if let Some(s) = status.container_statuses.iter().find(|s| s.name == c.name) {
             if !s.container_id.is_empty() {
