@@ -165,6 +165,7 @@ impl Api {
         let channel = tonic::transport::Endpoint::from_shared(url)
             .with_context(|| format!("invalid --server {server:?} (expected HOST:PORT)"))?
             .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|_| {

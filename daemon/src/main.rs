@@ -6,11 +6,12 @@
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
 //! - `shim` — one single-threaded process per container; the only caller of libcontainer.
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
-//! - `client` — the API client the scheduler and agents share.
+//! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
 
 mod agent;
 mod apiserver;
 mod client;
+mod net;
 mod scheduler;
 mod shim;
 mod up;

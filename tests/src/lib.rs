@@ -14,17 +14,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Where `kubelab` and `kubelabd` are: next to this test's own `deps/` directory.
+/// Where `kubelab` and `kubelabd` are: beside the running executable (the bench) or one
+/// level up from a test's `deps/` directory.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: run `cargo build --bins` first (make test does)",
-        path.display()
-    );
-    path
+    let dir = exe.parent().expect("executable dir");
+    let candidates = [dir.join(name), dir.parent().unwrap_or(dir).join(name)];
+    let found = candidates.iter().find(|p| p.exists()).cloned();
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} not found beside {}: run `cargo build --bins` first (make test does)",
+            dir.display()
+        )
+    })
 }
 
 pub fn free_port() -> u16 {

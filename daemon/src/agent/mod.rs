@@ -107,7 +107,7 @@ pub async fn run(
             .add_service(AgentServer::new(logs::AgentService {
                 runtime: runtime.clone(),
             }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(crate::net::incoming(listener)),
     );
 
     let node = node_object(&args.node_name, &endpoint.to_string());

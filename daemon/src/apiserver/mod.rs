@@ -21,7 +21,6 @@ use kubelab_proto::v1::events_server::EventsServer;
 use kubelab_proto::v1::nodes_server::NodesServer;
 use kubelab_proto::v1::pods_server::PodsServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use store::Store;
 
@@ -93,7 +92,7 @@ pub async fn run(
         .add_service(PodsServer::new(pods::PodsService::new(store.clone())))
         .add_service(NodesServer::new(nodes::NodesService::new(store.clone())))
         .add_service(EventsServer::new(events::EventsService::new(store)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::net::incoming(listener), shutdown)
         .await
         .map_err(ApiserverError::Serve)
 }

@@ -1,0 +1,192 @@
+//! `make bench`: kubelab's speed figures beside a bare `runc run`, in one run, on this machine.
+//!
+//! Pod start with a cached image: create → Running observed through a watch (the way
+//! Kubernetes' pod startup SLO measures it), for sequential `sleep` pods; then `runc run`
+//! of the same busybox rootfs running `/bin/true`. Prints one table. Not a test: nothing
+//! here asserts a time.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kubelab_proto::v1::pods_client::PodsClient;
+use kubelab_proto::v1::{
+    Container, DeletePodRequest, ObjectMeta, Pod, PodSpec, WatchEventType, WatchRequest,
+};
+use kubelab_tests::{busybox_rootfs, Lab};
+
+const RUNS: usize = 20;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn sleep_pod(name: &str, image: &str) -> Pod {
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "sleep".into(),
+                image: image.into(),
+                command: vec!["sleep".into(), "3600".into()],
+                image_pull_policy: "IfNotPresent".into(),
+                ..Default::default()
+            }],
+            restart_policy: "Always".into(),
+            termination_grace_period_seconds: 0,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Creates the pod and returns how long until a watch shows it Running; then deletes it
+/// and waits until it is gone.
+async fn start_one(
+    pods: &mut PodsClient<tonic::transport::Channel>,
+    name: &str,
+    image: &str,
+) -> Duration {
+    let from = pods
+        .list(kubelab_proto::v1::ListPodsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .resource_version;
+    let mut watch = pods
+        .watch(WatchRequest {
+            from_revision: from,
+            namespace: "default".into(),
+            node_name: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let start = Instant::now();
+    pods.create(sleep_pod(name, image)).await.expect("create");
+    let mut running = None;
+    while let Some(event) = watch.next().await {
+        let event = event.expect("watch event");
+        let Some(pod) = event.object.as_ref() else {
+            continue;
+        };
+        if pod.metadata.as_ref().map(|m| m.name.as_str()) != Some(name) {
+            continue;
+        }
+        if running.is_none() && pod.status.as_ref().is_some_and(|s| s.phase == "Running") {
+            running = Some(start.elapsed());
+            pods.delete(DeletePodRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+        }
+        if event.r#type() == WatchEventType::Deleted {
+            break;
+        }
+    }
+    running.expect("the pod ran")
+}
+
+fn runc_run(runs: usize) -> Option<Vec<Duration>> {
+    if Command::new("runc").arg("--version").output().is_err() {
+        eprintln!("runc not found (apt-get install runc): skipping the comparison");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kubelab-bench-runc-")
+        .tempdir()
+        .expect("tempdir");
+    let bundle = dir.path();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(bundle.join("rootfs"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let status = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(bundle)
+        .status()
+        .expect("runc spec");
+    assert!(status.success());
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write config");
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let id = format!("kubelab-bench-{}-{i}", std::process::id());
+        let start = Instant::now();
+        let out = Command::new("runc")
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(&id)
+            .output()
+            .expect("runc run");
+        times.push(start.elapsed());
+        if !out.status.success() {
+            eprintln!("runc run failed: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = Command::new("runc")
+                .args(["delete", "--force", &id])
+                .output();
+            return None;
+        }
+    }
+    Some(times)
+}
+
+#[tokio::main]
+async fn main() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("bench");
+    let mut pods = PodsClient::connect(format!("http://{}", lab.server))
+        .await
+        .expect("connect");
+    // Warm-up: pulls and unpacks the image once, so every measured start finds it cached.
+    start_one(&mut pods, "warmup", &image).await;
+    let mut starts = Vec::new();
+    for i in 0..RUNS {
+        starts.push(start_one(&mut pods, &format!("bench-{i}"), &image).await);
+    }
+    starts.sort();
+    let runc = runc_run(RUNS).map(|mut t| {
+        t.sort();
+        t
+    });
+    println!();
+    println!("| figure (this machine, this run) | median | p99 | runs |");
+    println!("|---|---|---|---|");
+    println!(
+        "| pod start, cached image: create → Running seen by a watch | {} | {} | {RUNS} |",
+        ms(percentile(&starts, 0.5)),
+        ms(percentile(&starts, 0.99))
+    );
+    if let Some(r) = &runc {
+        println!(
+            "| `runc run` of the same rootfs, `/bin/true` | {} | {} | {RUNS} |",
+            ms(percentile(r, 0.5)),
+            ms(percentile(r, 0.99))
+        );
+        println!();
+        println!(
+            "pod start p99 / runc median: {:.2}x",
+            percentile(&starts, 0.99).as_secs_f64() / percentile(r, 0.5).as_secs_f64()
+        );
+    }
+}
