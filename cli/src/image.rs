@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::OciImageManifest;
+use oci_client::manifest::{self, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::Digest;
@@ -26,7 +26,15 @@ pub enum ImageError {
     Push(String, String),
 }
 
+/// The manifest and media types to push: OCI's, or Docker's schema 2 (what older tools make).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFormat {
+    Oci,
+    Docker,
+}
+
 pub struct PushOptions {
+    pub format: ImageFormat,
     pub layers: Vec<PathBuf>,
     pub reference: String,
     pub entrypoint: Vec<String>,
@@ -101,7 +109,11 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
         gz.write_all(&tar)
             .map_err(|e| ImageError::Pack(dir.clone(), e))?;
         let data = gz.finish().map_err(|e| ImageError::Pack(dir.clone(), e))?;
-        layers.push(ImageLayer::oci_v1_gzip(data, None));
+        let media_type = match options.format {
+            ImageFormat::Oci => manifest::IMAGE_LAYER_GZIP_MEDIA_TYPE,
+            ImageFormat::Docker => manifest::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE,
+        };
+        layers.push(ImageLayer::new(data, media_type.to_string(), None));
     }
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -129,12 +141,24 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": options.layers.iter().map(|d| serde_json::json!({"created_by": format!("kubelab image push {}", d.display())})).collect::<Vec<_>>(),
     });
-    let config = Config::oci_v1(
+    let config_media_type = match options.format {
+        ImageFormat::Oci => manifest::IMAGE_CONFIG_MEDIA_TYPE,
+        ImageFormat::Docker => manifest::IMAGE_DOCKER_CONFIG_MEDIA_TYPE,
+    };
+    let config = Config::new(
         serde_json::to_vec(&config)
             .map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?,
+        config_media_type.to_string(),
         None,
     );
-    let manifest = OciImageManifest::build(&layers, &config, None);
+    let mut manifest = OciImageManifest::build(&layers, &config, None);
+    manifest.media_type = Some(
+        match options.format {
+            ImageFormat::Oci => manifest::OCI_IMAGE_MEDIA_TYPE,
+            ImageFormat::Docker => manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+        }
+        .to_string(),
+    );
     let host = reference.resolve_registry().to_string();
     let plain =
         kubelab_proto::is_loopback_registry(&host) || options.insecure_registries.contains(&host);

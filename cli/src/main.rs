@@ -145,6 +145,9 @@ enum ImageCommand {
         /// A registry (HOST:PORT) to speak plain HTTP to. Loopback registries always are.
         #[arg(long = "insecure-registry")]
         insecure_registries: Vec<String>,
+        /// Manifest format: oci, or docker (Docker's schema 2).
+        #[arg(long, value_enum, default_value = "oci")]
+        format: image::ImageFormat,
     },
 }
 
@@ -230,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     env,
                     workdir,
                     insecure_registries,
+                    format,
                 },
         } => {
             let mut all = vec![dir];
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 env,
                 workdir,
                 insecure_registries,
+                format,
             })
             .await?;
             println!("pushed {reference} ({url})");

@@ -95,7 +95,7 @@ const CONTAINER_FIELDS: &[&str] = &[
     "resources",
     "imagePullPolicy",
 ];
-const META_FIELDS: &[&str] = &["name", "namespace", "labels", "annotations"];
+const META_FIELDS: &[&str] = &["name", "namespace", "labels"];
 
 /// The fields present in the manifest that kubelab ignores for now.
 fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {

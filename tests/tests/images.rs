@@ -148,3 +148,23 @@ fn a_corrupted_blob_is_refused() {
         "a corrupted layer was unpacked"
     );
 }
+
+/// An image pushed with Docker's schema 2 manifest and media types runs like an OCI one.
+#[test]
+fn a_docker_schema2_image_runs() {
+    let lab = Lab::start(1);
+    let image = format!("{}/docker-format:1", lab.registry);
+    lab.ok(&[
+        "image",
+        "push",
+        busybox_rootfs().to_str().expect("path"),
+        &image,
+        "--format",
+        "docker",
+        "--cmd",
+        "sh",
+    ]);
+    lab.apply_ok(&run_pod("docker", &image, "echo schema2"));
+    lab.wait_for("docker", "Succeeded");
+    assert_eq!(lab.ok(&["logs", "docker"]), "schema2\n");
+}

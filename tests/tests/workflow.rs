@@ -183,3 +183,30 @@ fn stopping_the_lab_stops_its_pods() {
     assert!(mounts_under(&root).is_empty());
     assert!(cgroups_matching(&uid).is_empty());
 }
+
+/// A pod that fits no node stays Pending with a FailedScheduling event that says why, in
+/// Kubernetes' words.
+#[test]
+fn a_pod_that_fits_nowhere_gets_failed_scheduling() {
+    let lab = Lab::start(2);
+    lab.apply_ok(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: 127.0.0.1:1/x:1\n    resources:\n      requests:\n        memory: 100Ti\n",
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let describe = lab.ok(&["describe", "pod", "huge"]);
+        if describe.contains("FailedScheduling") {
+            assert!(
+                describe.contains("0/2 nodes are available: 2 Insufficient memory."),
+                "{describe}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no FailedScheduling event:\n{describe}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lab.pod_json("huge")["status"]["phase"], "Pending");
+}

@@ -35,6 +35,17 @@ impl Agent for AgentService {
                     r.namespace, r.name
                 ))
             })?;
+        // The container name becomes a file name: only a DNS label may (no `/`, no `..`).
+        let valid = !r.container.is_empty()
+            && r.container
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(Status::invalid_argument(format!(
+                "invalid container name {:?}",
+                r.container
+            )));
+        }
         let path = dir.join(format!("{}.log", r.container));
         let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
             Status::not_found(format!(
