@@ -179,6 +179,6 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
             Some(manifest),
         )
         .await
-        .map_err(|e| ImageError::Push(reference.whole(), e.to_string()))?;
+        .map_err(|e| ImageError::Push(reference.whole(), kubelab_proto::error_chain(&e)))?;
     Ok(response.manifest_url)
 }

@@ -2,7 +2,8 @@
 //!
 //! This crate owns the wire format, so the apiserver, the scheduler, the agent and the CLI
 //! all see the same shapes, plus the few small rules every component must agree on (when a
-//! node counts as Ready, which registries are spoken to over plain HTTP). Nothing else.
+//! node counts as Ready, which registries are spoken to over plain HTTP, how an error chain
+//! reads on one line). Nothing else.
 
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.
 pub mod v1 {
@@ -39,6 +40,22 @@ pub fn is_loopback_registry(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An error and its causes on one line: `error sending request: connection refused`.
+/// Network libraries often keep the useful part (the cause) out of their top message.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]

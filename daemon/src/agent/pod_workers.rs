@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::image::{Outcome, PullPolicy};
+use super::image::{ImageError, Outcome, PullPolicy};
 use super::runtime::{ExitRecord, RuntimeService};
 use super::Kubelet;
 
@@ -332,10 +332,10 @@ impl PodWorker {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "pull failed");
-                let reason = if policy == PullPolicy::Never {
-                    "ErrImageNeverPull"
-                } else {
-                    "ErrImagePull"
+                let reason = match &e {
+                    ImageError::NeverPull(_) => "ErrImageNeverPull",
+                    ImageError::InvalidReference(..) => "InvalidImageName",
+                    _ => "ErrImagePull",
                 };
                 k.events.pod_event(
                     &pod,
@@ -350,8 +350,11 @@ impl PodWorker {
                     .get_mut(&c.name)
                     .expect("container state exists: sync_container made it");
                 state.status.state = waiting(reason, &e.to_string());
-                state.show_backoff_at =
-                    Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
+                // Only a failed pull turns into ImagePullBackOff; a bad name stays named as such.
+                if reason == "ErrImagePull" {
+                    state.show_backoff_at =
+                        Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
+                }
                 back_off(state);
                 return;
             }

@@ -325,7 +325,11 @@ fn registry_error(
     reference: &Reference,
     e: oci_client::errors::OciDistributionError,
 ) -> ImageError {
-    ImageError::Registry(format!("{}: {e}", reference.whole()))
+    ImageError::Registry(format!(
+        "{}: {}",
+        reference.whole(),
+        kubelab_proto::error_chain(&e)
+    ))
 }
 
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
