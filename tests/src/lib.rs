@@ -47,27 +47,15 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// A busybox root filesystem, made once per test process by `examples/busybox-rootfs.sh`.
-pub fn busybox_rootfs() -> &'static Path {
-    static ROOTFS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &ROOTFS
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("kubelab-test-rootfs-")
-                .tempdir()
-                .expect("tempdir");
-            let rootfs = dir.path().join("rootfs");
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");
-            let status = Command::new("sh")
-                .arg(script)
-                .arg(&rootfs)
-                .status()
-                .expect("run busybox-rootfs.sh");
-            assert!(status.success(), "busybox-rootfs.sh failed");
-            (dir, rootfs)
-        })
-        .1
+/// Makes a busybox root filesystem at `dir` with `examples/busybox-rootfs.sh`.
+pub fn make_busybox_rootfs(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");
+    let status = Command::new("sh")
+        .arg(script)
+        .arg(dir)
+        .status()
+        .expect("run busybox-rootfs.sh");
+    assert!(status.success(), "busybox-rootfs.sh failed");
 }
 
 /// A process the lab started, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -124,6 +112,7 @@ pub struct Lab {
     scheduler: Option<Proc>,
     agents: Vec<Proc>,
     pub node_names: Vec<String>,
+    rootfs: OnceLock<PathBuf>,
 }
 
 impl Lab {
@@ -144,6 +133,7 @@ impl Lab {
             scheduler: None,
             agents: Vec::new(),
             node_names: Vec::new(),
+            rootfs: OnceLock::new(),
         };
         lab.start_registry();
         lab.start_apiserver();
@@ -302,17 +292,24 @@ impl Lab {
         );
     }
 
+    /// A busybox root filesystem in the lab's directory (made on first use).
+    pub fn busybox_rootfs(&self) -> &Path {
+        self.rootfs.get_or_init(|| {
+            let dir = self.dir.path().join("rootfs");
+            make_busybox_rootfs(&dir);
+            dir
+        })
+    }
+
     /// Pushes the busybox rootfs as `REGISTRY/busybox:TAG` and returns the reference.
     pub fn push_busybox(&self, tag: &str) -> String {
         let reference = format!("{}/busybox:{tag}", self.registry);
-        self.ok(&[
-            "image",
-            "push",
-            busybox_rootfs().to_str().expect("utf-8 path"),
-            &reference,
-            "--cmd",
-            "sh",
-        ]);
+        let rootfs = self
+            .busybox_rootfs()
+            .to_str()
+            .expect("utf-8 path")
+            .to_string();
+        self.ok(&["image", "push", &rootfs, &reference, "--cmd", "sh"]);
         reference
     }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kubelab_tests::{busybox_rootfs, Lab};
+use kubelab_tests::Lab;
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -41,7 +41,7 @@ fn a_layered_image_with_whiteouts_unpacks_to_exactly_the_right_tree() {
     lab.ok(&[
         "image",
         "push",
-        busybox_rootfs().to_str().expect("path"),
+        lab.busybox_rootfs().to_str().expect("path"),
         &image,
         "--layer",
         l2.to_str().expect("path"),
@@ -157,7 +157,7 @@ fn a_docker_schema2_image_runs() {
     lab.ok(&[
         "image",
         "push",
-        busybox_rootfs().to_str().expect("path"),
+        lab.busybox_rootfs().to_str().expect("path"),
         &image,
         "--format",
         "docker",

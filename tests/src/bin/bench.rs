@@ -13,7 +13,7 @@ use kubelab_proto::v1::pods_client::PodsClient;
 use kubelab_proto::v1::{
     Container, DeletePodRequest, ObjectMeta, Pod, PodSpec, WatchEventType, WatchRequest,
 };
-use kubelab_tests::{busybox_rootfs, Lab};
+use kubelab_tests::Lab;
 
 const RUNS: usize = 20;
 
@@ -100,7 +100,7 @@ async fn start_one(
     running.expect("the pod ran")
 }
 
-fn runc_run(runs: usize) -> Option<Vec<Duration>> {
+fn runc_run(rootfs: &std::path::Path, runs: usize) -> Option<Vec<Duration>> {
     if Command::new("runc").arg("--version").output().is_err() {
         eprintln!("runc not found (apt-get install runc): skipping the comparison");
         return None;
@@ -112,7 +112,7 @@ fn runc_run(runs: usize) -> Option<Vec<Duration>> {
     let bundle = dir.path();
     let status = Command::new("cp")
         .arg("-a")
-        .arg(busybox_rootfs())
+        .arg(rootfs)
         .arg(bundle.join("rootfs"))
         .status()
         .expect("cp");
@@ -165,7 +165,7 @@ async fn main() {
         starts.push(start_one(&mut pods, &format!("bench-{i}"), &image).await);
     }
     starts.sort();
-    let runc = runc_run(RUNS).map(|mut t| {
+    let runc = runc_run(lab.busybox_rootfs(), RUNS).map(|mut t| {
         t.sort();
         t
     });
