@@ -311,3 +311,90 @@ fn storage(e: impl std::fmt::Display) -> ApiError {
 fn corrupt(e: impl std::fmt::Display) -> ApiError {
     ApiError::Storage(format!("undecodable record: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubelab_proto::v1::{ObjectMeta, Pod};
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn put(store: &Store, name: &str) -> u64 {
+        let p = pod(name);
+        let written = store
+            .update::<Pod, _>(&key::<Pod>("default", name), |_, _| Ok(Some(p)))
+            .await
+            .expect("write");
+        written.metadata.expect("meta").resource_version
+    }
+
+    #[tokio::test]
+    async fn every_write_takes_the_next_revision_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            assert_eq!(put(&store, "a").await, 1);
+            assert_eq!(put(&store, "b").await, 2);
+            assert_eq!(put(&store, "a").await, 3);
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.revision(), 3);
+        let (pods, rev) = store.list::<Pod>(&prefix::<Pod>("default")).expect("list");
+        assert_eq!((pods.len(), rev), (2, 3));
+        assert_eq!(put(&store, "c").await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_watch_replays_history_then_streams_live_changes_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        put(&store, "a").await;
+        put(&store, "b").await;
+        let mut rx = store.watch(1, prefix::<Pod>("")).expect("watch");
+        put(&store, "c").await;
+        store
+            .update::<Pod, _>(&key::<Pod>("default", "a"), |_, _| Ok(None))
+            .await
+            .expect("delete");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let change = rx.recv().await.expect("change").expect("no error");
+            seen.push((change.revision, change.change_type, change.key));
+        }
+        assert_eq!(
+            seen,
+            [
+                (2, ChangeType::Added, "pods/default/b".to_string()),
+                (3, ChangeType::Added, "pods/default/c".to_string()),
+                (4, ChangeType::Deleted, "pods/default/a".to_string()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_change_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        put(&store, "a").await;
+        let refused = store
+            .update::<Pod, _>(&key::<Pod>("default", "a"), |_, _| {
+                Err(ApiError::AlreadyExists("a".into()))
+            })
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(store.revision(), 1);
+        let missing = store
+            .update::<Pod, _>(&key::<Pod>("default", "zz"), |_, _| Ok(None))
+            .await;
+        assert!(matches!(missing, Err(ApiError::NotFound(_))));
+    }
+}

@@ -52,7 +52,7 @@ pub fn unpack_layer(
     let file = std::io::BufReader::with_capacity(256 * 1024, file);
     let decompressed: Box<dyn Read> = if media_type.ends_with("gzip") {
         Box::new(flate2::read::GzDecoder::new(file))
-    } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
+    } else if media_type.ends_with("tar") {
         Box::new(file)
     } else {
         return Err(UnpackError::MediaType(media_type.to_string()));
@@ -145,4 +145,108 @@ fn make_whiteout(path: &Path) -> Result<(), UnpackError> {
 fn set_opaque(dir: &Path) -> Result<(), UnpackError> {
     xattr::set(dir, "trusted.overlay.opaque", b"y")
         .map_err(|e| UnpackError::Write(dir.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// A plain tar layer written to a file, and its diff_id.
+    fn layer(dir: &Path, entries: &[(&str, &[u8])]) -> (PathBuf, String) {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            // Written into the raw name field, so that even a hostile path (`../x`) gets in.
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_cksum();
+            builder.append(&header, *data).expect("append");
+        }
+        let bytes = builder.into_inner().expect("tar");
+        let path = dir.join("layer.tar");
+        std::fs::write(&path, &bytes).expect("write layer");
+        (
+            path,
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+        )
+    }
+
+    #[test]
+    fn whiteouts_become_overlayfs_markers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (blob, diff_id) = layer(
+            dir.path(),
+            &[
+                ("etc/.wh.gone", b""),
+                ("opq/.wh..wh..opq", b""),
+                ("opq/new", b"new"),
+            ],
+        );
+        let target = dir.path().join("out");
+        unpack_layer(
+            &blob,
+            "application/vnd.oci.image.layer.v1.tar",
+            &diff_id,
+            &target,
+        )
+        .expect("unpack");
+        let gone = std::fs::symlink_metadata(target.join("etc/gone")).expect("whiteout");
+        assert!(gone.file_type().is_char_device());
+        assert_eq!(
+            xattr::get(target.join("opq"), "trusted.overlay.opaque").expect("xattr"),
+            Some(b"y".to_vec())
+        );
+        assert_eq!(std::fs::read(target.join("opq/new")).expect("file"), b"new");
+        assert!(!target.join("etc/.wh.gone").exists());
+    }
+
+    #[test]
+    fn a_wrong_diff_id_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (blob, _) = layer(dir.path(), &[("a", b"a")]);
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let err = unpack_layer(
+            &blob,
+            "application/vnd.oci.image.layer.v1.tar",
+            &wrong,
+            &dir.path().join("out"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::DiffIdMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_entry_climbing_out_of_the_layer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (blob, diff_id) = layer(dir.path(), &[("../escaped", b"x")]);
+        let target = dir.path().join("out");
+        let err = unpack_layer(
+            &blob,
+            "application/vnd.oci.image.layer.v1.tar",
+            &diff_id,
+            &target,
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::Escape(_)), "{err}");
+        assert!(!dir.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn unknown_compression_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (blob, diff_id) = layer(dir.path(), &[("a", b"a")]);
+        let err = unpack_layer(
+            &blob,
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &diff_id,
+            &dir.path().join("out"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("zstd"), "{err}");
+    }
 }
