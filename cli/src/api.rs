@@ -1,0 +1,59 @@
+//! The connection to the apiserver, and gRPC errors turned into one-line messages.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kubelab_proto::v1::events_client::EventsClient;
+use kubelab_proto::v1::nodes_client::NodesClient;
+use kubelab_proto::v1::pods_client::PodsClient;
+use tonic::transport::Channel;
+
+pub struct Api {
+    pub server: String,
+    pub pods: PodsClient<Channel>,
+    pub nodes: NodesClient<Channel>,
+    pub events: EventsClient<Channel>,
+}
+
+impl Api {
+    /// Connects now, so that a lab that is not running is reported before anything else.
+    pub async fn connect(server: &str) -> anyhow::Result<Api> {
+        let url = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .with_context(|| format!("invalid --server {server:?} (expected HOST:PORT)"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot reach the apiserver at {server}: is the lab running? Start it with `make demo` or `kubelabd up`, or point --server (KUBELAB_SERVER) at it"
+                )
+            })?;
+        Ok(Api {
+            server: server.to_string(),
+            pods: PodsClient::new(channel.clone()),
+            nodes: NodesClient::new(channel.clone()),
+            events: EventsClient::new(channel),
+        })
+    }
+
+    /// A gRPC error as one line: the server's own message, or what to do when it went away.
+    pub fn error(&self) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+        move |s| match s.code() {
+            tonic::Code::Unavailable if s.message().contains("agent") => {
+                anyhow::anyhow!("{}", s.message())
+            }
+            tonic::Code::Unavailable => anyhow::anyhow!(
+                "the apiserver at {} stopped answering: {}",
+                self.server,
+                s.message()
+            ),
+            _ => anyhow::anyhow!("{}", s.message()),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `kubelab apply -f FILE`: create the manifest's pods; say "unchanged" for identical ones.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use kubelab_proto::v1::{ObjectKey, PodSpec};
+
+use crate::api::Api;
+use crate::manifest;
+
+pub async fn run(server: &str, namespace: &str, file: &Path) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .context("reading the manifest from standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let label = if file.as_os_str() == "-" {
+        "<stdin>".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let (pods, warnings) = manifest::parse_pods(&text).context(label)?;
+    for w in warnings {
+        eprintln!("warning: {w} is not supported by kubelab yet and is ignored");
+    }
+    let mut api = Api::connect(server).await?;
+    for mut pod in pods {
+        let meta = pod.metadata.get_or_insert_with(Default::default);
+        if meta.namespace.is_empty() {
+            meta.namespace = namespace.to_string();
+        }
+        let key = ObjectKey {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+        };
+        match api.pods.create(pod.clone()).await {
+            Ok(_) => println!("pod/{} created", key.name),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                let existing = api
+                    .pods
+                    .get(key.clone())
+                    .await
+                    .map_err(api.error())?
+                    .into_inner();
+                if same_spec(
+                    pod.spec.unwrap_or_default(),
+                    existing.spec.unwrap_or_default(),
+                ) {
+                    println!("pod/{} unchanged", key.name);
+                } else {
+                    let name = key.name;
+                    bail!("pod {name:?} already exists with a different spec; a pod's spec cannot be changed: delete it first (kubelab delete pod {name})");
+                }
+            }
+            Err(s) => return Err(api.error()(s)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the spec the user wrote matches the stored one, ignoring what the API filled in
+/// (defaults, the node the scheduler chose).
+fn same_spec(mut wanted: PodSpec, mut current: PodSpec) -> bool {
+    current.node_name.clear();
+    wanted.node_name.clear();
+    for (w, c) in wanted.containers.iter_mut().zip(&current.containers) {
+        if w.image_pull_policy.is_empty() {
+            w.image_pull_policy = c.image_pull_policy.clone();
+        }
+    }
+    if wanted.restart_policy.is_empty() {
+        wanted.restart_policy = current.restart_policy.clone();
+    }
+    wanted == current
+}

@@ -1,0 +1,90 @@
+//! `kubelab delete pod NAME [--grace-period N] [--force]`: ask for a graceful delete and,
+//! like kubectl, wait (through a watch) until the pod is gone.
+
+use anyhow::bail;
+use futures::StreamExt;
+use kubelab_proto::v1::{DeletePodRequest, ObjectKey, Pod, WatchEventType, WatchRequest};
+
+use super::check_pod_kind;
+use crate::api::Api;
+
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub force: bool,
+    pub wait: bool,
+}
+
+pub async fn run(
+    server: &str,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    options: DeleteOptions,
+) -> anyhow::Result<()> {
+    check_pod_kind(kind)?;
+    if options.force && options.grace_period != Some(0) {
+        bail!("--force needs --grace-period=0 (it removes the pod without waiting for its containers to stop)");
+    }
+    let mut api = Api::connect(server).await?;
+    let request = DeletePodRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+        grace_period_seconds: options.grace_period,
+        force: options.force,
+        uid: String::new(),
+    };
+    let pod = api
+        .pods
+        .delete(request)
+        .await
+        .map_err(api.error())?
+        .into_inner();
+    if options.wait {
+        wait_until_gone(&mut api, &pod).await?;
+    }
+    println!("pod \"{name}\" deleted");
+    Ok(())
+}
+
+async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let request = WatchRequest {
+        from_revision: meta.resource_version,
+        namespace: meta.namespace.clone(),
+        node_name: String::new(),
+    };
+    let mut stream = api
+        .pods
+        .watch(request)
+        .await
+        .map_err(api.error())?
+        .into_inner();
+    // The delete may have removed it at once (an unbound pod): look before waiting.
+    match api
+        .pods
+        .get(ObjectKey {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+        })
+        .await
+    {
+        Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+        Ok(p) if p.get_ref().metadata.as_ref().map(|m| &m.uid) != Some(&meta.uid) => return Ok(()),
+        _ => {}
+    }
+    while let Some(event) = stream.next().await {
+        let event = event.map_err(api.error())?;
+        let uid = event
+            .object
+            .as_ref()
+            .and_then(|p| p.metadata.as_ref())
+            .map(|m| m.uid.as_str());
+        if event.r#type() == WatchEventType::Deleted && uid == Some(meta.uid.as_str()) {
+            return Ok(());
+        }
+    }
+    bail!(
+        "the apiserver closed the watch before pod {:?} was gone",
+        meta.name
+    )
+}
