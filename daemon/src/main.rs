@@ -56,9 +56,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(shim::run(args));
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,6 +81,32 @@ fn main() -> anyhow::Result<()> {
             Command::Shim(_) => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+/// `RUST_LOG` (default `info`), with the chattiest libraries kept at `info` unless named:
+/// `RUST_LOG=debug` should read as the story of what kubelab did, not of sled's page cache.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::new(&spec);
+    for noisy in [
+        "sled",
+        "h2",
+        "hyper",
+        "hyper_util",
+        "tower",
+        "tonic",
+        "reqwest",
+        "rustls",
+        "rustls_platform_verifier",
+        "oci_client",
+    ] {
+        if !spec.contains(noisy) {
+            if let Ok(directive) = format!("{noisy}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -96,6 +96,9 @@ pub async fn run(
         api: api.clone(),
     });
 
+    let warm = kubelet.clone();
+    tokio::spawn(async move { warm.images.warm_up().await });
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| AgentError::Listen(args.listen, e))?;

@@ -173,6 +173,7 @@ impl PodWorker {
     }
 
     async fn run(mut self, mut desired: watch::Receiver<Desired>) {
+        tracing::info!(phase = ?self.pod.status.as_ref().map(|s| s.phase.as_str()), "pod admitted: a worker now owns it");
         loop {
             let current = desired.borrow_and_update().clone();
             match current {

@@ -121,6 +121,7 @@ impl Pods for PodsService {
     async fn delete(&self, request: Request<DeletePodRequest>) -> Result<Response<Pod>, Status> {
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
+        let mut removed = false;
         let pod = self
             .store
             .update::<Pod, _>(&key, |current, _| {
@@ -131,6 +132,7 @@ impl Pods for PodsService {
                 let bound = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
                 // An unbound pod has no containers to stop; a forced delete skips the wait.
                 if !bound || (r.force && r.grace_period_seconds == Some(0)) {
+                    removed = true;
                     return Ok(None);
                 }
                 let grace = r
@@ -151,7 +153,11 @@ impl Pods for PodsService {
                 Ok(Some(pod))
             })
             .await?;
-        tracing::info!(pod = %key, "delete requested");
+        if removed {
+            tracing::info!(pod = %key, "removed");
+        } else {
+            tracing::info!(pod = %key, "marked for deletion: the agent stops its containers");
+        }
         Ok(Response::new(pod))
     }
 

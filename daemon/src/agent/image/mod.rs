@@ -159,6 +159,12 @@ impl ImageManager {
         };
         let _guard = lock.lock().await;
         let local = self.read_record(&reference);
+        tracing::debug!(
+            image,
+            ?policy,
+            present = local.is_some(),
+            "checking the image"
+        );
         match (policy, local) {
             (PullPolicy::Never, Some(img)) | (PullPolicy::IfNotPresent, Some(img)) => {
                 return Ok((img, Outcome::AlreadyPresent))
@@ -306,18 +312,36 @@ impl ImageManager {
         let host = reference.resolve_registry();
         let plain = kubelab_proto::is_loopback_registry(host)
             || self.insecure_registries.iter().any(|r| r == host);
+        self.client_for(plain).await
+    }
+
+    async fn client_for(&self, plain: bool) -> &Client {
         let (cell, protocol) = if plain {
             (&self.http, ClientProtocol::Http)
         } else {
             (&self.https, ClientProtocol::Https)
         };
         cell.get_or_init(|| async move {
-            Client::new(ClientConfig {
-                protocol,
+            let config = move || ClientConfig {
+                protocol: protocol.clone(),
                 ..Default::default()
-            })
+            };
+            let fallback = config.clone();
+            // Building a client parses the system's CA store (~100 ms of CPU): keep it off
+            // the async workers.
+            match tokio::task::spawn_blocking(move || Client::new(config())).await {
+                Ok(client) => client,
+                Err(_) => Client::new(fallback()),
+            }
         })
         .await
+    }
+
+    /// Builds both clients now, at agent start, so that the first pod does not wait for it.
+    pub async fn warm_up(&self) {
+        self.client_for(true).await;
+        self.client_for(false).await;
+        tracing::debug!("registry clients ready");
     }
 }
 

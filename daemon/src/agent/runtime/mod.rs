@@ -110,7 +110,7 @@ impl RuntimeService {
     }
 
     /// Builds the container's root filesystem and bundle, then starts it through a shim.
-    #[tracing::instrument(skip_all, fields(container = %container.name))]
+    #[tracing::instrument(name = "runtime", skip_all)]
     pub async fn start_container(
         &self,
         pod: &Pod,
@@ -129,9 +129,41 @@ impl RuntimeService {
         self.remove_container_dir(&dir)?;
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
+        self.mount_rootfs(&dir, &rootfs, image, images)?;
+        let started = async {
+            let cgroup = self.pod_cgroup(&uid).join(&container.name);
+            let spec = spec::build(pod, container, &image.config, cgroup)?;
+            let config = bundle.join("config.json");
+            spec.save(&config).map_err(|e| {
+                RuntimeError::Io(config.clone(), std::io::Error::other(e.to_string()))
+            })?;
+            tracing::debug!(config = %config.display(), "runtime spec written");
+            self.start_shim(
+                &container_id,
+                &dir,
+                &bundle,
+                &self.log_path(pod, &container.name),
+            )
+            .await
+        }
+        .await;
+        if started.is_err() {
+            self.unmount(&rootfs);
+        }
+        started
+    }
+
+    /// Stacks the image's layers (read-only) under a fresh writable upper dir at `rootfs`.
+    fn mount_rootfs(
+        &self,
+        dir: &Path,
+        rootfs: &Path,
+        image: &Image,
+        images: &ImageManager,
+    ) -> Result<(), RuntimeError> {
         let (upper, work) = (dir.join("upper"), dir.join("work"));
-        for d in [&rootfs, &upper, &work] {
-            std::fs::create_dir_all(d).map_err(|e| RuntimeError::Io(d.clone(), e))?;
+        for d in [rootfs, &upper, &work] {
+            std::fs::create_dir_all(d).map_err(|e| RuntimeError::Io(d.to_path_buf(), e))?;
         }
         // overlayfs lists the lower layers top first.
         let mut lower: Vec<String> = image
@@ -151,34 +183,41 @@ impl RuntimeService {
         );
         nix::mount::mount(
             Some("overlay"),
-            &rootfs,
+            rootfs,
             Some("overlay"),
             nix::mount::MsFlags::empty(),
             Some(options.as_str()),
         )
-        .map_err(|e| RuntimeError::Mount(rootfs.clone(), e))?;
-        let cgroup = self.pod_cgroup(&uid).join(&container.name);
-        let spec = spec::build(pod, container, &image.config, cgroup)?;
-        let config = bundle.join("config.json");
-        spec.save(&config)
-            .map_err(|e| RuntimeError::Io(config.clone(), std::io::Error::other(e.to_string())))?;
-        let log = self.log_path(pod, &container.name);
+        .map_err(|e| RuntimeError::Mount(rootfs.to_path_buf(), e))?;
+        tracing::debug!(layers = image.diff_ids.len(), rootfs = %rootfs.display(), "overlay rootfs mounted");
+        Ok(())
+    }
+
+    /// Starts `kubelabd shim` for the bundle and waits for its one-line answer.
+    async fn start_shim(
+        &self,
+        container_id: &str,
+        dir: &Path,
+        bundle: &Path,
+        log: &Path,
+    ) -> Result<Started, RuntimeError> {
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Io(parent.into(), e))?;
         }
         let exit_file = dir.join("exit.json");
-        let shim_log = std::fs::File::create(dir.join("shim.log"))
-            .map_err(|e| RuntimeError::Io(dir.join("shim.log"), e))?;
+        let shim_log_path = dir.join("shim.log");
+        let shim_log = std::fs::File::create(&shim_log_path)
+            .map_err(|e| RuntimeError::Io(shim_log_path.clone(), e))?;
         let mut shim = tokio::process::Command::new(&self.shim_exe)
             .arg("shim")
             .arg("--id")
-            .arg(&container_id)
+            .arg(container_id)
             .arg("--bundle")
-            .arg(&bundle)
+            .arg(bundle)
             .arg("--state-root")
             .arg(self.root.join("runtime"))
             .arg("--log")
-            .arg(&log)
+            .arg(log)
             .arg("--exit-file")
             .arg(&exit_file)
             .stdin(Stdio::null())
@@ -188,6 +227,7 @@ impl RuntimeService {
             .process_group(0)
             .spawn()
             .map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        tracing::debug!(shim_pid = shim.id(), "shim started; waiting for its answer");
         // The shim's first line says how the start went: "started PID" or "error MESSAGE".
         let mut line = String::new();
         if let Some(stdout) = shim.stdout.take() {
@@ -202,9 +242,9 @@ impl RuntimeService {
                 let pid = pid
                     .parse()
                     .map_err(|_| RuntimeError::Shim(format!("bad answer {line:?}")))?;
-                tracing::debug!(pid, "container started");
+                tracing::debug!(pid, "the shim started the container");
                 Ok(Started {
-                    container_id,
+                    container_id: container_id.to_string(),
                     pid,
                     started_at_ms,
                     shim,
@@ -213,13 +253,11 @@ impl RuntimeService {
             }
             Some(("error", message)) => {
                 let _ = shim.wait().await;
-                self.unmount(&rootfs);
                 Err(RuntimeError::Start(message.to_string()))
             }
             _ => {
                 let _ = shim.wait().await;
-                self.unmount(&rootfs);
-                let detail = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+                let detail = std::fs::read_to_string(&shim_log_path).unwrap_or_default();
                 Err(RuntimeError::Shim(format!(
                     "the shim exited without starting the container: {}",
                     detail.trim()
