@@ -210,3 +210,33 @@ fn a_pod_that_fits_nowhere_gets_failed_scheduling() {
     }
     assert_eq!(lab.pod_json("huge")["status"]["phase"], "Pending");
 }
+
+/// A registry that accepts connections and never answers holds the pull, not the pod:
+/// deleting the pod does not wait for the pull to time out.
+#[test]
+fn deleting_a_pod_whose_pull_hangs_does_not_wait_for_the_pull() {
+    let lab = Lab::start(1);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = silent.local_addr().expect("addr").port();
+    // Accept and hold every connection, saying nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    lab.apply_ok(&pod("stuck", &format!("127.0.0.1:{port}/silent:1"), "Never", "true"));
+    let start = std::time::Instant::now();
+    loop {
+        if lab.ok(&["describe", "pod", "stuck"]).contains(" Pulling ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the pull never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = std::time::Instant::now();
+    lab.ok(&["delete", "pod", "stuck"]);
+    // The registry timeouts are 10 s (connect) and 60 s (read); a delete that waited for
+    // the pull would take that long.
+    assert!(start.elapsed() < Duration::from_secs(8), "delete took {:?}", start.elapsed());
+}

@@ -84,8 +84,8 @@ impl PodWorkers {
         }
         let span = tracing::info_span!("pod", pod = %name_of(&pod), uid = %uid);
         let (tx, rx) = watch::channel(Desired::Pod(Box::new(pod.clone())));
-        let worker = PodWorker::new(self.kubelet.clone(), pod);
-        let task = tokio::spawn(worker.run(rx).instrument(span));
+        let worker = PodWorker::new(self.kubelet.clone(), pod, rx);
+        let task = tokio::spawn(worker.run().instrument(span));
         workers.insert(uid, Worker { desired: tx, task });
     }
 
@@ -147,10 +147,19 @@ struct PodWorker {
     start_time_ms: i64,
     /// A pod already finished when this worker met it (the agent restarted): never rerun it.
     finished_before: bool,
+    desired: watch::Receiver<Desired>,
+}
+
+/// Whether a sync went to the end, or stopped because the pod changed meanwhile.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+enum Synced {
+    Done,
+    Interrupted,
 }
 
 impl PodWorker {
-    fn new(k: Arc<Kubelet>, pod: Pod) -> Self {
+    fn new(k: Arc<Kubelet>, pod: Pod, desired: watch::Receiver<Desired>) -> Self {
         let (exits_tx, exits_rx) = mpsc::channel(16);
         let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
         let finished_before = phase == "Succeeded" || phase == "Failed";
@@ -169,17 +178,21 @@ impl PodWorker {
             last_status: None,
             start_time_ms,
             finished_before,
+            desired,
         }
     }
 
-    async fn run(mut self, mut desired: watch::Receiver<Desired>) {
+    async fn run(mut self) {
         tracing::info!(phase = ?self.pod.status.as_ref().map(|s| s.phase.as_str()), "pod admitted: a worker now owns it");
         loop {
-            let current = desired.borrow_and_update().clone();
+            let current = self.desired.borrow_and_update().clone();
             match current {
                 Desired::Pod(pod) if deletion(&pod) == 0 => {
                     self.pod = *pod;
-                    self.sync_pod().await;
+                    if self.sync_pod().await == Synced::Interrupted {
+                        // The change that interrupted us is already seen: act on it now.
+                        continue;
+                    }
                 }
                 Desired::Pod(pod) => {
                     self.pod = *pod;
@@ -219,7 +232,7 @@ impl PodWorker {
                 .flatten()
                 .min();
             tokio::select! {
-                changed = desired.changed() => {
+                changed = self.desired.changed() => {
                     if changed.is_err() {
                         // PodWorkers is gone: the agent is stopping without telling us. Stop too.
                         self.kill_pod(Duration::ZERO).await;
@@ -234,17 +247,26 @@ impl PodWorker {
     }
 
     /// Makes the node match the pod's spec: starts what should run, then reports.
-    async fn sync_pod(&mut self) {
+    async fn sync_pod(&mut self) -> Synced {
+        let mut synced = Synced::Done;
         if !self.finished_before {
             let spec = self.pod.spec.clone().unwrap_or_default();
             for container in &spec.containers {
-                self.sync_container(container, &spec.restart_policy).await;
+                synced = self.sync_container(container, &spec.restart_policy).await;
+                if synced == Synced::Interrupted {
+                    break;
+                }
             }
         }
         self.report_status();
+        synced
     }
 
-    async fn sync_container(&mut self, c: &kubelab_proto::v1::Container, restart_policy: &str) {
+    async fn sync_container(
+        &mut self,
+        c: &kubelab_proto::v1::Container,
+        restart_policy: &str,
+    ) -> Synced {
         let now = Instant::now();
         let state = self
             .containers
@@ -262,11 +284,11 @@ impl PodWorker {
                 backoff: INITIAL_BACKOFF,
             });
         if state.pid.is_some() {
-            return;
+            return Synced::Done;
         }
         if let Some(code) = terminated_exit_code(&state.status) {
             if !should_restart(restart_policy, code) {
-                return;
+                return Synced::Done;
             }
         }
         if state.show_backoff_at.is_some_and(|t| now >= t) {
@@ -284,30 +306,45 @@ impl PodWorker {
             );
         }
         if state.retry_at.is_some_and(|t| now < t) {
-            return;
+            return Synced::Done;
         }
         state.retry_at = None;
-        self.start_container(c).await;
+        self.start_container(c).await
     }
 
     /// Pull (if needed), create and start one container, recording each step as an event.
     #[tracing::instrument(skip_all, fields(container = %c.name))]
-    async fn start_container(&mut self, c: &kubelab_proto::v1::Container) {
+    async fn start_container(&mut self, c: &kubelab_proto::v1::Container) -> Synced {
         let k = self.k.clone();
         let pod = self.pod.clone();
         let policy = PullPolicy::parse(&c.image_pull_policy);
-        let pulled = k
-            .images
-            .ensure(&c.image, policy, || {
-                tracing::info!(image = %c.image, "pulling image");
-                k.events.pod_event(
-                    &pod,
-                    "Normal",
-                    "Pulling",
-                    format!("Pulling image {:?}", c.image),
-                );
-            })
-            .await;
+        // The pull runs as a task of its own, so that a delete arriving during a long pull
+        // is acted on at once: we stop waiting (the image still lands in the cache, which
+        // is harmless). The steps after it mount and start things, and are never cut short.
+        let pull = tokio::spawn({
+            let (k, pod, image) = (k.clone(), pod.clone(), c.image.clone());
+            async move {
+                k.images
+                    .ensure(&image, policy, || {
+                        tracing::info!(%image, "pulling image");
+                        k.events.pod_event(
+                            &pod,
+                            "Normal",
+                            "Pulling",
+                            format!("Pulling image {image:?}"),
+                        );
+                    })
+                    .await
+            }
+            .in_current_span()
+        });
+        let pulled = tokio::select! {
+            joined = pull => joined.unwrap_or_else(|e| Err(ImageError::Io("the pull task".into(), std::io::Error::other(e)))),
+            _ = self.desired.changed() => {
+                tracing::info!("the pod changed while its image was being pulled");
+                return Synced::Interrupted;
+            }
+        };
         let image = match pulled {
             Ok((image, Outcome::AlreadyPresent)) => {
                 k.events.pod_event(
@@ -357,7 +394,7 @@ impl PodWorker {
                         Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
                 }
                 back_off(state);
-                return;
+                return Synced::Done;
             }
         };
         k.events.pod_event(
@@ -378,7 +415,7 @@ impl PodWorker {
                     .expect("container state exists: sync_container made it");
                 state.status.state = waiting("CreateContainerError", &e.to_string());
                 back_off(state);
-                return;
+                return Synced::Done;
             }
         };
         tracing::info!(pid = started.pid, "container started");
@@ -416,6 +453,7 @@ impl PodWorker {
             let record = RuntimeService::wait(started).await;
             let _ = exits.send((name, record)).await;
         });
+        Synced::Done
     }
 
     /// A container ended: record how, free its rootfs, and plan a restart if the policy wants one.

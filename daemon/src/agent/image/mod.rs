@@ -23,6 +23,10 @@ use tokio::sync::OnceCell;
 
 pub use unpack::UnpackError;
 
+/// How long to wait for a registry to accept a connection, and for each read.
+const REGISTRY_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const REGISTRY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("invalid image reference {0:?}: {1}")]
@@ -324,6 +328,9 @@ impl ImageManager {
         cell.get_or_init(|| async move {
             let config = move || ClientConfig {
                 protocol: protocol.clone(),
+                // A registry that stops answering must not hold a pod worker forever.
+                connect_timeout: Some(REGISTRY_CONNECT_TIMEOUT),
+                read_timeout: Some(REGISTRY_READ_TIMEOUT),
                 ..Default::default()
             };
             let fallback = config.clone();
