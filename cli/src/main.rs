@@ -124,10 +124,10 @@ enum ImageCommand {
         #[arg(long = "layer")]
         layers: Vec<PathBuf>,
         /// The image's Entrypoint (repeat for each word).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         entrypoint: Vec<String>,
         /// The image's Cmd (repeat for each word).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         cmd: Vec<String>,
         /// NAME=VALUE for the image's environment.
         #[arg(long)]

@@ -225,18 +225,104 @@ fn deleting_a_pod_whose_pull_hangs_does_not_wait_for_the_pull() {
             held.push(conn);
         }
     });
-    lab.apply_ok(&pod("stuck", &format!("127.0.0.1:{port}/silent:1"), "Never", "true"));
+    lab.apply_ok(&pod(
+        "stuck",
+        &format!("127.0.0.1:{port}/silent:1"),
+        "Never",
+        "true",
+    ));
     let start = std::time::Instant::now();
     loop {
         if lab.ok(&["describe", "pod", "stuck"]).contains(" Pulling ") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the pull never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pull never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let start = std::time::Instant::now();
     lab.ok(&["delete", "pod", "stuck"]);
     // The registry timeouts are 10 s (connect) and 60 s (read); a delete that waited for
     // the pull would take that long.
-    assert!(start.elapsed() < Duration::from_secs(8), "delete took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "delete took {:?}",
+        start.elapsed()
+    );
+}
+
+/// The image's Entrypoint, Cmd, Env and WorkingDir apply, and the pod's command, args,
+/// env and workingDir override them as in Kubernetes.
+#[test]
+fn the_pod_spec_overrides_the_image_config_like_kubernetes() {
+    let lab = Lab::start(1);
+    let image = format!("{}/configured:1", lab.registry);
+    let rootfs = lab.busybox_rootfs().to_str().expect("path").to_string();
+    lab.ok(&[
+        "image",
+        "push",
+        &rootfs,
+        &image,
+        "--entrypoint",
+        "sh",
+        "--entrypoint",
+        "-c",
+        "--cmd",
+        "echo image-cmd $A $B $(pwd)",
+        "--env",
+        "A=from-image",
+        "--env",
+        "B=from-image",
+        "--workdir",
+        "/bin",
+    ]);
+    // The image as it is: Entrypoint + Cmd, its env and working directory.
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n"
+    ));
+    // args replace Cmd (the Entrypoint stays); env overrides by name; workingDir replaces.
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: args\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    args: [\"echo pod-args $A $B $(pwd)\"]\n    env: [{{name: B, value: from-pod}}]\n    workingDir: /tmp\n"
+    ));
+    // command replaces the Entrypoint and drops the Cmd.
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: command\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    command: [echo, pod-command]\n"
+    ));
+    for name in ["plain", "args", "command"] {
+        lab.wait_for(name, "Succeeded");
+    }
+    assert_eq!(
+        lab.ok(&["logs", "plain"]),
+        "image-cmd from-image from-image /bin\n"
+    );
+    assert_eq!(
+        lab.ok(&["logs", "args"]),
+        "pod-args from-image from-pod /tmp\n"
+    );
+    assert_eq!(lab.ok(&["logs", "command"]), "pod-command\n");
+}
+
+/// Each container of a pod runs and has its own log; `logs` asks which one when there
+/// are several.
+#[test]
+fn a_pod_with_two_containers_runs_both() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  restartPolicy: Never\n  containers:\n  - name: first\n    image: {image}\n    command: [echo, one]\n  - name: second\n    image: {image}\n    command: [echo, two]\n"
+    ));
+    lab.wait_for("two", "Succeeded");
+    assert_eq!(lab.ok(&["logs", "two", "-c", "first"]), "one\n");
+    assert_eq!(lab.ok(&["logs", "two", "-c", "second"]), "two\n");
+    let err = lab.fails(&["logs", "two"]);
+    assert!(err.contains("first") && err.contains("second"), "{err}");
+    assert_eq!(
+        lab.ok(&["get", "pods"])
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1)),
+        Some("0/2")
+    );
 }
