@@ -86,12 +86,14 @@ fn two_agents_both_receive_pods() {
     assert_eq!(nodes.matches(" Ready ").count(), 2, "{nodes}");
     assert!(nodes.contains("CPU") && nodes.contains("MEMORY"), "{nodes}");
     let image = lab.push_busybox("1");
+    // Long-running pods: a finished pod no longer counts on its node, so short ones could
+    // all land on the first node, one after the other.
     for i in 0..4 {
-        lab.apply_ok(&pod(&format!("p{i}"), &image, "Never", "true"));
+        lab.apply_ok(&pod(&format!("p{i}"), &image, "Always", "sleep 3600"));
     }
     let mut used = std::collections::HashSet::new();
     for i in 0..4 {
-        lab.wait_for(&format!("p{i}"), "Succeeded");
+        lab.wait_for(&format!("p{i}"), "Running");
         used.insert(
             lab.pod_json(&format!("p{i}"))["spec"]["nodeName"]
                 .as_str()
