@@ -1,7 +1,8 @@
 //! The agent: kubelab's kubelet, one per node.
 //!
 //! It registers its node and heartbeats, serves its pods' logs, and watches the pods bound
-//! to its node. Each pod gets a worker (`pod_workers`) that pulls images
+//! to its node. Each pod gets a worker (`pod_workers` dispatches, `pod_worker` acts,
+//! `pod_status` holds Kubernetes' phase rules) that pulls images
 //! (`image::ImageManager`), runs containers through shims (`runtime::RuntimeService`),
 //! and reports status (`status_manager::StatusManager`) and events. It writes only pod
 //! status, events, and its own Node; it never binds or creates pods.
@@ -11,6 +12,8 @@
 
 mod image;
 mod logs;
+mod pod_status;
+mod pod_worker;
 mod pod_workers;
 pub mod runtime;
 mod status_manager;
