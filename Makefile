@@ -31,23 +31,29 @@ build: deps
 
 ## Debian's docker-registry on $(REGISTRY), storage under $(LAB)/registry.
 registry: deps
-	@mkdir -p $(LAB)/registry
-	@if [ -f $(LAB)/registry.pid ] && kill -0 $$(cat $(LAB)/registry.pid) 2>/dev/null; then exit 0; fi
-	@printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: kubelab-demo\n' \
-	  "$(LAB)/registry" "$(REGISTRY)" > $(LAB)/registry.yml
-	@docker-registry serve $(LAB)/registry.yml > $(LAB)/registry.log 2>&1 & echo $$! > $(LAB)/registry.pid
-	@for i in $$(seq 50); do curl -fsS http://$(REGISTRY)/v2/ >/dev/null 2>&1 && exit 0; sleep 0.1; done; \
-	  echo "error: the registry did not start on $(REGISTRY) (see $(LAB)/registry.log; is the port taken?)" >&2; exit 1
-	@echo "registry: http://$(REGISTRY) (log: $(LAB)/registry.log)"
+	@mkdir -p $(LAB)/registry; \
+	if [ -f $(LAB)/registry.pid ] && kill -0 $$(cat $(LAB)/registry.pid) 2>/dev/null; then exit 0; fi; \
+	if curl -fsS -o /dev/null http://$(REGISTRY)/v2/ 2>/dev/null; then \
+	  echo "error: something else already answers on $(REGISTRY): stop it, or choose another address: make demo REGISTRY=127.0.0.1:5001" >&2; exit 1; fi; \
+	printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: kubelab-demo\n' \
+	  "$(LAB)/registry" "$(REGISTRY)" > $(LAB)/registry.yml; \
+	docker-registry serve $(LAB)/registry.yml > $(LAB)/registry.log 2>&1 & echo $$! > $(LAB)/registry.pid; \
+	for i in $$(seq 50); do \
+	  if curl -fsS -o /dev/null http://$(REGISTRY)/v2/ 2>/dev/null; then echo "registry: http://$(REGISTRY) (log: $(LAB)/registry.log)"; exit 0; fi; \
+	  sleep 0.1; done; \
+	echo "error: the registry did not start on $(REGISTRY) (see $(LAB)/registry.log)" >&2; exit 1
 
 ## The lab: apiserver + scheduler + two agents, in the background (log: $(LAB)/up.log).
 up: build registry
-	@if [ -f $(LAB)/up.pid ] && kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null; then echo "the lab is already up"; exit 0; fi
-	@$(KUBELABD) up --agents 2 --listen $(SERVER) --data-dir $(LAB)/data > $(LAB)/up.log 2>&1 & echo $$! > $(LAB)/up.pid
-	@for i in $$(seq 100); do \
+	@if [ -f $(LAB)/up.pid ] && kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null; then echo "the lab is already up"; exit 0; fi; \
+	if $(KUBELAB) get nodes >/dev/null 2>&1; then \
+	  echo "error: an apiserver this Makefile did not start already answers on $(SERVER): stop it, or choose another address: make demo SERVER=127.0.0.1:6444" >&2; exit 1; fi; \
+	$(KUBELABD) up --agents 2 --listen $(SERVER) --data-dir $(LAB)/data > $(LAB)/up.log 2>&1 & echo $$! > $(LAB)/up.pid; \
+	for i in $$(seq 100); do \
 	  [ "$$($(KUBELAB) get nodes 2>/dev/null | grep -c ' Ready ')" = 2 ] && exit 0; \
-	  kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null || { echo "error: the lab did not start:" >&2; tail -5 $(LAB)/up.log >&2; exit 1; }; \
-	  sleep 0.1; done; echo "error: the nodes did not become Ready (see $(LAB)/up.log)" >&2; exit 1
+	  kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null || { echo "error: the lab did not start:" >&2; tail -5 $(LAB)/up.log >&2; rm -f $(LAB)/up.pid; exit 1; }; \
+	  sleep 0.1; done; \
+	echo "error: the nodes did not become Ready (see $(LAB)/up.log)" >&2; exit 1
 
 demo: up
 	@echo; echo "== step 1-2: build a busybox image and push it to the registry"
@@ -68,8 +74,11 @@ demo: up
 
 ## Stops what `make demo` started (the agents stop their pods first).
 down:
-	@if [ -f $(LAB)/up.pid ]; then kill $$(cat $(LAB)/up.pid) 2>/dev/null; \
-	  for i in $$(seq 150); do kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null || break; sleep 0.1; done; rm -f $(LAB)/up.pid; fi
+	@if [ -f $(LAB)/up.pid ]; then \
+	  pid=$$(cat $(LAB)/up.pid); kill $$pid 2>/dev/null; \
+	  for i in $$(seq 300); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	  if kill -0 $$pid 2>/dev/null; then echo "error: kubelabd up (pid $$pid) did not stop within 30 s; see $(LAB)/up.log" >&2; exit 1; fi; \
+	  rm -f $(LAB)/up.pid; fi
 	@if [ -f $(LAB)/registry.pid ]; then kill $$(cat $(LAB)/registry.pid) 2>/dev/null; rm -f $(LAB)/registry.pid; fi
 	@echo "the lab is down"
 

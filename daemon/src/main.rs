@@ -49,7 +49,15 @@ enum Command {
     Shim(shim::ShimArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line, cause included: "error: agent: another agent is using ...".
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The shim must stay single-threaded (libcontainer forks it): no async runtime for it.
     if let Command::Shim(args) = cli.command {

@@ -35,6 +35,8 @@ pub struct UpArgs {
 pub enum UpError {
     #[error("cannot start {0}: {1}")]
     Spawn(String, std::io::Error),
+    #[error("cannot listen on {0}: {1} (is a lab already running? stop it with `make down`, or choose another address with --listen)")]
+    AddressInUse(std::net::SocketAddr, std::io::Error),
     #[error("the apiserver did not come up on {0}: {1}")]
     Apiserver(std::net::SocketAddr, String),
 }
@@ -43,6 +45,11 @@ pub async fn run(
     args: UpArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), UpError> {
+    // Our apiserver must be the one answering on this address, not another lab's: a second
+    // lab's agents would otherwise join the first one, under the same node names.
+    if let Err(e) = std::net::TcpListener::bind(args.listen) {
+        return Err(UpError::AddressInUse(args.listen, e));
+    }
     let exe = std::env::current_exe().map_err(|e| UpError::Spawn("kubelabd".into(), e))?;
     let spawn = |what: &str, cmd: &mut Command| -> Result<Child, UpError> {
         // Own process groups: the terminal's Ctrl-C reaches only us, and we stop them in order.

@@ -76,6 +76,10 @@ pub enum AgentError {
     Image(#[from] image::ImageError),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("another agent is using {0} (a node is run by one agent at a time; stop the other one, or give this one its own --root-dir and --node-name)")]
+    RootDirInUse(PathBuf),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
     #[error("cannot serve on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -90,6 +94,7 @@ pub async fn run(
         .unwrap_or_else(|| PathBuf::from("/var/lib/kubelab/agents").join(&args.node_name));
     let api =
         ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
+    let _lock = lock_root_dir(&root)?;
     let runtime = Arc::new(RuntimeService::new(root.clone(), args.node_name.clone())?);
     let kubelet = Arc::new(Kubelet {
         events: EventRecorder::start(api.clone(), &args.node_name),
@@ -128,6 +133,21 @@ pub async fn run(
     workers.shutdown().await;
     runtime.remove_node_cgroups();
     Ok(())
+}
+
+/// Takes `<root>/agent.lock` for as long as the agent runs: two agents sharing a root
+/// directory would start every container twice.
+fn lock_root_dir(root: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
+    std::fs::create_dir_all(root).map_err(|e| AgentError::Io(root.into(), e))?;
+    let path = root.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AgentError::Io(path.clone(), e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| AgentError::RootDirInUse(root.into()))
 }
 
 /// Lists the pods bound to this node, then follows the watch; relists when the watch breaks.

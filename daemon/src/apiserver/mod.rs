@@ -88,14 +88,31 @@ pub async fn run(
         .local_addr()
         .map_err(|e| ApiserverError::Bind(args.listen, e))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), "apiserver serving");
-    tonic::transport::Server::builder()
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = tonic::transport::Server::builder()
         .add_service(PodsServer::new(pods::PodsService::new(store.clone())))
         .add_service(NodesServer::new(nodes::NodesService::new(store.clone())))
         .add_service(EventsServer::new(events::EventsService::new(store)))
-        .serve_with_incoming_shutdown(crate::net::incoming(listener), shutdown)
-        .await
-        .map_err(ApiserverError::Serve)
+        .serve_with_incoming_shutdown(crate::net::incoming(listener), {
+            let stop = stop.clone();
+            async move { stop.notified().await }
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return served.map_err(ApiserverError::Serve),
+        _ = shutdown => stop.notify_one(),
+    }
+    // A graceful stop waits for every connection to close, but watch streams never end by
+    // themselves: give calls in flight a moment, then stop. Every acknowledged write is
+    // already on disk, so nothing is lost either way.
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(served) => served.map_err(ApiserverError::Serve),
+        Err(_) => Ok(()),
+    }
 }
+
+/// How long a stopping apiserver lets calls in flight finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiserverError {
