@@ -58,14 +58,22 @@ pub fn make_busybox_rootfs(dir: &Path) {
     assert!(status.success(), "busybox-rootfs.sh failed");
 }
 
-/// A process the lab started, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
+/// A process a test started, stopped (SIGTERM, then SIGKILL) when dropped, so that a
+/// failing test leaves nothing running.
+pub struct Proc {
     name: String,
     child: Child,
 }
 
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(30));
+    }
+}
+
 impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+    /// Starts `cmd` with its output going to `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
         let log = std::fs::File::create(log).expect("log file");
         let child = cmd
             .stdin(Stdio::null())
@@ -79,25 +87,40 @@ impl Proc {
         }
     }
 
-    fn stop(&mut self, timeout: Duration) {
+    /// Sends SIGTERM (what Ctrl-C sends), as a user stopping it would.
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `timeout`.
+    pub fn stop(&mut self, timeout: Duration) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        self.terminate();
+        if self.wait_for_exit(timeout).is_some() {
+            return;
         }
         eprintln!("{} did not stop within {timeout:?}: killing it", self.name);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -183,7 +183,11 @@ fn stopping_the_lab_stops_its_pods() {
     }
     std::thread::sleep(Duration::from_millis(100));
     assert!(mounts_under(&root).is_empty());
-    assert!(cgroups_matching(&uid).is_empty());
+    assert!(
+        cgroups_matching(&uid).is_empty(),
+        "cgroups left: {:?}",
+        cgroups_matching(&uid)
+    );
 }
 
 /// A pod that fits no node stays Pending with a FailedScheduling event that says why, in
@@ -326,5 +330,85 @@ fn a_pod_with_two_containers_runs_both() {
             .nth(1)
             .and_then(|l| l.split_whitespace().nth(1)),
         Some("0/2")
+    );
+}
+
+/// `kubelabd up` runs a whole lab (apiserver, scheduler, agents) that runs pods, and one
+/// SIGTERM (what Ctrl-C sends its process group) stops it all: pods, agents, apiserver.
+#[test]
+fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
+    use kubelab_tests::{bin, free_port, Proc};
+    // This lab only lends its registry.
+    let lab = Lab::start(0);
+    let image = lab.push_busybox("1");
+    let server = format!("127.0.0.1:{}", free_port());
+    let data = lab.dir.path().join("up-data");
+    let mut up = Proc::spawn(
+        "kubelabd up",
+        std::process::Command::new(bin("kubelabd"))
+            .args(["up", "--agents", "2", "--listen", &server])
+            .arg("--data-dir")
+            .arg(&data),
+        &lab.dir.path().join("up.log"),
+    );
+    let kubelab = |args: &[&str]| {
+        std::process::Command::new(bin("kubelab"))
+            .args(args)
+            .env("KUBELAB_SERVER", &server)
+            .output()
+            .expect("kubelab")
+    };
+    let start = std::time::Instant::now();
+    while String::from_utf8_lossy(&kubelab(&["get", "nodes"]).stdout)
+        .matches(" Ready ")
+        .count()
+        != 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the lab's nodes never became Ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let manifest = lab.dir.path().join("sleep.yaml");
+    std::fs::write(&manifest, pod("sleep", &image, "Always", "sleep 3600")).expect("manifest");
+    assert!(kubelab(&["apply", "-f", manifest.to_str().expect("path")])
+        .status
+        .success());
+    let waited = kubelab(&[
+        "wait",
+        "pod",
+        "sleep",
+        "--for",
+        "Running",
+        "--timeout",
+        "60",
+    ]);
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(!mounts_under(&data).is_empty());
+
+    up.terminate();
+    let status = up
+        .wait_for_exit(Duration::from_secs(30))
+        .expect("kubelabd up stops within 30 s");
+    assert!(status.success(), "kubelabd up exited with {status}");
+    assert!(
+        mounts_under(&data).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&data)
+    );
+    let left = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(data.to_str().expect("path"))
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }

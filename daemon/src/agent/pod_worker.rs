@@ -457,8 +457,9 @@ impl PodWorker {
             );
             self.k.runtime.signal(*pid, first);
         }
-        let mut deadline = tokio::time::Instant::now() + grace;
         let mut killed = first == Signal::SIGKILL;
+        // Until the grace period ends; once SIGKILL is sent, until the reaping should be done.
+        let mut deadline = tokio::time::Instant::now() + if killed { KILL_TIMEOUT } else { grace };
         while self.containers.values().any(|c| c.pid.is_some()) {
             tokio::select! {
                 Some((name, exit)) = self.exits_rx.recv() => self.on_exit(&name, exit, false),
