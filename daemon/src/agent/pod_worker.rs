@@ -180,21 +180,7 @@ impl PodWorker {
         restart_policy: &str,
     ) -> Synced {
         let now = Instant::now();
-        let state = self
-            .containers
-            .entry(c.name.clone())
-            .or_insert_with(|| ContainerRuntime {
-                status: ContainerStatus {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    state: waiting("ContainerCreating", ""),
-                    ..Default::default()
-                },
-                pid: None,
-                retry_at: None,
-                show_backoff_at: None,
-                backoff: INITIAL_BACKOFF,
-            });
+        let state = self.runtime_of(c);
         if state.pid.is_some() {
             return Synced::Done;
         }
@@ -210,13 +196,12 @@ impl PodWorker {
                 "ImagePullBackOff",
                 &format!("Back-off pulling image {:?}: {error}", c.image),
             );
-            self.k.events.pod_event(
-                &self.pod,
-                "Normal",
-                "BackOff",
-                format!("Back-off pulling image {:?}", c.image),
-            );
+            let message = format!("Back-off pulling image {:?}", c.image);
+            self.k
+                .events
+                .pod_event(&self.pod, "Normal", "BackOff", message);
         }
+        let state = self.runtime_of(c);
         if state.retry_at.is_some_and(|t| now < t) {
             return Synced::Done;
         }
@@ -295,10 +280,7 @@ impl PodWorker {
                 );
                 k.events
                     .pod_event(&pod, "Warning", "Failed", format!("Error: {reason}"));
-                let state = self
-                    .containers
-                    .get_mut(&c.name)
-                    .expect("container state exists: sync_container made it");
+                let state = self.runtime_of(c);
                 state.status.state = waiting(reason, &e.to_string());
                 // Only a failed pull turns into ImagePullBackOff; a bad name stays named as such.
                 if reason == "ErrImagePull" {
@@ -321,10 +303,7 @@ impl PodWorker {
                 tracing::warn!(error = %e, "start failed");
                 k.events
                     .pod_event(&pod, "Warning", "Failed", format!("Error: {e}"));
-                let state = self
-                    .containers
-                    .get_mut(&c.name)
-                    .expect("container state exists: sync_container made it");
+                let state = self.runtime_of(c);
                 state.status.state = waiting("CreateContainerError", &e.to_string());
                 back_off(state);
                 return Synced::Done;
@@ -337,10 +316,7 @@ impl PodWorker {
             "Started",
             format!("Started container {} (pid {})", c.name, started.pid),
         );
-        let state = self
-            .containers
-            .get_mut(&c.name)
-            .expect("container state exists: sync_container made it");
+        let state = self.runtime_of(c);
         if let Some(State::Terminated(_)) =
             state.status.state.as_ref().and_then(|s| s.state.as_ref())
         {
@@ -366,6 +342,24 @@ impl PodWorker {
             let _ = exits.send((name, record)).await;
         });
         Synced::Done
+    }
+
+    /// What the worker knows of a container, made on first sight (waiting, ContainerCreating).
+    fn runtime_of(&mut self, c: &kubelab_proto::v1::Container) -> &mut ContainerRuntime {
+        self.containers
+            .entry(c.name.clone())
+            .or_insert_with(|| ContainerRuntime {
+                status: ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: waiting("ContainerCreating", ""),
+                    ..Default::default()
+                },
+                pid: None,
+                retry_at: None,
+                show_backoff_at: None,
+                backoff: INITIAL_BACKOFF,
+            })
     }
 
     /// A container ended: record how, free its rootfs, and plan a restart if the policy wants one.
