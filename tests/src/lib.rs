@@ -237,6 +237,13 @@ impl Lab {
         }
     }
 
+    /// `kill -9` of agent `i`: its containers keep running under their shims.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(agent) = self.agents.get_mut(i) {
+            agent.kill();
+        }
+    }
+
     fn start_agent(&mut self, name: &str) {
         let root = self.agent_root(name);
         let log = self.dir.path().join(format!("agent-{name}.log"));
@@ -391,16 +398,100 @@ impl Drop for Lab {
         if let Some(mut r) = self.registry_proc.take() {
             r.stop(Duration::from_secs(5));
         }
-        // If an agent had to be SIGKILLed, make sure no overlay mount keeps files busy.
-        let root = self.dir.path().display().to_string();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            for target in mounts
+        // A test that killed an agent (or an agent that had to be SIGKILLed) leaves its
+        // shims and containers running: kill them, then remove their mounts and cgroups.
+        for node in &self.node_names {
+            kill_cgroup_processes(node);
+        }
+        kill_processes_mentioning(self.dir.path());
+        for target in mounts_under(self.dir.path()) {
+            let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for node in &self.node_names {
+            remove_cgroups(node);
+        }
+    }
+}
+
+/// The lab's cgroups: `/kubelab/<node>` in every hierarchy (one per controller on v1).
+fn node_cgroups(node: &str) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path()));
+    }
+    roots
+        .into_iter()
+        .map(|r| r.join("kubelab").join(node))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+fn kill_cgroup_processes(node: &str) {
+    for dir in node_cgroups(node) {
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
                 .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|t| t.starts_with(&root))
             {
-                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
             }
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+        }
+    }
+}
+
+/// SIGKILLs processes whose command line names `dir` (the shims of the lab's agents).
+fn kill_processes_mentioning(dir: &Path) {
+    let needle = dir.display().to_string();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            if let Ok(pid) = name.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Removes the node's cgroup trees (children first) and `/kubelab` when it is left empty.
+fn remove_cgroups(node: &str) {
+    for dir in node_cgroups(node) {
+        // Killed processes take a moment to leave their cgroup.
+        for _ in 0..50 {
+            let mut dirs = Vec::new();
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                if let Ok(entries) = std::fs::read_dir(&d) {
+                    stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+                dirs.push(d);
+            }
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            if !dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }

@@ -114,3 +114,18 @@ fn unknown_things_are_named() {
     let err = lab.fails(&["image", "push", "/nonexistent-dir", "127.0.0.1:1/x:1"]);
     assert!(one_line(&err).contains("not a directory"), "{err}");
 }
+
+/// When the agent of a pod's node is dead, `logs` says which node's agent does not answer.
+#[test]
+fn logs_from_a_dead_agent_name_the_node() {
+    let mut lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+    ));
+    lab.wait_for("p", "Running");
+    lab.kill_agent(0);
+    let err = lab.fails(&["logs", "p"]);
+    assert!(one_line(&err).contains(&lab.node_names[0]), "{err}");
+    assert!(err.contains("does not answer"), "{err}");
+}
