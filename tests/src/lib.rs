@@ -244,10 +244,31 @@ impl Lab {
         }
     }
 
+    /// Starts agent `i` again, on the same node name and root directory.
+    pub fn restart_agent(&mut self, i: usize) {
+        let name = self.node_names[i].clone();
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        let old = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::write(
+            self.dir
+                .path()
+                .join(format!("agent-{name}-before-restart.log")),
+            old,
+        )
+        .expect("keep the old log");
+        let agent = self.spawn_agent(&name);
+        self.agents[i] = agent;
+    }
+
     fn start_agent(&mut self, name: &str) {
+        let agent = self.spawn_agent(name);
+        self.agents.push(agent);
+    }
+
+    fn spawn_agent(&self, name: &str) -> Proc {
         let root = self.agent_root(name);
         let log = self.dir.path().join(format!("agent-{name}.log"));
-        self.agents.push(Proc::spawn(
+        Proc::spawn(
             &format!("agent {name}"),
             Command::new(bin("kubelabd"))
                 .args(["agent", "--node-name", name, "--server", &self.server])
@@ -255,7 +276,7 @@ impl Lab {
                 .arg(&root)
                 .env("RUST_LOG", "info,kubelabd=debug"),
             &log,
-        ));
+        )
     }
 
     pub fn agent_root(&self, node: &str) -> PathBuf {
@@ -450,7 +471,7 @@ fn kill_cgroup_processes(node: &str) {
 
 /// SIGKILLs processes whose command line names `dir` (the shims of the lab's agents).
 fn kill_processes_mentioning(dir: &Path) {
-    let needle = dir.display().to_string();
+    let needle = format!("{}/", dir.display());
     let me = std::process::id().to_string();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -505,6 +526,23 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
         .filter(|t| t.starts_with(&root))
         .collect()
+}
+
+/// The processes in the cgroups whose path mentions `needle` (a pod uid, say).
+pub fn processes_in_cgroups(needle: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = cgroups_matching(needle)
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// cgroup directories (in any hierarchy) whose path mentions `needle`.

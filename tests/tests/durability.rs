@@ -22,3 +22,49 @@ fn pods_survive_an_apiserver_restart() {
     lab.wait_for("after", "Succeeded");
     assert_eq!(lab.ok(&["logs", "after"]), "after\n");
 }
+
+/// An agent killed with `kill -9` leaves its containers running; started again, it stops
+/// them and runs its pods afresh, so there is never a second copy of a container and
+/// nothing of the old one is left.
+#[test]
+fn an_agent_killed_and_started_again_runs_its_pods_once() {
+    use kubelab_tests::processes_in_cgroups;
+    use std::time::{Duration, Instant};
+    let mut lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: s\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
+    ));
+    lab.wait_for("s", "Running");
+    let uid = lab.pod_json("s")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let before = processes_in_cgroups(&uid);
+    assert_eq!(before.len(), 1, "one container process: {before:?}");
+
+    lab.kill_agent(0);
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", before[0])).exists(),
+        "the container outlives its agent"
+    );
+    lab.restart_agent(0);
+    let start = Instant::now();
+    loop {
+        let now = processes_in_cgroups(&uid);
+        if now.len() == 1 && now != before {
+            break;
+        }
+        assert!(now.len() <= 1, "two copies of the container: {now:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the pod did not run again: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", before[0])).exists(),
+        "the old container still runs"
+    );
+    lab.wait_for("s", "Running");
+}

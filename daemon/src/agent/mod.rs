@@ -8,7 +8,8 @@
 //! status, events, and its own Node; it never binds or creates pods.
 //!
 //! Stopping the agent (SIGTERM or Ctrl-C) stops its pods' containers and removes their
-//! files: a lab that is shut down leaves nothing running. A `kill -9` leaves them running.
+//! files: a lab that is shut down leaves nothing running. A `kill -9` leaves them running
+//! until the agent starts again, which stops them and starts its pods afresh.
 
 mod image;
 mod logs;
@@ -96,6 +97,13 @@ pub async fn run(
         ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
     let _lock = lock_root_dir(&root)?;
     let runtime = Arc::new(RuntimeService::new(root.clone(), args.node_name.clone())?);
+    let stopped = runtime.clean_up_previous_run();
+    if stopped > 0 {
+        tracing::warn!(
+            stopped,
+            "stopped what a killed previous run of this agent left running; its pods start afresh"
+        );
+    }
     let kubelet = Arc::new(Kubelet {
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),

@@ -7,6 +7,7 @@
 //! library forks and `chdir`s its caller, which a multi-threaded tokio process must not
 //! suffer (see docs/architecture.md).
 
+mod cgroups;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -332,51 +333,74 @@ impl RuntimeService {
         if let Some(logs) = self.log_path(pod, "x").parent() {
             let _ = std::fs::remove_dir_all(logs);
         }
-        remove_cgroup(&self.pod_cgroup(&uid));
+        cgroups::remove(&self.pod_cgroup(&uid));
         Ok(())
+    }
+
+    /// Stops and removes what a previous run of this agent left behind when it was killed
+    /// (`kill -9`, a crash): its containers, their shims, mounts, cgroups and files.
+    /// Re-adopting those containers instead is the next step (see docs/architecture.md);
+    /// until then, a clean slate is what keeps two copies of a container from ever running.
+    /// Returns how many processes were stopped.
+    pub fn clean_up_previous_run(&self) -> usize {
+        let node_cgroup = PathBuf::from("/kubelab").join(&self.node_name);
+        // With the slash: `/x/node-1/` must not match the files of `/x/node-10`.
+        let root = format!("{}/", self.root.display());
+        // Shims name our root directory in their arguments; containers sit in our cgroups.
+        let mut pids = cgroups::processes(&node_cgroup);
+        pids.extend(processes_mentioning(&root));
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // SIGKILL cannot be refused, but a dying process takes a moment to be reaped; this
+        // runs once at start-up, so a short bounded wait is simpler than a pidfd per process.
+        for _ in 0..250 {
+            if pids
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        for target in mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|t| t.starts_with(&root))
+        {
+            self.unmount(Path::new(target));
+        }
+        for dir in ["pods", "runtime"] {
+            let d = self.root.join(dir);
+            let _ = std::fs::remove_dir_all(&d);
+            let _ = std::fs::create_dir_all(&d);
+        }
+        cgroups::remove(&node_cgroup);
+        pids.len()
     }
 
     /// Removes the node's cgroup parents once no pod is left (the agent stopping).
     pub fn remove_node_cgroups(&self) {
-        remove_cgroup(&PathBuf::from("/kubelab").join(&self.node_name));
+        cgroups::remove(&PathBuf::from("/kubelab").join(&self.node_name));
     }
 }
 
-/// Removes a cgroup directory in every hierarchy (v1 has one per controller, v2 one in
-/// all), children first, then its parents up to the root while they are empty.
-fn remove_cgroup(path: &Path) {
-    let relative = path.strip_prefix("/").unwrap_or(path);
-    let mut hierarchies = vec![PathBuf::from("/sys/fs/cgroup")];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        hierarchies.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-    }
-    for hierarchy in hierarchies {
-        let target = hierarchy.join(relative);
-        if !target.exists() {
-            continue;
-        }
-        remove_cgroup_tree(&target);
-        // Then the empty parents: `/kubelab/<node>`, `/kubelab`.
-        let mut parent = target.parent();
-        while let Some(p) = parent {
-            if p == hierarchy || std::fs::remove_dir(p).is_err() {
-                break;
-            }
-            parent = p.parent();
-        }
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&entry.path());
-            }
-        }
-    }
-    // cgroup directories are removed with rmdir even though they list control files.
-    if let Err(e) = std::fs::remove_dir(dir) {
-        tracing::debug!(dir = %dir.display(), error = %e, "cgroup not removed");
-    }
+/// Processes whose command line contains `needle` (other than this one).
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
 }
