@@ -63,7 +63,7 @@ demo: up
 	$(KUBELAB) get nodes
 	@echo; echo "== step 3-7: ask for a pod; the scheduler binds it, an agent pulls and starts it"
 	@$(KUBELAB) delete pod hello >/dev/null 2>&1 || true
-	$(KUBELAB) apply -f examples/hello.yaml
+	sed "s#127.0.0.1:5000#$(REGISTRY)#" examples/hello.yaml | $(KUBELAB) apply -f -
 	$(KUBELAB) wait pod hello --for Succeeded --timeout 60
 	$(KUBELAB) get pods -o wide
 	@echo; echo "== its output"
