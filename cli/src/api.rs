@@ -6,6 +6,7 @@ use anyhow::Context;
 use kubelab_proto::v1::events_client::EventsClient;
 use kubelab_proto::v1::nodes_client::NodesClient;
 use kubelab_proto::v1::pods_client::PodsClient;
+use kubelab_proto::v1::{ObjectKey, Pod, PodWatchEvent, WatchRequest};
 use tonic::transport::Channel;
 
 pub struct Api {
@@ -40,6 +41,31 @@ impl Api {
             nodes: NodesClient::new(channel.clone()),
             events: EventsClient::new(channel),
         })
+    }
+
+    /// One pod, by namespace and name.
+    pub async fn get_pod(&mut self, namespace: &str, name: &str) -> anyhow::Result<Pod> {
+        let key = ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let pod = self.pods.get(key).await.map_err(self.error())?;
+        Ok(pod.into_inner())
+    }
+
+    /// Every change of the namespace's pods after `from_revision`.
+    pub async fn watch_pods(
+        &mut self,
+        namespace: &str,
+        from_revision: u64,
+    ) -> anyhow::Result<tonic::Streaming<PodWatchEvent>> {
+        let request = WatchRequest {
+            from_revision,
+            namespace: namespace.into(),
+            node_name: String::new(),
+        };
+        let stream = self.pods.watch(request).await.map_err(self.error())?;
+        Ok(stream.into_inner())
     }
 
     /// A gRPC error as one line: the server's own message, or what to do when it went away.

@@ -37,12 +37,7 @@ pub async fn run(server: &str, namespace: &str, file: &Path) -> anyhow::Result<(
         match api.pods.create(pod.clone()).await {
             Ok(_) => println!("pod/{} created", key.name),
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                let existing = api
-                    .pods
-                    .get(key.clone())
-                    .await
-                    .map_err(api.error())?
-                    .into_inner();
+                let existing = api.get_pod(&key.namespace, &key.name).await?;
                 if same_spec(
                     pod.spec.unwrap_or_default(),
                     existing.spec.unwrap_or_default(),

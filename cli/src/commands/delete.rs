@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 use futures::StreamExt;
-use kubelab_proto::v1::{DeletePodRequest, ObjectKey, Pod, WatchEventType, WatchRequest};
+use kubelab_proto::v1::{DeletePodRequest, ObjectKey, Pod, WatchEventType};
 
 use super::check_pod_kind;
 use crate::api::Api;
@@ -48,17 +48,9 @@ pub async fn run(
 
 async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
     let meta = pod.metadata.clone().unwrap_or_default();
-    let request = WatchRequest {
-        from_revision: meta.resource_version,
-        namespace: meta.namespace.clone(),
-        node_name: String::new(),
-    };
     let mut stream = api
-        .pods
-        .watch(request)
-        .await
-        .map_err(api.error())?
-        .into_inner();
+        .watch_pods(&meta.namespace, meta.resource_version)
+        .await?;
     // The delete may have removed it at once (an unbound pod): look before waiting.
     match api
         .pods

@@ -1,6 +1,6 @@
 //! `kubelab describe pod NAME`: the pod in detail, and its events as a timeline.
 
-use kubelab_proto::v1::{ListEventsRequest, ObjectKey};
+use kubelab_proto::v1::ListEventsRequest;
 
 use super::check_pod_kind;
 use crate::api::Api;
@@ -9,15 +9,7 @@ use crate::output;
 pub async fn run(server: &str, namespace: &str, kind: &str, name: &str) -> anyhow::Result<()> {
     check_pod_kind(kind)?;
     let mut api = Api::connect(server).await?;
-    let pod = api
-        .pods
-        .get(ObjectKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner();
+    let pod = api.get_pod(namespace, name).await?;
     let meta = pod.metadata.clone().unwrap_or_default();
     let events = api
         .events

@@ -20,15 +20,7 @@ pub async fn run(
     let wide = format == Some(OutputFormat::Wide);
     if is_pod_kind(kind) {
         let pods = match &name {
-            Some(n) => vec![api
-                .pods
-                .get(ObjectKey {
-                    namespace: namespace.into(),
-                    name: n.clone(),
-                })
-                .await
-                .map_err(api.error())?
-                .into_inner()],
+            Some(n) => vec![api.get_pod(namespace, n).await?],
             None => {
                 let namespace = if all_namespaces {
                     String::new()

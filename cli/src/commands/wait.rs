@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use futures::StreamExt;
-use kubelab_proto::v1::{ObjectKey, WatchEventType, WatchRequest};
+use kubelab_proto::v1::WatchEventType;
 
 use super::check_pod_kind;
 use crate::api::Api;
@@ -31,31 +31,13 @@ pub async fn run(
 
 /// Waits for the pod to reach a phase (or Ready); fails early when it never can.
 async fn wait_for(api: &mut Api, namespace: &str, name: &str, wanted: &str) -> anyhow::Result<()> {
-    let pod = api
-        .pods
-        .get(ObjectKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner();
+    let pod = api.get_pod(namespace, name).await?;
     let from = pod
         .metadata
         .as_ref()
         .map(|m| m.resource_version)
         .unwrap_or(0);
-    let request = WatchRequest {
-        from_revision: from,
-        namespace: namespace.into(),
-        node_name: String::new(),
-    };
-    let mut stream = api
-        .pods
-        .watch(request)
-        .await
-        .map_err(api.error())?
-        .into_inner();
+    let mut stream = api.watch_pods(namespace, from).await?;
     let mut pod = pod;
     loop {
         let status = pod.status.clone().unwrap_or_default();
