@@ -115,7 +115,8 @@ fn unknown_things_are_named() {
     assert!(one_line(&err).contains("not a directory"), "{err}");
 }
 
-/// When the agent of a pod's node is dead, `logs` says which node's agent does not answer.
+/// When the agent of a pod's node is dead, `logs` says which node's agent does not answer,
+/// and the pod can still be removed with a forced delete, as in Kubernetes.
 #[test]
 fn logs_from_a_dead_agent_name_the_node() {
     let mut lab = Lab::start(1);
@@ -128,4 +129,8 @@ fn logs_from_a_dead_agent_name_the_node() {
     let err = lab.fails(&["logs", "p"]);
     assert!(one_line(&err).contains(&lab.node_names[0]), "{err}");
     assert!(err.contains("does not answer"), "{err}");
+    lab.ok(&["delete", "pod", "p", "--wait=false"]);
+    assert!(lab.ok(&["get", "pod", "p"]).contains("Terminating"));
+    lab.ok(&["delete", "pod", "p", "--grace-period=0", "--force"]);
+    assert!(lab.fails(&["get", "pod", "p"]).contains("not found"));
 }

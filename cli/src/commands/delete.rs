@@ -1,6 +1,8 @@
 //! `kubelab delete pod NAME [--grace-period N] [--force]`: ask for a graceful delete and,
 //! like kubectl, wait (through a watch) until the pod is gone.
 
+use std::time::Duration;
+
 use anyhow::bail;
 use futures::StreamExt;
 use kubelab_proto::v1::{DeletePodRequest, ObjectKey, Pod, WatchEventType};
@@ -64,8 +66,30 @@ async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
         Ok(p) if p.get_ref().metadata.as_ref().map(|m| &m.uid) != Some(&meta.uid) => return Ok(()),
         _ => {}
     }
-    while let Some(event) = stream.next().await {
-        let event = event.map_err(api.error())?;
+    let grace = meta.deletion_grace_period_seconds.max(0) as u64;
+    let mut hinted = false;
+    loop {
+        // Past the grace period (and a little), the node's agent may be gone: say what to do.
+        let patience = Duration::from_secs(grace + 10);
+        let event = match tokio::time::timeout(patience, stream.next()).await {
+            Ok(Some(event)) => event.map_err(api.error())?,
+            Ok(None) => break,
+            Err(_) => {
+                if !hinted {
+                    let node = pod
+                        .spec
+                        .as_ref()
+                        .map(|s| s.node_name.as_str())
+                        .unwrap_or("?");
+                    eprintln!(
+                        "still waiting for the agent of node {node} to stop pod {:?} (is it running? `kubelab delete pod {} --grace-period=0 --force` removes the pod now)",
+                        meta.name, meta.name
+                    );
+                    hinted = true;
+                }
+                continue;
+            }
+        };
         let uid = event
             .object
             .as_ref()
