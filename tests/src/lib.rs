@@ -136,11 +136,19 @@ pub struct Lab {
     agents: Vec<Proc>,
     pub node_names: Vec<String>,
     rootfs: OnceLock<PathBuf>,
+    /// RUST_LOG of the agents.
+    agent_log: String,
 }
 
 impl Lab {
     /// A registry, an apiserver, a scheduler and `agents` agents, all Ready.
     pub fn start(agents: usize) -> Lab {
+        // Tests keep the agents' step-by-step story, printed when a test fails.
+        Lab::start_with_agent_log(agents, "info,kubelabd=debug")
+    }
+
+    /// As `start`, with the agents' RUST_LOG chosen (the bench measures the default, `info`).
+    pub fn start_with_agent_log(agents: usize, agent_log: &str) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("kubelab-test-")
             .tempdir()
@@ -157,6 +165,7 @@ impl Lab {
             agents: Vec::new(),
             node_names: Vec::new(),
             rootfs: OnceLock::new(),
+            agent_log: agent_log.to_string(),
         };
         lab.start_registry();
         lab.start_apiserver();
@@ -274,7 +283,7 @@ impl Lab {
                 .args(["agent", "--node-name", name, "--server", &self.server])
                 .arg("--root-dir")
                 .arg(&root)
-                .env("RUST_LOG", "info,kubelabd=debug"),
+                .env("RUST_LOG", &self.agent_log),
             &log,
         )
     }

@@ -186,7 +186,7 @@ fn runc_run(rootfs: &std::path::Path, runs: usize, how: Runc) -> Option<Vec<Dura
 
 #[tokio::main]
 async fn main() {
-    let lab = Lab::start(1);
+    let lab = Lab::start_with_agent_log(1, "info");
     let image = lab.push_busybox("bench");
     let mut pods = PodsClient::connect(format!("http://{}", lab.server))
         .await
