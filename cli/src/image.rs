@@ -33,15 +33,41 @@ pub enum ImageFormat {
     Docker,
 }
 
-pub struct PushOptions {
-    pub format: ImageFormat,
-    pub layers: Vec<PathBuf>,
+/// `kubelab image push DIR REF [--layer DIR]... [--entrypoint W]... [--cmd W]... ...`
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The root filesystem to pack (the bottom layer).
+    pub dir: PathBuf,
+    /// Where to push it, e.g. 127.0.0.1:5000/busybox:1.
     pub reference: String,
+    /// More directories, each one layer on top (in order).
+    #[arg(long = "layer")]
+    pub layers: Vec<PathBuf>,
+    /// The image's Entrypoint (repeat for each word).
+    #[arg(long, allow_hyphen_values = true)]
     pub entrypoint: Vec<String>,
+    /// The image's Cmd (repeat for each word).
+    #[arg(long, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+    /// NAME=VALUE for the image's environment.
+    #[arg(long)]
     pub env: Vec<String>,
+    /// The image's working directory.
+    #[arg(long)]
     pub workdir: Option<String>,
+    /// A registry (HOST:PORT) to speak plain HTTP to. Loopback registries always are.
+    #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Manifest format: oci, or docker (Docker's schema 2).
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: ImageFormat,
+}
+
+impl PushArgs {
+    /// The layer directories, bottom first.
+    fn layer_dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.dir).chain(&self.layers)
+    }
 }
 
 /// Packs one directory as an uncompressed tar with deterministic headers.
@@ -93,7 +119,7 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
-pub async fn push(options: PushOptions) -> Result<String, ImageError> {
+pub async fn push(options: PushArgs) -> Result<String, ImageError> {
     let reference: Reference = options
         .reference
         .parse()
@@ -102,7 +128,7 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
         })?;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
-    for dir in &options.layers {
+    for dir in options.layer_dirs() {
         let tar = pack(dir)?;
         diff_ids.push(sha256(&tar));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -139,7 +165,7 @@ pub async fn push(options: PushOptions) -> Result<String, ImageError> {
         "os": "linux",
         "config": container_config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        "history": options.layers.iter().map(|d| serde_json::json!({"created_by": format!("kubelab image push {}", d.display())})).collect::<Vec<_>>(),
+        "history": options.layer_dirs().map(|d| serde_json::json!({"created_by": format!("kubelab image push {}", d.display())})).collect::<Vec<_>>(),
     });
     let config_media_type = match options.format {
         ImageFormat::Oci => manifest::IMAGE_CONFIG_MEDIA_TYPE,

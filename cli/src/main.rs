@@ -115,33 +115,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ImageCommand {
     /// Pack a directory as an image (one layer per directory) and push it to a registry.
-    Push {
-        /// The root filesystem to pack (the bottom layer).
-        dir: PathBuf,
-        /// Where to push it, e.g. 127.0.0.1:5000/busybox:1.
-        reference: String,
-        /// More directories, each one layer on top (in order).
-        #[arg(long = "layer")]
-        layers: Vec<PathBuf>,
-        /// The image's Entrypoint (repeat for each word).
-        #[arg(long, allow_hyphen_values = true)]
-        entrypoint: Vec<String>,
-        /// The image's Cmd (repeat for each word).
-        #[arg(long, allow_hyphen_values = true)]
-        cmd: Vec<String>,
-        /// NAME=VALUE for the image's environment.
-        #[arg(long)]
-        env: Vec<String>,
-        /// The image's working directory.
-        #[arg(long)]
-        workdir: Option<String>,
-        /// A registry (HOST:PORT) to speak plain HTTP to. Loopback registries always are.
-        #[arg(long = "insecure-registry")]
-        insecure_registries: Vec<String>,
-        /// Manifest format: oci, or docker (Docker's schema 2).
-        #[arg(long, value_enum, default_value = "oci")]
-        format: image::ImageFormat,
-    },
+    Push(image::PushArgs),
 }
 
 #[tokio::main]
@@ -157,32 +131,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (server, ns) = (cli.server.as_str(), cli.namespace.as_str());
     match cli.command {
         Command::Image {
-            command:
-                ImageCommand::Push {
-                    dir,
-                    reference,
-                    layers,
-                    entrypoint,
-                    cmd,
-                    env,
-                    workdir,
-                    insecure_registries,
-                    format,
-                },
+            command: ImageCommand::Push(args),
         } => {
-            let mut all = vec![dir];
-            all.extend(layers);
-            let options = image::PushOptions {
-                layers: all,
-                reference: reference.clone(),
-                entrypoint,
-                cmd,
-                env,
-                workdir,
-                insecure_registries,
-                format,
-            };
-            let url = image::push(options).await?;
+            let reference = args.reference.clone();
+            let url = image::push(args).await?;
             println!("pushed {reference} ({url})");
             Ok(())
         }
