@@ -343,11 +343,21 @@ impl RuntimeService {
     /// until then, a clean slate is what keeps two copies of a container from ever running.
     /// Returns how many processes were stopped.
     pub fn clean_up_previous_run(&self) -> usize {
-        let node_cgroup = PathBuf::from("/kubelab").join(&self.node_name);
         // With the slash: `/x/node-1/` must not match the files of `/x/node-10`.
         let root = format!("{}/", self.root.display());
-        // Shims name our root directory in their arguments; containers sit in our cgroups.
-        let mut pids = cgroups::processes(&node_cgroup);
+        // Only the pods this root directory knows: another lab on this host may use the
+        // same node name, and its containers are not ours to stop.
+        let pod_cgroups: Vec<PathBuf> = std::fs::read_dir(self.root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| self.pod_cgroup(&e.file_name().to_string_lossy()))
+            .collect();
+        // Containers sit in their pods' cgroups; shims name our root directory in their arguments.
+        let mut pids: Vec<i32> = pod_cgroups
+            .iter()
+            .flat_map(|c| cgroups::processes(c))
+            .collect();
         pids.extend(processes_mentioning(&root));
         for pid in &pids {
             let _ = nix::sys::signal::kill(
@@ -379,7 +389,9 @@ impl RuntimeService {
             let _ = std::fs::remove_dir_all(&d);
             let _ = std::fs::create_dir_all(&d);
         }
-        cgroups::remove(&node_cgroup);
+        for cgroup in &pod_cgroups {
+            cgroups::remove(cgroup);
+        }
         pids.len()
     }
 
