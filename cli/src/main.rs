@@ -6,6 +6,8 @@
 //! line itself. The CLI talks to the apiserver (and to registries for `image push`) only,
 //! never to agents or the store.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod commands;
 mod image;

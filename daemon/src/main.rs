@@ -8,6 +8,8 @@
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod apiserver;
 mod client;

@@ -41,9 +41,9 @@ pub struct ShimArgs {
 pub fn run(args: ShimArgs) -> i32 {
     // Orphans of the container (its init process once libcontainer's intermediate process
     // exits) are re-parented to us, so that we can reap them and learn the exit status.
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        answer(&format!("error cannot become a subreaper: {e}"));
+        return 1;
     }
     let mut container = match create_and_start(&args) {
         Ok(c) => c,

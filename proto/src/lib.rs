@@ -5,6 +5,8 @@
 //! node counts as Ready, which registries are spoken to over plain HTTP, how an error chain
 //! reads on one line). Nothing else.
 
+#![forbid(unsafe_code)]
+
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.
 pub mod v1 {
     tonic::include_proto!("kubelab.v1");

@@ -7,6 +7,8 @@
 //! the agents first (they stop their containers and remove mounts and cgroups), then the
 //! rest, and removes the directory. Needs root, and `cargo build --bins` first.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
