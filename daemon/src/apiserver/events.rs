@@ -53,7 +53,7 @@ impl Events for EventsService {
         meta.creation_timestamp_ms = event.timestamp_ms;
         let event = self
             .store
-            .update::<Event, _>(&key, |_, _| Ok(Some(event)))
+            .update::<Event, _>(&key, |_| Ok(Some(event)))
             .await?;
         Ok(Response::new(event))
     }

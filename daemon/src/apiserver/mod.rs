@@ -39,6 +39,8 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("resource version {0} is too old (history starts after {1}): expired, relist")]
     Expired(u64, u64),
+    #[error("this watch fell behind the changes after revision {0} and was closed: relist")]
+    WatchTooSlow(u64),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]
@@ -56,7 +58,9 @@ impl From<ApiError> for tonic::Status {
             ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
             ApiError::Conflict(_) => tonic::Status::aborted(message),
             ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
-            ApiError::Expired(..) => tonic::Status::out_of_range(message),
+            ApiError::Expired(..) | ApiError::WatchTooSlow(_) => {
+                tonic::Status::out_of_range(message)
+            }
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
             ApiError::Storage(_) | ApiError::Internal(_) => tonic::Status::internal(message),
         }
@@ -141,7 +145,6 @@ where
     T: store::Object + Send + 'static,
     E: Send + 'static,
 {
-    use kubelab_proto::v1::WatchEventType;
     let rx = store.watch(from_revision, prefix)?;
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |change| {
         let item = match change {
@@ -150,14 +153,7 @@ where
                 Err(e) => Some(Err(tonic::Status::internal(format!(
                     "undecodable object: {e}"
                 )))),
-                Ok(object) => {
-                    let t = match change.change_type {
-                        store::ChangeType::Added => WatchEventType::Added,
-                        store::ChangeType::Modified => WatchEventType::Modified,
-                        store::ChangeType::Deleted => WatchEventType::Deleted,
-                    };
-                    wrap(t, object).map(Ok)
-                }
+                Ok(object) => wrap(change.change_type, object).map(Ok),
             },
         };
         futures::future::ready(item)

@@ -36,7 +36,7 @@ impl Nodes for NodesService {
         let key = key::<Node>("", &meta.name);
         let node = self
             .store
-            .update::<Node, _>(&key, |current, _| {
+            .update::<Node, _>(&key, |current| {
                 let now = now_ms();
                 let meta = node.metadata.get_or_insert_with(Default::default);
                 match current.and_then(|c| c.metadata) {
@@ -68,7 +68,7 @@ impl Nodes for NodesService {
         let key = key::<Node>("", &name);
         let node = self
             .store
-            .update::<Node, _>(&key, |current, _| {
+            .update::<Node, _>(&key, |current| {
                 let Some(mut node) = current else {
                     return Err(ApiError::NotFound(format!(
                         "node {name:?} (register it first)"

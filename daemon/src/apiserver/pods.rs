@@ -88,7 +88,7 @@ impl Pods for PodsService {
         });
         let pod = self
             .store
-            .update::<Pod, _>(&key, |current, _| match current {
+            .update::<Pod, _>(&key, |current| match current {
                 Some(_) => Err(ApiError::AlreadyExists(key.clone())),
                 None => Ok(Some(pod)),
             })
@@ -124,7 +124,7 @@ impl Pods for PodsService {
         let mut removed = false;
         let pod = self
             .store
-            .update::<Pod, _>(&key, |current, _| {
+            .update::<Pod, _>(&key, |current| {
                 let Some(mut pod) = current else {
                     return Err(ApiError::NotFound(key.clone()));
                 };
@@ -169,7 +169,7 @@ impl Pods for PodsService {
         }
         let pod = self
             .store
-            .update::<Pod, _>(&key, |current, _| {
+            .update::<Pod, _>(&key, |current| {
                 let Some(mut pod) = current else {
                     return Err(ApiError::NotFound(key.clone()));
                 };
@@ -205,7 +205,7 @@ impl Pods for PodsService {
         let key = pod_key(&r.namespace, &r.name);
         let pod = self
             .store
-            .update::<Pod, _>(&key, |current, _| {
+            .update::<Pod, _>(&key, |current| {
                 let Some(mut pod) = current else {
                     return Err(ApiError::NotFound(key.clone()));
                 };

@@ -20,13 +20,8 @@ pub const HISTORY_WINDOW: u64 = 100_000;
 const REVISION_KEY: &[u8] = b"revision";
 const COMPACTED_KEY: &[u8] = b"compacted";
 
-/// What a write did to one key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeType {
-    Added = 1,
-    Modified = 2,
-    Deleted = 3,
-}
+/// What a write did to one key: the API's own watch event type (Added, Modified, Deleted).
+pub use kubelab_proto::v1::WatchEventType as ChangeType;
 
 /// One committed write, as watchers see it.
 #[derive(Clone, Debug)]
@@ -41,8 +36,8 @@ pub struct Change {
 /// How a change is kept in the `history` tree.
 #[derive(Clone, PartialEq, prost::Message)]
 struct HistoryRecord {
-    #[prost(uint32, tag = "1")]
-    change_type: u32,
+    #[prost(enumeration = "ChangeType", tag = "1")]
+    change_type: i32,
     #[prost(string, tag = "2")]
     key: String,
     #[prost(bytes = "vec", tag = "3")]
@@ -155,18 +150,18 @@ impl Store {
     pub async fn update<T, F>(&self, key: &str, change: F) -> Result<T, ApiError>
     where
         T: Object,
-        F: FnOnce(Option<T>, u64) -> Result<Option<T>, ApiError>,
+        F: FnOnce(Option<T>) -> Result<Option<T>, ApiError>,
     {
         let result = {
             let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             let current = self.get::<T>(key)?;
-            let existed = current.is_some();
+            // Kept for a delete, which answers with the object as it was.
             let previous = current.clone();
             let revision = self.revision() + 1;
-            let (change_type, object) = match change(current, revision)? {
+            let (change_type, object) = match change(current)? {
                 Some(mut object) => {
                     object.meta_mut().resource_version = revision;
-                    let t = if existed {
+                    let t = if previous.is_some() {
                         ChangeType::Modified
                     } else {
                         ChangeType::Added
@@ -197,7 +192,7 @@ impl Store {
         value: &[u8],
     ) -> Result<(), ApiError> {
         let record = HistoryRecord {
-            change_type: change_type as u32,
+            change_type: change_type as i32,
             key: key.to_string(),
             value: value.to_vec(),
         }
@@ -260,11 +255,7 @@ impl Store {
                 if record.key.starts_with(&prefix) {
                     changes.push(Change {
                         revision,
-                        change_type: match record.change_type {
-                            1 => ChangeType::Added,
-                            2 => ChangeType::Modified,
-                            _ => ChangeType::Deleted,
-                        },
+                        change_type: record.change_type(),
                         key: record.key,
                         value: record.value,
                     });
@@ -293,7 +284,7 @@ impl Store {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Err(ApiError::Expired(last, last))).await;
+                        let _ = tx.send(Err(ApiError::WatchTooSlow(last))).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -331,7 +322,7 @@ mod tests {
     async fn put(store: &Store, name: &str) -> u64 {
         let p = pod(name);
         let written = store
-            .update::<Pod, _>(&key::<Pod>("default", name), |_, _| Ok(Some(p)))
+            .update::<Pod, _>(&key::<Pod>("default", name), |_| Ok(Some(p)))
             .await
             .expect("write");
         written.metadata.expect("meta").resource_version
@@ -362,7 +353,7 @@ mod tests {
         let mut rx = store.watch(1, prefix::<Pod>("")).expect("watch");
         put(&store, "c").await;
         store
-            .update::<Pod, _>(&key::<Pod>("default", "a"), |_, _| Ok(None))
+            .update::<Pod, _>(&key::<Pod>("default", "a"), |_| Ok(None))
             .await
             .expect("delete");
         let mut seen = Vec::new();
@@ -386,14 +377,14 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         put(&store, "a").await;
         let refused = store
-            .update::<Pod, _>(&key::<Pod>("default", "a"), |_, _| {
+            .update::<Pod, _>(&key::<Pod>("default", "a"), |_| {
                 Err(ApiError::AlreadyExists("a".into()))
             })
             .await;
         assert!(refused.is_err());
         assert_eq!(store.revision(), 1);
         let missing = store
-            .update::<Pod, _>(&key::<Pod>("default", "zz"), |_, _| Ok(None))
+            .update::<Pod, _>(&key::<Pod>("default", "zz"), |_| Ok(None))
             .await;
         assert!(matches!(missing, Err(ApiError::NotFound(_))));
     }
