@@ -106,36 +106,26 @@ impl PodWorker {
                         continue;
                     }
                 }
+                // Deleted in the API: stop, then let the apiserver remove it.
                 Desired::Pod(pod) => {
                     self.pod = *pod;
                     let grace = self
                         .pod
                         .metadata
                         .as_ref()
-                        .map(|m| m.deletion_grace_period_seconds)
-                        .unwrap_or(30);
-                    self.kill_pod(Duration::from_secs(grace.max(0) as u64))
-                        .await;
-                    self.finish_delete().await;
-                    return;
+                        .map(|m| m.deletion_grace_period_seconds);
+                    return self.stop(grace.unwrap_or(30), true).await;
                 }
+                // Removed from the API already (a forced delete).
                 Desired::Gone => {
                     let grace = self
                         .pod
                         .spec
                         .as_ref()
-                        .map(|s| s.termination_grace_period_seconds)
-                        .unwrap_or(30);
-                    self.kill_pod(Duration::from_secs(grace.max(0) as u64))
-                        .await;
-                    self.remove_from_node();
-                    return;
+                        .map(|s| s.termination_grace_period_seconds);
+                    return self.stop(grace.unwrap_or(30), false).await;
                 }
-                Desired::Shutdown => {
-                    self.kill_pod(Duration::ZERO).await;
-                    self.remove_from_node();
-                    return;
-                }
+                Desired::Shutdown => return self.stop(0, false).await,
             }
             let wake = self
                 .containers
@@ -147,14 +137,23 @@ impl PodWorker {
                 changed = self.desired.changed() => {
                     if changed.is_err() {
                         // PodWorkers is gone: the agent is stopping without telling us. Stop too.
-                        self.kill_pod(Duration::ZERO).await;
-                        self.remove_from_node();
-                        return;
+                        return self.stop(0, false).await;
                     }
                 }
                 Some((name, exit)) = self.exits_rx.recv() => self.on_exit(&name, exit, true),
                 _ = sleep_until(wake), if wake.is_some() => {}
             }
+        }
+    }
+
+    /// The worker's last act: stop the containers (SIGTERM, `grace_seconds`, SIGKILL), remove
+    /// what the pod left on this node, and, for a delete asked in the API, finish it there.
+    async fn stop(&mut self, grace_seconds: i64, finish_in_api: bool) {
+        self.kill_pod(Duration::from_secs(grace_seconds.max(0) as u64))
+            .await;
+        self.remove_from_node();
+        if finish_in_api {
+            self.finish_delete().await;
         }
     }
 
@@ -384,9 +383,10 @@ impl PodWorker {
             Some(State::Running(r)) => r.started_at_ms,
             _ => 0,
         };
-        let reason = match (exit.exit_code, exit.signal) {
-            (0, _) => "Completed",
-            _ => "Error",
+        let reason = if exit.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
         };
         state.status.state = Some(ContainerState {
             state: Some(State::Terminated(ContainerStateTerminated {
@@ -478,9 +478,8 @@ impl PodWorker {
         }
     }
 
-    /// The containers are stopped: clean up, then let the apiserver remove the pod.
+    /// The containers are stopped and their files gone: let the apiserver remove the pod.
     async fn finish_delete(&self) {
-        self.remove_from_node();
         let meta = self.pod.metadata.clone().unwrap_or_default();
         let request = DeletePodRequest {
             namespace: meta.namespace,

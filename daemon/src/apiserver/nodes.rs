@@ -39,11 +39,14 @@ impl Nodes for NodesService {
             .update::<Node, _>(&key, |current| {
                 let now = now_ms();
                 let meta = node.metadata.get_or_insert_with(Default::default);
-                match current.and_then(|c| c.metadata) {
-                    // An agent restarting keeps its node's identity and age.
+                match current {
+                    // An agent restarting keeps its node's identity, age and spec (what the
+                    // cluster decided about the node is not the agent's to reset).
                     Some(old) => {
-                        meta.uid = old.uid;
-                        meta.creation_timestamp_ms = old.creation_timestamp_ms;
+                        let old_meta = old.metadata.unwrap_or_default();
+                        meta.uid = old_meta.uid;
+                        meta.creation_timestamp_ms = old_meta.creation_timestamp_ms;
+                        node.spec = old.spec;
                     }
                     None => {
                         meta.uid = uuid::Uuid::new_v4().to_string();

@@ -59,18 +59,21 @@ fn pod_key(namespace: &str, name: &str) -> String {
     key::<Pod>(namespace_or_default(namespace), name)
 }
 
-fn check_uid(pod: &Pod, uid: &str, key: &str) -> Result<(), ApiError> {
-    let current = pod
+/// The pod a write applies to: it must exist and, when the caller names a uid, be that
+/// pod and not a newer one of the same name.
+fn existing(current: Option<Pod>, key: &str, uid: &str) -> Result<Pod, ApiError> {
+    let pod = current.ok_or_else(|| ApiError::NotFound(key.to_string()))?;
+    let current_uid = pod
         .metadata
         .as_ref()
         .map(|m| m.uid.as_str())
         .unwrap_or_default();
-    if !uid.is_empty() && uid != current {
+    if !uid.is_empty() && uid != current_uid {
         return Err(ApiError::Conflict(format!(
-            "{key} was replaced (uid {current}, expected {uid})"
+            "{key} was replaced (uid {current_uid}, expected {uid})"
         )));
     }
-    Ok(())
+    Ok(pod)
 }
 
 #[tonic::async_trait]
@@ -125,10 +128,7 @@ impl Pods for PodsService {
         let pod = self
             .store
             .update::<Pod, _>(&key, |current| {
-                let Some(mut pod) = current else {
-                    return Err(ApiError::NotFound(key.clone()));
-                };
-                check_uid(&pod, &r.uid, &key)?;
+                let mut pod = existing(current, &key, &r.uid)?;
                 let bound = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
                 // An unbound pod has no containers to stop; a forced delete skips the wait.
                 if !bound || (r.force && r.grace_period_seconds == Some(0)) {
@@ -170,10 +170,7 @@ impl Pods for PodsService {
         let pod = self
             .store
             .update::<Pod, _>(&key, |current| {
-                let Some(mut pod) = current else {
-                    return Err(ApiError::NotFound(key.clone()));
-                };
-                check_uid(&pod, &r.uid, &key)?;
+                let mut pod = existing(current, &key, &r.uid)?;
                 let spec = pod.spec.get_or_insert_with(Default::default);
                 if !spec.node_name.is_empty() {
                     return Err(ApiError::Conflict(format!(
@@ -206,10 +203,7 @@ impl Pods for PodsService {
         let pod = self
             .store
             .update::<Pod, _>(&key, |current| {
-                let Some(mut pod) = current else {
-                    return Err(ApiError::NotFound(key.clone()));
-                };
-                check_uid(&pod, &r.uid, &key)?;
+                let mut pod = existing(current, &key, &r.uid)?;
                 pod.status = r.status;
                 Ok(Some(pod))
             })

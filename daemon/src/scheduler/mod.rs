@@ -173,8 +173,9 @@ async fn schedule_one(
     pod: Pod,
 ) {
     let meta = pod.metadata.clone().unwrap_or_default();
-    let (feasible, reasons) = filter(cache, &pod, now_ms());
-    let Some(node_name) = score(cache, &feasible) else {
+    let used = usage(cache);
+    let (feasible, reasons) = filter(cache, &used, &pod, now_ms());
+    let Some(node_name) = score(cache, &used, &feasible) else {
         let message = failure_message(cache.nodes.len(), &reasons);
         if cache.last_failure.get(&meta.uid) != Some(&message) {
             tracing::info!(%message, "pod is unschedulable");
@@ -233,8 +234,10 @@ fn is_terminal(pod: &Pod) -> bool {
 }
 
 /// What is already placed on each node: (cpu millis, memory bytes, pods).
-fn usage(cache: &ClusterCache) -> HashMap<&str, (i64, i64, i64)> {
-    let mut used: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+type Usage<'a> = HashMap<&'a str, (i64, i64, i64)>;
+
+fn usage(cache: &ClusterCache) -> Usage<'_> {
+    let mut used = Usage::new();
     for pod in cache.pods.values() {
         let Some(node) = pod
             .spec
@@ -257,9 +260,13 @@ fn usage(cache: &ClusterCache) -> HashMap<&str, (i64, i64, i64)> {
 }
 
 /// The nodes that can run the pod, and for the others the reason each was left out.
-fn filter(cache: &ClusterCache, pod: &Pod, now: i64) -> (Vec<String>, Vec<&'static str>) {
+fn filter(
+    cache: &ClusterCache,
+    used: &Usage<'_>,
+    pod: &Pod,
+    now: i64,
+) -> (Vec<String>, Vec<&'static str>) {
     let (cpu, mem) = requests(pod);
-    let used = usage(cache);
     let mut feasible = Vec::new();
     let mut reasons = Vec::new();
     for (name, node) in &cache.nodes {
@@ -292,8 +299,7 @@ fn filter(cache: &ClusterCache, pod: &Pod, now: i64) -> (Vec<String>, Vec<&'stat
 
 /// Least allocated wins: the node whose busier resource (cpu or memory) is the least
 /// used fraction; ties go to fewer pods, then to the name, so the choice is stable.
-fn score(cache: &ClusterCache, feasible: &[String]) -> Option<String> {
-    let used = usage(cache);
+fn score(cache: &ClusterCache, used: &Usage<'_>, feasible: &[String]) -> Option<String> {
     feasible
         .iter()
         .map(|name| {
