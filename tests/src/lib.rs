@@ -49,6 +49,14 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// An ordinary Kubernetes Pod manifest: one container `main` running `sh -c SCRIPT`, with a
+/// short grace period (busybox's `sleep`, as PID 1, ignores SIGTERM).
+pub fn pod_manifest(name: &str, image: &str, restart_policy: &str, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart_policy}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {image}\n    command: [\"sh\", \"-c\", {script:?}]\n"
+    )
+}
+
 /// Makes a busybox root filesystem at `dir` with `examples/busybox-rootfs.sh`.
 pub fn make_busybox_rootfs(dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");

@@ -1,6 +1,6 @@
 //! Bad input gets a clear one-line error naming the problem, never a panic, and loses nothing.
 
-use kubelab_tests::{bin, free_port, Lab};
+use kubelab_tests::{bin, free_port, pod_manifest, Lab};
 
 fn one_line(stderr: &str) -> &str {
     let trimmed = stderr.trim_end();
@@ -121,9 +121,7 @@ fn unknown_things_are_named() {
 fn logs_from_a_dead_agent_name_the_node() {
     let mut lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
-    ));
+    lab.apply_ok(&pod_manifest("p", &image, "Always", "sleep 3600"));
     lab.wait_for("p", "Running");
     lab.kill_agent(0);
     let err = lab.fails(&["logs", "p"]);

@@ -1,6 +1,6 @@
 //! What the apiserver acknowledged survives it being killed.
 
-use kubelab_tests::Lab;
+use kubelab_tests::{pod_manifest, Lab};
 
 /// Pods survive a `kill -9` of the apiserver: after a restart on the same data directory
 /// they are all there with their status, and the scheduler and agents carry on.
@@ -8,9 +8,7 @@ use kubelab_tests::Lab;
 fn pods_survive_an_apiserver_restart() {
     let mut lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    let manifest = |name: &str| {
-        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    command: [\"echo\", \"{name}\"]\n")
-    };
+    let manifest = |name: &str| pod_manifest(name, &image, "Never", &format!("echo {name}"));
     lab.apply_ok(&manifest("before"));
     lab.wait_for("before", "Succeeded");
     lab.kill_apiserver();
@@ -32,9 +30,7 @@ fn an_agent_killed_and_started_again_runs_its_pods_once() {
     use std::time::{Duration, Instant};
     let mut lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: s\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, \"3600\"]\n"
-    ));
+    lab.apply_ok(&pod_manifest("s", &image, "Always", "exec sleep 3600"));
     lab.wait_for("s", "Running");
     let uid = lab.pod_json("s")["metadata"]["uid"]
         .as_str()

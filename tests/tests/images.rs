@@ -3,17 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kubelab_tests::Lab;
+use kubelab_tests::{pod_manifest, Lab};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, text).expect("write");
-}
-
-fn run_pod(name: &str, image: &str, script: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n"
-    )
 }
 
 /// A three-layer image whose upper layers delete a file (`.wh.NAME`) and hide a directory's
@@ -48,9 +42,10 @@ fn a_layered_image_with_whiteouts_unpacks_to_exactly_the_right_tree() {
         "--layer",
         l3.to_str().expect("path"),
     ]);
-    lab.apply_ok(&run_pod(
+    lab.apply_ok(&pod_manifest(
         "tree",
         &image,
+        "Never",
         "find /data /opq /added | sort; cat /data/keep /data/sub/new",
     ));
     lab.wait_for("tree", "Succeeded");
@@ -65,9 +60,9 @@ fn a_layered_image_with_whiteouts_unpacks_to_exactly_the_right_tree() {
 fn a_cached_image_is_not_pulled_again() {
     let lab = Lab::start(1);
     let image = lab.push_busybox("cached");
-    lab.apply_ok(&run_pod("first", &image, "true"));
+    lab.apply_ok(&pod_manifest("first", &image, "Never", "true"));
     lab.wait_for("first", "Succeeded");
-    lab.apply_ok(&run_pod("second", &image, "true"));
+    lab.apply_ok(&pod_manifest("second", &image, "Never", "true"));
     lab.wait_for("second", "Succeeded");
     let describe = lab.ok(&["describe", "pod", "second"]);
     assert!(
@@ -83,7 +78,7 @@ fn a_cached_image_is_not_pulled_again() {
 fn an_unknown_image_shows_err_image_pull_then_back_off() {
     let lab = Lab::start(1);
     let image = format!("{}/no-such-image:1", lab.registry);
-    lab.apply_ok(&run_pod("missing", &image, "true"));
+    lab.apply_ok(&pod_manifest("missing", &image, "Never", "true"));
     lab.wait_status("missing", "ErrImagePull", Duration::from_secs(20));
     let json = lab.pod_json("missing");
     let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
@@ -130,7 +125,7 @@ fn a_corrupted_blob_is_refused() {
     bytes[middle] ^= 0xff;
     bytes[middle + 1] ^= 0xff;
     std::fs::write(&data, bytes).expect("corrupt blob");
-    lab.apply_ok(&run_pod("corrupt", &image, "true"));
+    lab.apply_ok(&pod_manifest("corrupt", &image, "Never", "true"));
     lab.wait_status("corrupt", "ErrImagePull", Duration::from_secs(20));
     let json = lab.pod_json("corrupt");
     let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
@@ -164,7 +159,7 @@ fn a_docker_schema2_image_runs() {
         "--cmd",
         "sh",
     ]);
-    lab.apply_ok(&run_pod("docker", &image, "echo schema2"));
+    lab.apply_ok(&pod_manifest("docker", &image, "Never", "echo schema2"));
     lab.wait_for("docker", "Succeeded");
     assert_eq!(lab.ok(&["logs", "docker"]), "schema2\n");
 }

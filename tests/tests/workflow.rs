@@ -2,13 +2,7 @@
 
 use std::time::Duration;
 
-use kubelab_tests::{cgroups_matching, mounts_under, Lab};
-
-fn pod(name: &str, image: &str, restart: &str, script: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {image}\n    command: [\"sh\", \"-c\", {script:?}]\n"
-    )
-}
+use kubelab_tests::{cgroups_matching, mounts_under, pod_manifest, Lab};
 
 /// A pod's output reaches `kubelab logs`, and `describe` shows every step of the workflow
 /// as events, in order: Scheduled, Pulling, Pulled, Created, Started.
@@ -16,7 +10,7 @@ fn pod(name: &str, image: &str, restart: &str, script: &str) -> String {
 fn a_pods_output_reaches_logs_and_its_steps_are_events() {
     let lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&pod(
+    lab.apply_ok(&pod_manifest(
         "hello",
         &image,
         "Never",
@@ -43,8 +37,8 @@ fn a_pods_output_reaches_logs_and_its_steps_are_events() {
 fn exit_codes_give_succeeded_and_failed_with_the_code() {
     let lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&pod("ok", &image, "Never", "exit 0"));
-    lab.apply_ok(&pod("bad", &image, "Never", "exit 3"));
+    lab.apply_ok(&pod_manifest("ok", &image, "Never", "exit 0"));
+    lab.apply_ok(&pod_manifest("bad", &image, "Never", "exit 3"));
     lab.wait_for("ok", "Succeeded");
     lab.wait_for("bad", "Failed");
     let bad = lab.pod_json("bad");
@@ -89,7 +83,12 @@ fn two_agents_both_receive_pods() {
     // Long-running pods: a finished pod no longer counts on its node, so short ones could
     // all land on the first node, one after the other.
     for i in 0..4 {
-        lab.apply_ok(&pod(&format!("p{i}"), &image, "Always", "sleep 3600"));
+        lab.apply_ok(&pod_manifest(
+            &format!("p{i}"),
+            &image,
+            "Always",
+            "sleep 3600",
+        ));
     }
     let mut used = std::collections::HashSet::new();
     for i in 0..4 {
@@ -110,7 +109,7 @@ fn two_agents_both_receive_pods() {
 fn deleting_a_running_pod_leaves_nothing_behind() {
     let lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&pod("sleep", &image, "Always", "sleep 3600"));
+    lab.apply_ok(&pod_manifest("sleep", &image, "Always", "sleep 3600"));
     lab.wait_for("sleep", "Running");
     let json = lab.pod_json("sleep");
     let uid = json["metadata"]["uid"].as_str().expect("uid").to_string();
@@ -172,7 +171,7 @@ fn stopping_the_lab_stops_its_pods() {
     {
         let lab = Lab::start(1);
         let image = lab.push_busybox("1");
-        lab.apply_ok(&pod("sleep", &image, "Always", "sleep 3600"));
+        lab.apply_ok(&pod_manifest("sleep", &image, "Always", "sleep 3600"));
         lab.wait_for("sleep", "Running");
         uid = lab.pod_json("sleep")["metadata"]["uid"]
             .as_str()
@@ -231,7 +230,7 @@ fn deleting_a_pod_whose_pull_hangs_does_not_wait_for_the_pull() {
             held.push(conn);
         }
     });
-    lab.apply_ok(&pod(
+    lab.apply_ok(&pod_manifest(
         "stuck",
         &format!("127.0.0.1:{port}/silent:1"),
         "Never",
@@ -371,7 +370,11 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let manifest = lab.dir.path().join("sleep.yaml");
-    std::fs::write(&manifest, pod("sleep", &image, "Always", "sleep 3600")).expect("manifest");
+    std::fs::write(
+        &manifest,
+        pod_manifest("sleep", &image, "Always", "sleep 3600"),
+    )
+    .expect("manifest");
     assert!(kubelab(&["apply", "-f", manifest.to_str().expect("path")])
         .status
         .success());
