@@ -76,9 +76,15 @@ enum Command {
     /// Print a container's output.
     Logs {
         name: String,
-        /// The container (needed when the pod has several).
-        #[arg(short = 'c', long)]
-        container: Option<String>,
+        #[command(flatten)]
+        options: commands::logs::LogsOptions,
+    },
+    /// Run a command in a running container: `kubelab exec POD [-c C] [-i] -- CMD ARGS...`.
+    /// Exits with the command's exit code.
+    Exec {
+        name: String,
+        #[command(flatten)]
+        options: commands::exec::ExecOptions,
     },
     /// Delete a pod: SIGTERM, the grace period, then SIGKILL.
     Delete {
@@ -148,8 +154,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             all_namespaces,
         } => commands::get::run(server, ns, &kind, name, output, all_namespaces).await,
         Command::Describe { kind, name } => commands::describe::run(server, ns, &kind, &name).await,
-        Command::Logs { name, container } => {
-            commands::logs::run(server, ns, &name, container).await
+        Command::Logs { name, options } => commands::logs::run(server, ns, &name, options).await,
+        Command::Exec { name, options } => {
+            let code = commands::exec::run(server, ns, &name, options).await?;
+            std::process::exit(code);
         }
         Command::Delete {
             kind,

@@ -81,6 +81,8 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
 
 const POD_FIELDS: &[&str] = &[
     "containers",
+    "initContainers",
+    "volumes",
     "nodeName",
     "restartPolicy",
     "terminationGracePeriodSeconds",
@@ -94,6 +96,10 @@ const CONTAINER_FIELDS: &[&str] = &[
     "workingDir",
     "resources",
     "imagePullPolicy",
+    "volumeMounts",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
 ];
 const META_FIELDS: &[&str] = &["name", "namespace", "labels"];
 
@@ -120,14 +126,14 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
             out.push(format!("spec.{k}"));
         }
     }
-    if let Some(containers) = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(|c| c.as_sequence())
-    {
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec.and_then(|s| s.get(list)).and_then(|c| c.as_sequence()) else {
+            continue;
+        };
         for (i, c) in containers.iter().enumerate() {
             for k in keys(Some(c)) {
                 if !CONTAINER_FIELDS.contains(&k.as_str()) {
-                    out.push(format!("spec.containers[{i}].{k}"));
+                    out.push(format!("spec.{list}[{i}].{k}"));
                 }
             }
             for e in c
@@ -137,7 +143,7 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
                 .flatten()
             {
                 if e.get("valueFrom").is_some() {
-                    out.push(format!("spec.containers[{i}].env.valueFrom"));
+                    out.push(format!("spec.{list}[{i}].env.valueFrom"));
                 }
             }
         }
@@ -148,46 +154,23 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
 fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
     let meta = pod.metadata;
     let spec = pod.spec.ok_or("spec is required")?;
-    let mut containers = Vec::new();
-    for c in spec.containers {
-        let resources = c.resources.unwrap_or_default();
-        let get = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
-            m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
-        };
-        let cpu = |q: Option<String>| q.map(|q| parse_cpu(&q)).transpose();
-        let mem = |q: Option<String>| q.map(|q| parse_memory(&q)).transpose();
-        let mut r = api::ResourceRequirements {
-            cpu_request_millis: cpu(get(&resources.requests, "cpu"))?.unwrap_or(0),
-            memory_request_bytes: mem(get(&resources.requests, "memory"))?.unwrap_or(0),
-            cpu_limit_millis: cpu(get(&resources.limits, "cpu"))?.unwrap_or(0),
-            memory_limit_bytes: mem(get(&resources.limits, "memory"))?.unwrap_or(0),
-        };
-        // As in Kubernetes, a limit without a request makes the request equal to the limit.
-        if r.cpu_request_millis == 0 {
-            r.cpu_request_millis = r.cpu_limit_millis;
-        }
-        if r.memory_request_bytes == 0 {
-            r.memory_request_bytes = r.memory_limit_bytes;
-        }
-        containers.push(api::Container {
-            name: c.name,
-            image: c.image.unwrap_or_default(),
-            command: c.command.unwrap_or_default(),
-            args: c.args.unwrap_or_default(),
-            env: c
-                .env
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| api::EnvVar {
-                    name: e.name,
-                    value: e.value.unwrap_or_default(),
-                })
-                .collect(),
-            working_dir: c.working_dir.unwrap_or_default(),
-            resources: Some(r),
-            image_pull_policy: c.image_pull_policy.unwrap_or_default(),
-        });
-    }
+    let containers = spec
+        .containers
+        .into_iter()
+        .map(container)
+        .collect::<Result<_, _>>()?;
+    let init_containers = spec
+        .init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .map(container)
+        .collect::<Result<_, _>>()?;
+    let volumes = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(volume)
+        .collect::<Result<_, _>>()?;
     Ok(api::Pod {
         metadata: Some(api::ObjectMeta {
             name: meta.name.unwrap_or_default(),
@@ -197,11 +180,142 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
         }),
         spec: Some(api::PodSpec {
             containers,
+            init_containers,
+            volumes,
             node_name: spec.node_name.unwrap_or_default(),
             restart_policy: spec.restart_policy.unwrap_or_default(),
             termination_grace_period_seconds: spec.termination_grace_period_seconds.unwrap_or(30),
         }),
         status: None,
+    })
+}
+
+fn container(c: k8s::Container) -> Result<api::Container, String> {
+    let resources = c.resources.unwrap_or_default();
+    let get = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
+    let cpu = |q: Option<String>| q.map(|q| parse_cpu(&q)).transpose();
+    let mem = |q: Option<String>| q.map(|q| parse_memory(&q)).transpose();
+    let mut r = api::ResourceRequirements {
+        cpu_request_millis: cpu(get(&resources.requests, "cpu"))?.unwrap_or(0),
+        memory_request_bytes: mem(get(&resources.requests, "memory"))?.unwrap_or(0),
+        cpu_limit_millis: cpu(get(&resources.limits, "cpu"))?.unwrap_or(0),
+        memory_limit_bytes: mem(get(&resources.limits, "memory"))?.unwrap_or(0),
+    };
+    // As in Kubernetes, a limit without a request makes the request equal to the limit.
+    if r.cpu_request_millis == 0 {
+        r.cpu_request_millis = r.cpu_limit_millis;
+    }
+    if r.memory_request_bytes == 0 {
+        r.memory_request_bytes = r.memory_limit_bytes;
+    }
+    let name = c.name;
+    let probe = |p: Option<k8s::Probe>, kind: &str| {
+        p.map(|p| probe(p).map_err(|e| format!("container {name:?}: {kind}: {e}")))
+            .transpose()
+    };
+    Ok(api::Container {
+        liveness_probe: probe(c.liveness_probe, "livenessProbe")?,
+        readiness_probe: probe(c.readiness_probe, "readinessProbe")?,
+        startup_probe: probe(c.startup_probe, "startupProbe")?,
+        image: c.image.unwrap_or_default(),
+        command: c.command.unwrap_or_default(),
+        args: c.args.unwrap_or_default(),
+        env: c
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| api::EnvVar {
+                name: e.name,
+                value: e.value.unwrap_or_default(),
+            })
+            .collect(),
+        working_dir: c.working_dir.unwrap_or_default(),
+        resources: Some(r),
+        image_pull_policy: c.image_pull_policy.unwrap_or_default(),
+        volume_mounts: c
+            .volume_mounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| api::VolumeMount {
+                name: m.name,
+                mount_path: m.mount_path,
+                read_only: m.read_only.unwrap_or(false),
+            })
+            .collect(),
+        name,
+    })
+}
+
+fn volume(v: k8s::Volume) -> Result<api::Volume, String> {
+    use api::volume::Source;
+    let source = if let Some(e) = v.empty_dir {
+        Source::EmptyDir(api::EmptyDirVolumeSource {
+            medium: e.medium.unwrap_or_default(),
+            size_limit_bytes: e
+                .size_limit
+                .map(|q| parse_memory(&q.0))
+                .transpose()?
+                .unwrap_or(0),
+        })
+    } else if let Some(h) = v.host_path {
+        Source::HostPath(api::HostPathVolumeSource {
+            path: h.path,
+            r#type: h.type_.unwrap_or_default(),
+        })
+    } else {
+        return Err(format!(
+            "volume {:?}: only emptyDir and hostPath volumes are supported",
+            v.name
+        ));
+    };
+    Ok(api::Volume {
+        name: v.name,
+        source: Some(source),
+    })
+}
+
+/// A probe's port must be a number here (named ports need `ports`, which kubelab ignores).
+fn port(p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> Result<i32, String> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match p {
+        IntOrString::Int(n) if (1..=65535).contains(n) => Ok(*n),
+        IntOrString::Int(n) => Err(format!("port {n} is not in 1-65535")),
+        IntOrString::String(s) => Err(format!(
+            "port {s:?}: named ports are not supported; give the port number"
+        )),
+    }
+}
+
+fn probe(p: k8s::Probe) -> Result<api::Probe, String> {
+    use api::probe::Handler;
+    let handler = if let Some(e) = p.exec {
+        Handler::Exec(api::ExecAction {
+            command: e.command.unwrap_or_default(),
+        })
+    } else if let Some(h) = p.http_get {
+        Handler::HttpGet(api::HttpGetAction {
+            path: h.path.unwrap_or_default(),
+            port: port(&h.port)?,
+            host: h.host.unwrap_or_default(),
+            scheme: h.scheme.unwrap_or_default(),
+        })
+    } else if let Some(t) = p.tcp_socket {
+        Handler::TcpSocket(api::TcpSocketAction {
+            port: port(&t.port)?,
+            host: t.host.unwrap_or_default(),
+        })
+    } else {
+        return Err("a probe needs exec, httpGet or tcpSocket (grpc is not supported)".into());
+    };
+    Ok(api::Probe {
+        handler: Some(handler),
+        initial_delay_seconds: p.initial_delay_seconds.unwrap_or(0),
+        period_seconds: p.period_seconds.unwrap_or(0),
+        timeout_seconds: p.timeout_seconds.unwrap_or(0),
+        success_threshold: p.success_threshold.unwrap_or(0),
+        failure_threshold: p.failure_threshold.unwrap_or(0),
     })
 }
 

@@ -4,7 +4,8 @@
 //! - `apiserver` — the gRPC API and its sled store; the only owner of cluster state.
 //! - `scheduler` — binds unbound pods to nodes, through the API only.
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
-//! - `shim` — one single-threaded process per container; the only caller of libcontainer.
+//! - `shim` — one single-threaded process per container; with `exec-helper` (one per
+//!   `kubelab exec` or exec probe), the only callers of libcontainer.
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
 
@@ -13,6 +14,7 @@
 mod agent;
 mod apiserver;
 mod client;
+mod cri_log;
 mod net;
 mod scheduler;
 mod shim;
@@ -49,6 +51,9 @@ enum Command {
     /// Internal: run one container (started by the agent).
     #[command(hide = true)]
     Shim(shim::ShimArgs),
+    /// Run a command inside a running container (started by the agent for exec).
+    #[command(hide = true)]
+    ExecHelper(agent::runtime::exec::ExecHelperArgs),
 }
 
 fn main() {
@@ -61,10 +66,13 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The shim must stay single-threaded (libcontainer forks it): no async runtime for it.
-    if let Command::Shim(args) = cli.command {
-        std::process::exit(shim::run(args));
-    }
+    // The shim and the exec helper must stay single-threaded (libcontainer forks them):
+    // no async runtime for them.
+    let command = match cli.command {
+        Command::Shim(args) => std::process::exit(shim::run(args)),
+        Command::ExecHelper(args) => std::process::exit(agent::runtime::exec::run_helper(args)),
+        other => other,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
@@ -74,7 +82,7 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Apiserver(args) => apiserver::run(args, shutdown_signal())
                 .await
                 .context("apiserver"),
@@ -88,7 +96,9 @@ fn run() -> anyhow::Result<()> {
             }
             Command::Agent(args) => agent::run(args, shutdown_signal()).await.context("agent"),
             Command::Up(args) => up::run(args, shutdown_signal()).await.context("up"),
-            Command::Shim(_) => unreachable!("handled before the runtime starts"),
+            Command::Shim(_) | Command::ExecHelper(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     })
 }

@@ -291,6 +291,8 @@ impl Lab {
             &format!("agent {name}"),
             Command::new(bin("kubelabd"))
                 .args(["agent", "--node-name", name, "--server", &self.server])
+                // Short back-off keeps restart tests fast: 1s, 2s, 4s (the kubelet: 10s to 5m).
+                .args(["--backoff-initial", "1s", "--backoff-max", "4s"])
                 .arg("--root-dir")
                 .arg(&root)
                 .env("RUST_LOG", &self.agent_log),

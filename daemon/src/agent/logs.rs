@@ -1,89 +1,213 @@
-//! The agent's own gRPC server: container logs, read from this node's log files.
+//! Reading a container's logs back, as `kubectl logs` shows them.
 //!
-//! Only the apiserver calls it (it proxies `kubelab logs`, as kube-apiserver proxies to the
-//! kubelet). It reads files; it never changes a pod.
+//! The shim writes `<pod log dir>/<container>/<restart>.log` in the CRI format; this module
+//! picks the file (the current run, or the previous one), turns records back into the
+//! container's lines (optionally with their times), keeps the last N, and with `follow`
+//! goes on as the file grows, woken by inotify, until the shim closes the file. It only
+//! reads files.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use kubelab_proto::v1::agent_server::Agent;
-use kubelab_proto::v1::{LogChunk, LogsRequest};
+use futures::StreamExt;
+use inotify::{Inotify, WatchMask};
 use tokio::io::AsyncReadExt;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
 
-use super::runtime::RuntimeService;
+use crate::cri_log;
 
-pub struct AgentService {
-    pub runtime: Arc<RuntimeService>,
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("previous terminated container {0:?} not found")]
+    NoPrevious(String),
+    #[error("container {0:?} has not started yet")]
+    NotStarted(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
 }
 
-#[tonic::async_trait]
-impl Agent for AgentService {
-    type LogsStream =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, Status>> + Send>>;
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    pub tail_lines: Option<i64>,
+    pub timestamps: bool,
+    pub follow: bool,
+}
 
-    async fn logs(
-        &self,
-        request: Request<LogsRequest>,
-    ) -> Result<Response<Self::LogsStream>, Status> {
-        let r = request.into_inner();
-        let dir = self
-            .runtime
-            .find_pod_logs(&r.namespace, &r.name)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "pod {}/{} has no logs on this node (has it started?)",
-                    r.namespace, r.name
-                ))
-            })?;
-        // The container name becomes a file name: only a DNS label may (no `/`, no `..`).
-        let valid = !r.container.is_empty()
-            && r.container
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !valid {
-            return Err(Status::invalid_argument(format!(
-                "invalid container name {:?}",
-                r.container
-            )));
-        }
-        let path = dir.join(format!("{}.log", r.container));
-        let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
-            Status::not_found(format!(
-                "container {:?} of pod {}/{} has not started yet",
-                r.container, r.namespace, r.name
-            ))
-        })?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match file.read(&mut buf).await {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if tx
-                            .send(Ok(LogChunk {
-                                data: buf[..n].to_vec(),
-                            }))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!(
-                                "reading {}: {e}",
-                                path.display()
-                            ))))
-                            .await;
-                        return;
-                    }
+/// The file of the container's current run, or of the run before it.
+pub fn select_file(
+    container_dir: &Path,
+    container: &str,
+    previous: bool,
+) -> Result<PathBuf, LogsError> {
+    let mut runs: Vec<u64> = std::fs::read_dir(container_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    runs.sort_unstable();
+    let run = if previous {
+        runs.iter()
+            .rev()
+            .nth(1)
+            .ok_or_else(|| LogsError::NoPrevious(container.into()))?
+    } else {
+        runs.last()
+            .ok_or_else(|| LogsError::NotStarted(container.into()))?
+    };
+    Ok(container_dir.join(format!("{run}.log")))
+}
+
+/// Turns CRI records back into output lines; keeps an unfinished (`P`) line until its end.
+#[derive(Default)]
+struct Renderer {
+    timestamps: bool,
+    /// Bytes of the file after its last `\n` (a record still being written).
+    pending: Vec<u8>,
+    /// The line being rebuilt from `P` records.
+    line: Vec<u8>,
+    line_started: bool,
+}
+
+impl Renderer {
+    /// Feeds file bytes; returns the complete output lines they finish.
+    fn feed(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else {
+            return out;
+        };
+        let complete: Vec<u8> = self.pending.drain(..=end).collect();
+        for record in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(r) = cri_log::parse(record) else {
+                continue;
+            };
+            if !self.line_started {
+                self.line_started = true;
+                if self.timestamps {
+                    self.line.extend_from_slice(r.time.as_bytes());
+                    self.line.push(b' ');
                 }
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+            self.line.extend_from_slice(r.text);
+            if r.full {
+                self.line.push(b'\n');
+                out.push(std::mem::take(&mut self.line));
+                self.line_started = false;
+            }
+        }
+        out
+    }
+}
+
+/// Streams the log file's lines into `tx` (in chunks), then, with `follow`, what is
+/// written to it until the shim closes it.
+pub async fn stream(
+    path: PathBuf,
+    options: LogOptions,
+    tx: mpsc::Sender<Vec<u8>>,
+) -> Result<(), LogsError> {
+    let io = |e| LogsError::Io(path.clone(), e);
+    // Watch first, read second: nothing written in between is missed.
+    let events = if options.follow {
+        let inotify = Inotify::init().map_err(io)?;
+        inotify
+            .watches()
+            .add(
+                &path,
+                WatchMask::MODIFY | WatchMask::CLOSE_WRITE | WatchMask::MOVE_SELF,
+            )
+            .map_err(io)?;
+        Some(inotify.into_event_stream([0u8; 1024]).map_err(io)?)
+    } else {
+        None
+    };
+    let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
+    let mut renderer = Renderer {
+        timestamps: options.timestamps,
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    file.read_to_end(&mut all).await.map_err(io)?;
+    let mut lines = renderer.feed(&all);
+    if let Some(n) = options.tail_lines {
+        let keep = (n.max(0) as usize).min(lines.len());
+        lines.drain(..lines.len() - keep);
+    }
+    if !send(&tx, lines).await {
+        return Ok(());
+    }
+    let Some(mut events) = events else {
+        return Ok(());
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some(event) = events.next().await {
+        let event = event.map_err(io)?;
+        // Whatever happened, read what is new first.
+        loop {
+            let n = file.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            if !send(&tx, renderer.feed(&buf[..n])).await {
+                return Ok(());
+            }
+        }
+        if event.mask.contains(inotify::EventMask::MOVE_SELF) {
+            // Rotated: the run goes on in a new file at the same path.
+            let rest = LogOptions {
+                tail_lines: None,
+                ..options
+            };
+            return Box::pin(stream(path.clone(), rest, tx)).await;
+        }
+        if event.mask.contains(inotify::EventMask::CLOSE_WRITE) {
+            return Ok(()); // the container has ended
+        }
+    }
+    Ok(())
+}
+
+async fn send(tx: &mpsc::Sender<Vec<u8>>, lines: Vec<Vec<u8>>) -> bool {
+    if lines.is_empty() {
+        return true;
+    }
+    tx.send(lines.concat()).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_become_lines_with_optional_times() {
+        let text = b"2026-01-01T00:00:00.000000001Z stdout P hel\n2026-01-01T00:00:00.000000002Z stdout F lo\n2026-01-01T00:00:01Z stderr F oops\n2026-01-01T00:00:02Z stdout F unfin";
+        let mut r = Renderer::default();
+        assert_eq!(r.feed(text).concat(), b"hello\noops\n");
+        assert_eq!(r.feed(b"ished\n").concat(), b"unfinished\n");
+        let mut r = Renderer {
+            timestamps: true,
+            ..Default::default()
+        };
+        let first_two = b"2026-01-01T00:00:00.000000001Z stdout P hel\n2026-01-01T00:00:00.000000002Z stdout F lo\n";
+        assert_eq!(
+            r.feed(first_two).concat(),
+            b"2026-01-01T00:00:00.000000001Z hello\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn the_previous_run_is_the_second_newest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0, 1, 2, 10] {
+            std::fs::write(dir.path().join(format!("{n}.log")), "").unwrap();
+        }
+        assert!(select_file(dir.path(), "c", false)
+            .unwrap()
+            .ends_with("10.log"));
+        assert!(select_file(dir.path(), "c", true)
+            .unwrap()
+            .ends_with("2.log"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(select_file(empty.path(), "c", true).is_err());
     }
 }

@@ -9,14 +9,17 @@
 //!
 //! Stopping the agent (SIGTERM or Ctrl-C) stops its pods' containers and removes their
 //! files: a lab that is shut down leaves nothing running. A `kill -9` leaves them running
-//! until the agent starts again, which stops them and starts its pods afresh.
+//! (their shims live on); the agent started again re-adopts them, and removes what it
+//! finds of pods deleted meanwhile.
 
 mod image;
 mod logs;
 mod pod_status;
 mod pod_worker;
 mod pod_workers;
+mod prober;
 pub mod runtime;
+mod server;
 mod status_manager;
 
 use std::collections::HashSet;
@@ -58,6 +61,49 @@ pub struct AgentArgs {
     /// A registry (HOST:PORT) to speak plain HTTP to. Loopback registries always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// First wait before restarting a crashed container or retrying a failed pull; it
+    /// doubles each time (the kubelet's 10s). Tests use short ones.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub backoff_initial: Duration,
+    /// The longest back-off (the kubelet's 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// A container that ran this long starts its back-off afresh (the kubelet's 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub backoff_reset: Duration,
+    /// Most processes a pod may have (the kubelet's podPidsLimit; 0: no limit).
+    #[arg(long, default_value_t = 4096)]
+    pub pod_pids_limit: i64,
+    /// Size at which a container's log file is rotated (containerLogMaxSize), in bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub container_log_max_bytes: u64,
+}
+
+/// The agent's settings that pod workers read.
+#[derive(Clone, Debug)]
+pub struct KubeletConfig {
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub backoff_reset: Duration,
+    pub pod_pids_limit: i64,
+}
+
+/// `500ms`, `10s`, `5m`, `1h`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (examples: 500ms, 10s, 5m)");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
 }
 
 /// Everything a pod worker needs, shared by all of them.
@@ -67,6 +113,7 @@ pub struct Kubelet {
     pub images: ImageManager,
     pub runtime: Arc<RuntimeService>,
     pub status: StatusManager,
+    pub config: KubeletConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,15 +143,27 @@ pub async fn run(
     let api =
         ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
     let _lock = lock_root_dir(&root)?;
-    let runtime = Arc::new(RuntimeService::new(root.clone(), args.node_name.clone())?);
-    let stopped = runtime.clean_up_previous_run();
-    if stopped > 0 {
-        tracing::warn!(
-            stopped,
-            "stopped what a killed previous run of this agent left running; its pods start afresh"
+    let runtime = Arc::new(RuntimeService::new(
+        root.clone(),
+        args.node_name.clone(),
+        args.container_log_max_bytes,
+    )?);
+    // Pods a previous run left: re-adopted by their workers, or removed once the first
+    // list shows they are gone from the API.
+    let mut left_behind = runtime.pods_on_disk();
+    if !left_behind.is_empty() {
+        tracing::info!(
+            pods = left_behind.len(),
+            "found pods of a previous run of this agent"
         );
     }
     let kubelet = Arc::new(Kubelet {
+        config: KubeletConfig {
+            backoff_initial: args.backoff_initial,
+            backoff_max: args.backoff_max,
+            backoff_reset: args.backoff_reset,
+            pod_pids_limit: args.pod_pids_limit,
+        },
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),
         images: ImageManager::new(root.join("images"), args.insecure_registries.clone())?,
@@ -123,7 +182,7 @@ pub async fn run(
         .map_err(|e| AgentError::Listen(args.listen, e))?;
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AgentServer::new(logs::AgentService {
+            .add_service(AgentServer::new(server::AgentService {
                 runtime: runtime.clone(),
             }))
             .serve_with_incoming(crate::net::incoming(listener)),
@@ -135,7 +194,7 @@ pub async fn run(
 
     let workers = PodWorkers::new(kubelet);
     tokio::select! {
-        _ = sync_loop(&api, &args.node_name, &workers) => {}
+        _ = sync_loop(&api, &args.node_name, &workers, &runtime, &mut left_behind) => {}
         _ = shutdown => tracing::info!("agent stopping: stopping its pods"),
     }
     workers.shutdown().await;
@@ -159,9 +218,15 @@ fn lock_root_dir(root: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::Fi
 }
 
 /// Lists the pods bound to this node, then follows the watch; relists when the watch breaks.
-async fn sync_loop(api: &ApiClient, node_name: &str, workers: &PodWorkers) {
+async fn sync_loop(
+    api: &ApiClient,
+    node_name: &str,
+    workers: &PodWorkers,
+    runtime: &RuntimeService,
+    left_behind: &mut Vec<String>,
+) {
     loop {
-        if let Err(e) = list_and_watch(api, node_name, workers).await {
+        if let Err(e) = list_and_watch(api, node_name, workers, runtime, left_behind).await {
             tracing::warn!(error = %e.message(), "pod watch lost; relisting in 1s");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -172,6 +237,8 @@ async fn list_and_watch(
     api: &ApiClient,
     node_name: &str,
     workers: &PodWorkers,
+    runtime: &RuntimeService,
+    left_behind: &mut Vec<String>,
 ) -> Result<(), tonic::Status> {
     let list = api
         .pods
@@ -188,6 +255,12 @@ async fn list_and_watch(
         .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
         .collect();
     workers.remove_missing(&present);
+    for uid in std::mem::take(left_behind) {
+        if !present.contains(&uid) {
+            let stopped = runtime.remove_orphan(&uid);
+            tracing::info!(%uid, stopped, "removed a pod deleted while the agent was away");
+        }
+    }
     for pod in list.items {
         workers.update_pod(pod);
     }

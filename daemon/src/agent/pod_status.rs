@@ -14,8 +14,32 @@ pub fn should_restart(policy: &str, exit_code: i32) -> bool {
     }
 }
 
-/// Kubernetes' pod phase rules, from the containers' states.
-pub fn pod_phase(restart_policy: &str, statuses: &[ContainerStatus]) -> &'static str {
+/// Whether a failed init container is run again: unless the policy is Never.
+pub fn should_restart_init(policy: &str, exit_code: i32) -> bool {
+    exit_code != 0 && policy != "Never"
+}
+
+/// Whether every init container has run to success.
+pub fn initialized(init_count: usize, init: &[ContainerStatus]) -> bool {
+    init.len() == init_count && init.iter().all(|s| terminated_exit_code(s) == Some(0))
+}
+
+/// Kubernetes' pod phase rules, from the init containers' and containers' states.
+pub fn pod_phase(
+    restart_policy: &str,
+    init_count: usize,
+    init: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+) -> &'static str {
+    let init_failed = init.iter().any(|s| {
+        terminated_exit_code(s).is_some_and(|c| c != 0 && !should_restart_init(restart_policy, c))
+    });
+    if init_failed {
+        return "Failed";
+    }
+    if !initialized(init_count, init) {
+        return "Pending";
+    }
     let codes: Vec<Option<i32>> = statuses.iter().map(terminated_exit_code).collect();
     let all_done = !codes.is_empty()
         && codes
@@ -85,20 +109,61 @@ mod tests {
 
     #[test]
     fn phase_follows_restart_policy() {
-        assert_eq!(pod_phase("Never", &[terminated(0)]), "Succeeded");
-        assert_eq!(pod_phase("Never", &[terminated(3)]), "Failed");
-        assert_eq!(pod_phase("OnFailure", &[terminated(0)]), "Succeeded");
-        assert_eq!(pod_phase("OnFailure", &[terminated(3)]), "Running");
-        assert_eq!(pod_phase("Always", &[terminated(0)]), "Running");
+        assert_eq!(pod_phase("Never", 0, &[], &[terminated(0)]), "Succeeded");
+        assert_eq!(pod_phase("Never", 0, &[], &[terminated(3)]), "Failed");
+        assert_eq!(
+            pod_phase("OnFailure", 0, &[], &[terminated(0)]),
+            "Succeeded"
+        );
+        assert_eq!(pod_phase("OnFailure", 0, &[], &[terminated(3)]), "Running");
+        assert_eq!(pod_phase("Always", 0, &[], &[terminated(0)]), "Running");
         assert_eq!(
             pod_phase(
                 "Never",
+                0,
+                &[],
                 &[ContainerStatus {
                     state: waiting("ContainerCreating", ""),
                     ..Default::default()
                 }]
             ),
             "Pending"
+        );
+    }
+
+    #[test]
+    fn init_containers_gate_the_phase() {
+        let running = ContainerStatus {
+            state: waiting("PodInitializing", ""),
+            ..Default::default()
+        };
+        // One of two init containers done: still Pending.
+        assert_eq!(
+            pod_phase(
+                "Always",
+                2,
+                &[terminated(0)],
+                std::slice::from_ref(&running)
+            ),
+            "Pending"
+        );
+        // A failed init container fails the pod only under Never.
+        assert_eq!(
+            pod_phase("Never", 1, &[terminated(1)], std::slice::from_ref(&running)),
+            "Failed"
+        );
+        assert_eq!(
+            pod_phase(
+                "OnFailure",
+                1,
+                &[terminated(1)],
+                std::slice::from_ref(&running)
+            ),
+            "Pending"
+        );
+        assert_eq!(
+            pod_phase("Never", 1, &[terminated(0)], &[terminated(0)]),
+            "Succeeded"
         );
     }
 }

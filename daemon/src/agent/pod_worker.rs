@@ -1,21 +1,24 @@
 //! The pod worker: everything the agent does for one pod, one step at a time.
 //!
-//! `sync_pod` makes the node match the pod's spec (pull, create, start each container,
-//! with back-off after failures), container exits come from their shims, restarts follow
-//! `restartPolicy`, and a delete stops the containers (SIGTERM, grace period, SIGKILL),
-//! cleans up, and lets the apiserver remove the pod. Only workers start or stop
-//! containers; they never write the pod's spec, and they report status through the
-//! StatusManager only.
+//! `sync_pod` makes the node match the pod's spec: the sandbox (shared namespaces) and
+//! volumes first, then the init containers one at a time, each to success, then the
+//! containers (pull, create, start, with back-off after failures). Container exits come
+//! from their shims and probe verdicts from the prober; restarts follow `restartPolicy`;
+//! a delete stops the containers (SIGTERM, grace period, SIGKILL), cleans up, and lets the
+//! apiserver remove the pod. A worker started after an agent restart re-adopts the
+//! containers its predecessor left running. Only workers start or stop containers; they
+//! never write the pod's spec, and they report status through the StatusManager only.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubelab_proto::now_ms;
 use kubelab_proto::v1::container_state::State;
 use kubelab_proto::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
-    DeletePodRequest, Pod, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
+    DeletePodRequest, Pod, PodCondition, PodStatus,
 };
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
@@ -23,25 +26,37 @@ use tracing::Instrument;
 
 use super::image::{ImageError, Outcome, PullPolicy};
 use super::pod_status::{
-    pod_phase, should_restart, terminated_exit_code, waiting, waiting_message,
+    initialized, pod_phase, should_restart, should_restart_init, terminated_exit_code, waiting,
+    waiting_message,
 };
 use super::pod_workers::{deletion, name_of, uid_of, Desired};
-use super::runtime::{ExitRecord, RuntimeService};
+use super::prober::{self, ProbeKind, ProbeUpdate};
+use super::runtime::{ExitRecord, PodContext, Recovered, Started};
 use super::Kubelet;
 
-/// First back-off after a failed pull or a crash; it doubles up to `MAX_BACKOFF` (the kubelet's values).
-const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// After a failed pull the status says ErrImagePull this long, then ImagePullBackOff.
 const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(1);
 /// How long SIGKILLed containers get to be reaped before we stop waiting.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What reaches a worker besides changes of its pod.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// A container's process ended (from the task waiting on its shim).
+    Exited(String, ExitRecord),
+    /// A probe of a container crossed a threshold (from the prober).
+    Probe(String, ProbeUpdate),
+}
+
 /// What a worker knows of one container beyond its reported status.
 struct ContainerRuntime {
     status: ContainerStatus,
     /// Set while the container runs.
-    pid: Option<i32>,
+    running: Option<Started>,
+    /// When it started (for the back-off reset), on this agent's clock.
+    started: Option<Instant>,
+    /// Its probes, while it runs.
+    prober: Option<tokio::task::JoinHandle<()>>,
     /// Do not try to pull or start before this (back-off).
     retry_at: Option<Instant>,
     /// When the ErrImagePull status gives way to ImagePullBackOff.
@@ -49,12 +64,25 @@ struct ContainerRuntime {
     backoff: Duration,
 }
 
+impl Drop for ContainerRuntime {
+    fn drop(&mut self) {
+        if let Some(p) = self.prober.take() {
+            p.abort();
+        }
+    }
+}
+
 pub struct PodWorker {
     k: Arc<Kubelet>,
     pod: Pod,
     containers: HashMap<String, ContainerRuntime>,
-    exits_tx: mpsc::Sender<(String, ExitRecord)>,
-    exits_rx: mpsc::Receiver<(String, ExitRecord)>,
+    msgs_tx: mpsc::Sender<WorkerMsg>,
+    msgs_rx: mpsc::Receiver<WorkerMsg>,
+    /// The sandbox and volumes, once made: volume name → host path.
+    volumes: Option<HashMap<String, PathBuf>>,
+    /// After a failure to make them, not before this.
+    sandbox_retry_at: Option<Instant>,
+    sandbox_backoff: Duration,
     last_status: Option<PodStatus>,
     start_time_ms: i64,
     /// A pod already finished when this worker met it (the agent restarted): never rerun it.
@@ -72,7 +100,7 @@ enum Synced {
 
 impl PodWorker {
     pub fn new(k: Arc<Kubelet>, pod: Pod, desired: watch::Receiver<Desired>) -> Self {
-        let (exits_tx, exits_rx) = mpsc::channel(16);
+        let (msgs_tx, msgs_rx) = mpsc::channel(16);
         let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
         let finished_before = phase == "Succeeded" || phase == "Failed";
         let start_time_ms = pod
@@ -81,12 +109,16 @@ impl PodWorker {
             .map(|s| s.start_time_ms)
             .filter(|t| *t > 0)
             .unwrap_or_else(now_ms);
+        let sandbox_backoff = k.config.backoff_initial;
         PodWorker {
             k,
             pod,
             containers: HashMap::new(),
-            exits_tx,
-            exits_rx,
+            msgs_tx,
+            msgs_rx,
+            volumes: None,
+            sandbox_retry_at: None,
+            sandbox_backoff,
             last_status: None,
             start_time_ms,
             finished_before,
@@ -96,6 +128,7 @@ impl PodWorker {
 
     pub async fn run(mut self) {
         tracing::info!(phase = ?self.pod.status.as_ref().map(|s| s.phase.as_str()), "pod admitted: a worker now owns it");
+        self.readopt();
         loop {
             let current = self.desired.borrow_and_update().clone();
             match current {
@@ -131,6 +164,7 @@ impl PodWorker {
                 .containers
                 .values()
                 .flat_map(|c| [c.retry_at, c.show_backoff_at])
+                .chain([self.sandbox_retry_at])
                 .flatten()
                 .min();
             tokio::select! {
@@ -140,47 +174,157 @@ impl PodWorker {
                         return self.stop(0, false).await;
                     }
                 }
-                Some((name, exit)) = self.exits_rx.recv() => self.on_exit(&name, exit, true),
+                Some(msg) = self.msgs_rx.recv() => self.on_message(msg).await,
                 _ = sleep_until(wake), if wake.is_some() => {}
             }
+        }
+    }
+
+    async fn on_message(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Exited(name, exit) => self.on_exit(&name, exit, true),
+            WorkerMsg::Probe(name, update) => self.on_probe(&name, update).await,
         }
     }
 
     /// The worker's last act: stop the containers (SIGTERM, `grace_seconds`, SIGKILL), remove
     /// what the pod left on this node, and, for a delete asked in the API, finish it there.
     async fn stop(&mut self, grace_seconds: i64, finish_in_api: bool) {
-        self.kill_pod(Duration::from_secs(grace_seconds.max(0) as u64))
-            .await;
+        let names: Vec<String> = self.containers.keys().cloned().collect();
+        self.kill_containers(
+            &names,
+            Duration::from_secs(grace_seconds.max(0) as u64),
+            false,
+        )
+        .await;
         self.remove_from_node();
         if finish_in_api {
             self.finish_delete().await;
         }
     }
 
+    /// Containers a previous run of the agent started for this pod: the running ones are
+    /// followed again (same container, same pid), the ones that ended meanwhile are
+    /// reported with their exit codes and restarted per the policy.
+    fn readopt(&mut self) {
+        let uid = uid_of(&self.pod);
+        let recovered = self.k.runtime.recover(&uid);
+        if recovered.is_empty() {
+            return;
+        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        // The status the API has keeps what this agent knew: restart counts, last states.
+        let reported: Vec<ContainerStatus> = self
+            .pod
+            .status
+            .as_ref()
+            .map(|s| {
+                s.init_container_statuses
+                    .iter()
+                    .chain(&s.container_statuses)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for c in spec.init_containers.iter().chain(&spec.containers) {
+            let Some(found) = recovered.get(&c.name) else {
+                // Not started by the previous run; an init container may have finished
+                // earlier: its reported success still counts.
+                if let Some(status) = reported.iter().find(|s| s.name == c.name) {
+                    self.runtime_of(c).status = status.clone();
+                }
+                continue;
+            };
+            let (started, exit) = match found {
+                Recovered::Running(s) => (s.clone(), None),
+                Recovered::Exited(s, e) => (s.clone(), Some(e.clone())),
+            };
+            tracing::info!(container = %c.name, pid = started.pid, exited = exit.is_some(), "re-adopting a container of the previous agent run");
+            let previous = reported.iter().find(|s| s.name == c.name).cloned();
+            let state = self.runtime_of(c);
+            if let Some(previous) = previous {
+                state.status.last_state = previous.last_state;
+            }
+            state.status.restart_count = started.restart_count;
+            self.mark_running(c, started.clone());
+            match exit {
+                None => self.follow(c, started),
+                Some(exit) => self.on_exit(&c.name, exit, true),
+            }
+        }
+        if self.k.runtime.sandbox_exists(&uid) {
+            let volumes = self.k.runtime.prepare_pod(&self.pod);
+            self.volumes = volumes.ok();
+        }
+    }
+
     /// Makes the node match the pod's spec: starts what should run, then reports.
     async fn sync_pod(&mut self) -> Synced {
         let mut synced = Synced::Done;
-        if !self.finished_before {
-            let spec = self.pod.spec.clone().unwrap_or_default();
-            for container in &spec.containers {
-                synced = self.sync_container(container, &spec.restart_policy).await;
-                if synced == Synced::Interrupted {
-                    break;
-                }
-            }
+        if !self.finished_before && self.ensure_sandbox() {
+            synced = self.sync_containers().await;
         }
         self.report_status();
         synced
     }
 
-    async fn sync_container(
-        &mut self,
-        c: &kubelab_proto::v1::Container,
-        restart_policy: &str,
-    ) -> Synced {
+    async fn sync_containers(&mut self) -> Synced {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        // Init containers: one at a time, in order, each to success.
+        for c in &spec.init_containers {
+            let state = self.runtime_of(c);
+            if state.running.is_some() {
+                return Synced::Done;
+            }
+            match terminated_exit_code(&state.status) {
+                Some(0) => continue,
+                Some(code) if !should_restart_init(&spec.restart_policy, code) => {
+                    return Synced::Done; // the pod has failed
+                }
+                _ => return self.sync_container(c, "OnFailure").await,
+            }
+        }
+        for c in &spec.containers {
+            if self.sync_container(c, &spec.restart_policy).await == Synced::Interrupted {
+                return Synced::Interrupted;
+            }
+        }
+        Synced::Done
+    }
+
+    /// The pod's namespaces and volumes, made once before its first container.
+    fn ensure_sandbox(&mut self) -> bool {
+        if self.volumes.is_some() {
+            return true;
+        }
+        if self.sandbox_retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        match self.k.runtime.prepare_pod(&self.pod) {
+            Ok(volumes) => {
+                self.volumes = Some(volumes);
+                self.sandbox_retry_at = None;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the pod's sandbox or volumes");
+                self.k.events.pod_event(
+                    &self.pod,
+                    "Warning",
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+                self.sandbox_retry_at = Some(Instant::now() + self.sandbox_backoff);
+                self.sandbox_backoff = (self.sandbox_backoff * 2).min(self.k.config.backoff_max);
+                false
+            }
+        }
+    }
+
+    async fn sync_container(&mut self, c: &Container, restart_policy: &str) -> Synced {
         let now = Instant::now();
         let state = self.runtime_of(c);
-        if state.pid.is_some() {
+        if state.running.is_some() {
             return Synced::Done;
         }
         if let Some(code) = terminated_exit_code(&state.status) {
@@ -210,7 +354,7 @@ impl PodWorker {
 
     /// Pull (if needed), create and start one container, recording each step as an event.
     #[tracing::instrument(skip_all, fields(container = %c.name))]
-    async fn start_container(&mut self, c: &kubelab_proto::v1::Container) -> Synced {
+    async fn start_container(&mut self, c: &Container) -> Synced {
         let k = self.k.clone();
         let pod = self.pod.clone();
         let policy = PullPolicy::parse(&c.image_pull_policy);
@@ -279,6 +423,7 @@ impl PodWorker {
                 );
                 k.events
                     .pod_event(&pod, "Warning", "Failed", format!("Error: {reason}"));
+                let backoff_max = k.config.backoff_max;
                 let state = self.runtime_of(c);
                 state.status.state = waiting(reason, &e.to_string());
                 // Only a failed pull turns into ImagePullBackOff; a bad name stays named as such.
@@ -286,7 +431,7 @@ impl PodWorker {
                     state.show_backoff_at =
                         Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
                 }
-                back_off(state);
+                back_off(state, backoff_max);
                 return Synced::Done;
             }
         };
@@ -296,15 +441,28 @@ impl PodWorker {
             "Created",
             format!("Created container {}", c.name),
         );
-        let started = match k.runtime.start_container(&pod, c, &image, &k.images).await {
+        let restart_count = self.restart_count_for_start(c);
+        let no_volumes = HashMap::new();
+        let ctx = PodContext {
+            restart_count,
+            sandbox: &k.runtime.sandbox_dir(&uid_of(&pod)),
+            volumes: self.volumes.as_ref().unwrap_or(&no_volumes),
+            pids_limit: k.config.pod_pids_limit,
+        };
+        let started = match k
+            .runtime
+            .start_container(&pod, c, &image, &k.images, &ctx)
+            .await
+        {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "start failed");
                 k.events
                     .pod_event(&pod, "Warning", "Failed", format!("Error: {e}"));
+                let backoff_max = k.config.backoff_max;
                 let state = self.runtime_of(c);
                 state.status.state = waiting("CreateContainerError", &e.to_string());
-                back_off(state);
+                back_off(state, backoff_max);
                 return Synced::Done;
             }
         };
@@ -321,30 +479,126 @@ impl PodWorker {
         {
             state.status.last_state = state.status.state.take();
         }
-        if state.status.last_state.is_some() {
-            state.status.restart_count += 1;
-        }
+        state.status.restart_count = restart_count;
         state.status.image_id = image.digest.clone();
+        self.mark_running(c, started.clone());
+        self.follow(c, started);
+        Synced::Done
+    }
+
+    /// The restart count the next start of `c` will have: one more than before, once it has run.
+    fn restart_count_for_start(&mut self, c: &Container) -> i32 {
+        let state = self.runtime_of(c);
+        let ran = state.status.last_state.is_some()
+            || matches!(
+                state.status.state.as_ref().and_then(|s| s.state.as_ref()),
+                Some(State::Terminated(_))
+            );
+        if ran {
+            state.status.restart_count + 1
+        } else {
+            state.status.restart_count
+        }
+    }
+
+    /// Records a container as running (its status, its pid).
+    fn mark_running(&mut self, c: &Container, started: Started) {
+        let is_init = self
+            .pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.init_containers.iter().any(|i| i.name == c.name));
+        let has_probes = c.startup_probe.is_some() || c.readiness_probe.is_some();
+        let state = self.runtime_of(c);
+        if state.status.image_id.is_empty() {
+            state.status.image_id = started.image_id.clone();
+        }
         state.status.container_id = started.container_id.clone();
         state.status.pid = started.pid;
-        state.status.ready = true;
+        // Without probes a container is started and ready as soon as it runs; with them
+        // the prober says when (init containers are never "ready").
+        state.status.started = !has_probes || c.startup_probe.is_none();
+        state.status.ready = !is_init && !has_probes;
         state.status.state = Some(ContainerState {
             state: Some(State::Running(ContainerStateRunning {
                 started_at_ms: started.started_at_ms,
             })),
         });
-        state.pid = Some(started.pid);
-        let exits = self.exits_tx.clone();
+        state.started = Some(Instant::now());
+        state.running = Some(started);
+    }
+
+    /// Waits for the container's exit in the background, and starts its probes.
+    fn follow(&mut self, c: &Container, started: Started) {
+        let msgs = self.msgs_tx.clone();
         let name = c.name.clone();
+        let (k, uid) = (self.k.clone(), uid_of(&self.pod));
         tokio::spawn(async move {
-            let record = RuntimeService::wait(started).await;
-            let _ = exits.send((name, record)).await;
+            let record = k.runtime.wait(&uid, &name, &started).await;
+            let _ = msgs.send(WorkerMsg::Exited(name, record)).await;
         });
-        Synced::Done
+        let has_probes =
+            c.startup_probe.is_some() || c.readiness_probe.is_some() || c.liveness_probe.is_some();
+        if has_probes {
+            let netns = self.k.runtime.sandbox_dir(&uid_of(&self.pod)).join("net");
+            let prober = prober::start(
+                self.k.clone(),
+                self.pod.clone(),
+                c.clone(),
+                netns,
+                self.msgs_tx.clone(),
+            );
+            self.runtime_of(c).prober = Some(prober);
+        }
+    }
+
+    /// A probe crossed a threshold.
+    async fn on_probe(&mut self, name: &str, update: ProbeUpdate) {
+        let Some(state) = self.containers.get_mut(name) else {
+            return;
+        };
+        if state.running.is_none() {
+            return;
+        }
+        match update {
+            ProbeUpdate::Started => state.status.started = true,
+            ProbeUpdate::Ready(ready) => {
+                tracing::info!(container = name, ready, "readiness changed");
+                state.status.ready = ready;
+            }
+            ProbeUpdate::Failed(kind, message) => {
+                let what = if kind == ProbeKind::Startup {
+                    "startup"
+                } else {
+                    "liveness"
+                };
+                tracing::info!(container = name, %message, "{what} probe failed: restarting the container");
+                self.k.events.pod_event(
+                    &self.pod,
+                    "Normal",
+                    "Killing",
+                    format!("Container {name} failed {what} probe, will be restarted"),
+                );
+                let grace = self
+                    .pod
+                    .spec
+                    .as_ref()
+                    .map(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30);
+                self.kill_containers(
+                    &[name.to_string()],
+                    Duration::from_secs(grace.max(0) as u64),
+                    true,
+                )
+                .await;
+            }
+        }
+        self.report_status();
     }
 
     /// What the worker knows of a container, made on first sight (waiting, ContainerCreating).
-    fn runtime_of(&mut self, c: &kubelab_proto::v1::Container) -> &mut ContainerRuntime {
+    fn runtime_of(&mut self, c: &Container) -> &mut ContainerRuntime {
+        let initial = self.k.config.backoff_initial;
         self.containers
             .entry(c.name.clone())
             .or_insert_with(|| ContainerRuntime {
@@ -354,22 +608,27 @@ impl PodWorker {
                     state: waiting("ContainerCreating", ""),
                     ..Default::default()
                 },
-                pid: None,
+                running: None,
+                started: None,
+                prober: None,
                 retry_at: None,
                 show_backoff_at: None,
-                backoff: INITIAL_BACKOFF,
+                backoff: initial,
             })
     }
 
     /// A container ended: record how, free its rootfs, and plan a restart if the policy wants one.
     fn on_exit(&mut self, name: &str, exit: ExitRecord, may_restart: bool) {
-        let restart_policy = self
-            .pod
-            .spec
-            .as_ref()
-            .map(|s| s.restart_policy.clone())
-            .unwrap_or_default();
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let is_init = spec.init_containers.iter().any(|c| c.name == name);
+        let restart = may_restart
+            && if is_init {
+                should_restart_init(&spec.restart_policy, exit.exit_code)
+            } else {
+                should_restart(&spec.restart_policy, exit.exit_code)
+            };
         let uid = uid_of(&self.pod);
+        let config = self.k.config.clone();
         let Some(state) = self.containers.get_mut(name) else {
             return;
         };
@@ -377,13 +636,19 @@ impl PodWorker {
             container = name,
             exit_code = exit.exit_code,
             signal = exit.signal,
+            oom_killed = exit.oom_killed,
             "container exited"
         );
+        if let Some(p) = state.prober.take() {
+            p.abort();
+        }
         let started_at_ms = match state.status.state.as_ref().and_then(|s| s.state.as_ref()) {
             Some(State::Running(r)) => r.started_at_ms,
             _ => 0,
         };
-        let reason = if exit.exit_code == 0 {
+        let reason = if exit.oom_killed {
+            "OOMKilled"
+        } else if exit.exit_code == 0 {
             "Completed"
         } else {
             "Error"
@@ -400,20 +665,29 @@ impl PodWorker {
             })),
         });
         state.status.ready = false;
+        state.status.started = false;
         state.status.pid = 0;
-        state.pid = None;
+        state.running = None;
+        // A container that ran long enough starts its back-off afresh (the kubelet: 10 min).
+        if state
+            .started
+            .take()
+            .is_some_and(|t| t.elapsed() >= config.backoff_reset)
+        {
+            state.backoff = config.backoff_initial;
+        }
         if let Err(e) = self.k.runtime.remove_container(&uid, name) {
             tracing::warn!(container = name, error = %e, "could not remove the container's files");
         }
-        if may_restart && should_restart(&restart_policy, exit.exit_code) {
+        if restart {
             let delay = state.backoff;
-            back_off(state);
+            back_off(state, config.backoff_max);
             state.status.last_state = state.status.state.take();
             state.status.state = waiting(
                 "CrashLoopBackOff",
                 &format!(
-                    "back-off {}s restarting failed container={name} pod={}",
-                    delay.as_secs(),
+                    "back-off {} restarting failed container={name} pod={}",
+                    format_duration(delay),
                     name_of(&self.pod)
                 ),
             );
@@ -426,12 +700,15 @@ impl PodWorker {
         }
     }
 
-    /// Stops every running container: SIGTERM, then SIGKILL once `grace` has passed.
-    async fn kill_pod(&mut self, grace: Duration) {
-        let running: Vec<(String, i32)> = self
-            .containers
+    /// Stops the named running containers: SIGTERM, then SIGKILL once `grace` has passed.
+    /// Their exits are handled as any exit (`may_restart`: whether the policy may restart them).
+    async fn kill_containers(&mut self, names: &[String], grace: Duration, may_restart: bool) {
+        let running: Vec<(String, i32)> = names
             .iter()
-            .filter_map(|(n, c)| c.pid.map(|p| (n.clone(), p)))
+            .filter_map(|n| {
+                let pid = self.containers.get(n)?.running.as_ref()?.pid;
+                Some((n.clone(), pid))
+            })
             .collect();
         if running.is_empty() {
             return;
@@ -443,26 +720,38 @@ impl PodWorker {
         };
         for (name, pid) in &running {
             tracing::info!(container = %name, ?grace, "stopping container");
-            self.k.events.pod_event(
-                &self.pod,
-                "Normal",
-                "Killing",
-                format!("Stopping container {name}"),
-            );
+            if !may_restart {
+                self.k.events.pod_event(
+                    &self.pod,
+                    "Normal",
+                    "Killing",
+                    format!("Stopping container {name}"),
+                );
+            }
             self.k.runtime.signal(*pid, first);
         }
         let mut killed = first == Signal::SIGKILL;
         // Until the grace period ends; once SIGKILL is sent, until the reaping should be done.
         let mut deadline = tokio::time::Instant::now() + if killed { KILL_TIMEOUT } else { grace };
-        while self.containers.values().any(|c| c.pid.is_some()) {
+        let still_running = |w: &PodWorker| {
+            running
+                .iter()
+                .filter_map(|(n, _)| w.containers.get(n)?.running.as_ref().map(|s| s.pid))
+                .collect::<Vec<i32>>()
+        };
+        while !still_running(self).is_empty() {
             tokio::select! {
-                Some((name, exit)) = self.exits_rx.recv() => self.on_exit(&name, exit, false),
+                Some(msg) = self.msgs_rx.recv() => match msg {
+                    WorkerMsg::Exited(name, exit) => self.on_exit(&name, exit, may_restart),
+                    // Other containers' probes wait: we are stopping these ones.
+                    WorkerMsg::Probe(..) => {}
+                },
                 _ = tokio::time::sleep_until(deadline) => {
                     if killed {
                         tracing::warn!("containers did not die after SIGKILL; giving up on them");
                         return;
                     }
-                    for pid in self.containers.values().filter_map(|c| c.pid) {
+                    for pid in still_running(self) {
                         self.k.runtime.signal(pid, Signal::SIGKILL);
                     }
                     killed = true;
@@ -504,17 +793,52 @@ impl PodWorker {
             return;
         }
         let spec = self.pod.spec.clone().unwrap_or_default();
+        let init_done = {
+            let init: Vec<ContainerStatus> = self.statuses_of(&spec.init_containers, false);
+            initialized(spec.init_containers.len(), &init)
+        };
+        let init_statuses = self.statuses_of(&spec.init_containers, true);
+        // Until the init containers are done, the containers wait in PodInitializing.
         let statuses: Vec<ContainerStatus> = spec
             .containers
             .iter()
-            .filter_map(|c| self.containers.get(&c.name).map(|s| s.status.clone()))
+            .map(|c| match self.containers.get(&c.name) {
+                Some(s) => s.status.clone(),
+                None => ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: waiting(
+                        if init_done {
+                            "ContainerCreating"
+                        } else {
+                            "PodInitializing"
+                        },
+                        "",
+                    ),
+                    ..Default::default()
+                },
+            })
             .collect();
-        let phase = pod_phase(&spec.restart_policy, &statuses);
+        let phase = pod_phase(
+            &spec.restart_policy,
+            spec.init_containers.len(),
+            &init_statuses,
+            &statuses,
+        );
+        let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
+        let conditions = self.conditions(&[
+            ("PodScheduled", true),
+            ("Initialized", init_done),
+            ("ContainersReady", all_ready),
+            ("Ready", all_ready && phase == "Running"),
+        ]);
         let status = PodStatus {
             phase: phase.into(),
             host_ip: "127.0.0.1".into(),
             start_time_ms: self.start_time_ms,
             container_statuses: statuses,
+            init_container_statuses: init_statuses,
+            conditions,
             ..Default::default()
         };
         if self.last_status.as_ref() == Some(&status) {
@@ -527,12 +851,69 @@ impl PodWorker {
             .set_status(&meta.namespace, &meta.name, &meta.uid, status.clone());
         self.last_status = Some(status);
     }
+
+    /// The statuses of these containers (with placeholders for the ones not met yet, when asked).
+    fn statuses_of(&self, containers: &[Container], placeholders: bool) -> Vec<ContainerStatus> {
+        containers
+            .iter()
+            .filter_map(|c| match self.containers.get(&c.name) {
+                Some(s) => Some(s.status.clone()),
+                None if placeholders => Some(ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: waiting("PodInitializing", ""),
+                    ..Default::default()
+                }),
+                None => None,
+            })
+            .collect()
+    }
+
+    /// The pod's conditions, keeping each one's transition time while its value holds.
+    fn conditions(&self, values: &[(&str, bool)]) -> Vec<PodCondition> {
+        let previous = self
+            .last_status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        values
+            .iter()
+            .map(|(kind, value)| {
+                let status = if *value { "True" } else { "False" };
+                let since = previous
+                    .iter()
+                    .find(|c| c.r#type == *kind && c.status == status)
+                    .map(|c| c.last_transition_time_ms)
+                    .unwrap_or_else(now_ms);
+                PodCondition {
+                    r#type: kind.to_string(),
+                    status: status.into(),
+                    last_transition_time_ms: since,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
 }
 
 /// Doubles the container's back-off (up to the cap) and sets when it may try again.
-fn back_off(state: &mut ContainerRuntime) {
+fn back_off(state: &mut ContainerRuntime, max: Duration) {
     state.retry_at = Some(Instant::now() + state.backoff);
-    state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+    state.backoff = (state.backoff * 2).min(max);
+}
+
+/// `10s`, `2m40s`, `500ms`: as Kubernetes prints a back-off.
+fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m0s"),
+        (m, s) => format!("{m}m{s}s"),
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

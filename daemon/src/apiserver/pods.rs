@@ -11,8 +11,8 @@ use kubelab_proto::now_ms;
 use kubelab_proto::v1::agent_client::AgentClient;
 use kubelab_proto::v1::pods_server::Pods;
 use kubelab_proto::v1::{
-    BindRequest, DeletePodRequest, ListPodsRequest, LogChunk, LogsRequest, Node, ObjectKey, Pod,
-    PodList, PodStatus, PodWatchEvent, UpdatePodStatusRequest, WatchRequest,
+    BindRequest, DeletePodRequest, ExecOutput, ExecRequest, ListPodsRequest, LogChunk, LogsRequest,
+    Node, ObjectKey, Pod, PodList, PodStatus, PodWatchEvent, UpdatePodStatusRequest, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -244,56 +244,135 @@ impl Pods for PodsService {
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = request.into_inner();
-        let key = pod_key(&r.namespace, &r.name);
+        let target = self.container_target(&r.namespace, &r.name, &r.container, "logs")?;
+        let forwarded = LogsRequest {
+            namespace: target.namespace.clone(),
+            container: target.container.clone(),
+            ..r
+        };
+        let mut agent = target.agent.clone();
+        let stream = agent
+            .logs(forwarded)
+            .await
+            .map_err(|e| target.agent_error(e))?;
+        Ok(Response::new(Box::pin(stream.into_inner())))
+    }
+
+    type ExecStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<ExecOutput, Status>> + Send>>;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("exec: no request was sent"))?;
+        if first.command.is_empty() {
+            return Err(Status::invalid_argument(
+                "exec: no command given (kubelab exec POD -- COMMAND ARGS...)",
+            ));
+        }
+        let target =
+            self.container_target(&first.namespace, &first.name, &first.container, "exec")?;
+        let first = ExecRequest {
+            namespace: target.namespace.clone(),
+            container: target.container.clone(),
+            ..first
+        };
+        // The user's stdin follows the first message, untouched.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let _ = tx.send(first).await;
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut agent = target.agent.clone();
+        let stream = agent
+            .exec(outbound)
+            .await
+            .map_err(|e| target.agent_error(e))?;
+        Ok(Response::new(Box::pin(stream.into_inner())))
+    }
+}
+
+/// A container of a pod, and the agent that runs it: where logs and exec are sent.
+struct ContainerTarget {
+    namespace: String,
+    container: String,
+    node_name: String,
+    endpoint: String,
+    agent: AgentClient<tonic::transport::Channel>,
+}
+
+impl ContainerTarget {
+    fn agent_error(&self, e: Status) -> Status {
+        if e.code() == tonic::Code::Unavailable {
+            Status::unavailable(format!(
+                "the agent of node {} ({}) does not answer: {}",
+                self.node_name,
+                self.endpoint,
+                e.message()
+            ))
+        } else {
+            e
+        }
+    }
+}
+
+impl PodsService {
+    /// Finds the pod's node and agent, and the container meant (the only one when none is named).
+    fn container_target(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        what: &str,
+    ) -> Result<ContainerTarget, Status> {
+        let key = pod_key(namespace, name);
         let pod = self
             .store
             .get::<Pod>(&key)?
             .ok_or_else(|| ApiError::NotFound(key.clone()))?;
-        let node_name = pod
-            .spec
-            .as_ref()
-            .map(|s| s.node_name.clone())
-            .unwrap_or_default();
-        if node_name.is_empty() {
+        let spec = pod.spec.unwrap_or_default();
+        if spec.node_name.is_empty() {
             return Err(Status::failed_precondition(format!(
-                "{key} is not scheduled to a node yet, so it has no logs"
+                "{key} is not scheduled to a node yet: no {what} until it runs"
             )));
         }
         let node = self
             .store
-            .get::<Node>(&key_node(&node_name))?
-            .ok_or_else(|| ApiError::NotFound(format!("node {node_name:?}")))?;
+            .get::<Node>(&key_node(&spec.node_name))?
+            .ok_or_else(|| ApiError::NotFound(format!("node {:?}", spec.node_name)))?;
         let endpoint = node.status.map(|s| s.agent_endpoint).unwrap_or_default();
-        let mut agent = self.agent(&endpoint)?;
-        let mut forwarded = LogsRequest {
-            namespace: namespace_or_default(&r.namespace).to_string(),
-            ..r
-        };
-        if forwarded.container.is_empty() {
-            let containers = pod.spec.map(|s| s.containers).unwrap_or_default();
-            if containers.len() > 1 {
-                let names: Vec<_> = containers.iter().map(|c| c.name.as_str()).collect();
+        let container = if container.is_empty() {
+            if spec.containers.len() > 1 {
+                let names: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
                 return Err(Status::invalid_argument(format!(
                     "{key} has several containers: choose one with -c ({})",
                     names.join(", ")
                 )));
             }
-            forwarded.container = containers
+            spec.containers
                 .first()
                 .map(|c| c.name.clone())
-                .unwrap_or_default();
-        }
-        let stream = agent.logs(forwarded).await.map_err(|e| {
-            if e.code() == tonic::Code::Unavailable {
-                Status::unavailable(format!(
-                    "the agent of node {node_name} ({endpoint}) does not answer: {}",
-                    e.message()
-                ))
-            } else {
-                e
-            }
-        })?;
-        Ok(Response::new(Box::pin(stream.into_inner())))
+                .unwrap_or_default()
+        } else {
+            container.to_string()
+        };
+        Ok(ContainerTarget {
+            namespace: namespace_or_default(namespace).to_string(),
+            container,
+            agent: self.agent(&endpoint)?,
+            node_name: spec.node_name,
+            endpoint,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Pure functions over API objects: they never read or write the store.
 
-use kubelab_proto::v1::{Container, Pod};
+use kubelab_proto::v1::{probe, volume, Container, Pod, Probe, Volume};
 
 use super::ApiError;
 
@@ -62,12 +62,37 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
             "spec.containers: a pod needs at least one container".into(),
         ));
     }
-    let mut names = std::collections::HashSet::new();
-    for c in &mut spec.containers {
-        default_container(c)?;
-        if !names.insert(c.name.clone()) {
+    let mut volumes = std::collections::HashSet::new();
+    for v in &spec.volumes {
+        check_volume(v)?;
+        if !volumes.insert(v.name.clone()) {
             return Err(ApiError::Invalid(format!(
-                "spec.containers: duplicate container name {:?}",
+                "spec.volumes: duplicate volume name {:?}",
+                v.name
+            )));
+        }
+    }
+    // Init containers and containers share one set of names, as in Kubernetes.
+    let mut names = std::collections::HashSet::new();
+    for (list, containers) in [
+        ("spec.initContainers", &mut spec.init_containers),
+        ("spec.containers", &mut spec.containers),
+    ] {
+        for c in containers.iter_mut() {
+            default_container(c)?;
+            check_mounts(c, &volumes)?;
+            if !names.insert(c.name.clone()) {
+                return Err(ApiError::Invalid(format!(
+                    "{list}: duplicate container name {:?}",
+                    c.name
+                )));
+            }
+        }
+    }
+    for c in &spec.init_containers {
+        if c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some() {
+            return Err(ApiError::Invalid(format!(
+                "spec.initContainers: {:?}: init containers may not have probes",
                 c.name
             )));
         }
@@ -89,7 +114,114 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
     Ok(pod)
 }
 
+fn check_volume(v: &Volume) -> Result<(), ApiError> {
+    check_dns_label("volume name", &v.name)?;
+    match &v.source {
+        Some(volume::Source::EmptyDir(e)) => match e.medium.as_str() {
+            "" | "Memory" => Ok(()),
+            other => Err(ApiError::Invalid(format!(
+                "volume {:?}: emptyDir.medium {other:?}: must be \"\" or Memory",
+                v.name
+            ))),
+        },
+        Some(volume::Source::HostPath(h)) => {
+            if !h.path.starts_with('/') {
+                return Err(ApiError::Invalid(format!(
+                    "volume {:?}: hostPath.path {:?}: must be an absolute path",
+                    v.name, h.path
+                )));
+            }
+            match h.r#type.as_str() {
+                "" | "Directory" | "DirectoryOrCreate" | "File" | "FileOrCreate" => Ok(()),
+                other => Err(ApiError::Invalid(format!(
+                    "volume {:?}: hostPath.type {other:?}: must be Directory, DirectoryOrCreate, File or FileOrCreate",
+                    v.name
+                ))),
+            }
+        }
+        None => Err(ApiError::Invalid(format!(
+            "volume {:?}: needs emptyDir or hostPath",
+            v.name
+        ))),
+    }
+}
+
+fn check_mounts(
+    c: &Container,
+    volumes: &std::collections::HashSet<String>,
+) -> Result<(), ApiError> {
+    let mut paths = std::collections::HashSet::new();
+    for m in &c.volume_mounts {
+        if !volumes.contains(&m.name) {
+            return Err(ApiError::Invalid(format!(
+                "container {:?}: volumeMounts: no volume named {:?} in spec.volumes",
+                c.name, m.name
+            )));
+        }
+        if !m.mount_path.starts_with('/') || m.mount_path.split('/').any(|p| p == "..") {
+            return Err(ApiError::Invalid(format!(
+                "container {:?}: volumeMounts: mountPath {:?} must be an absolute path without '..'",
+                c.name, m.mount_path
+            )));
+        }
+        if !paths.insert(m.mount_path.trim_end_matches('/').to_string()) {
+            return Err(ApiError::Invalid(format!(
+                "container {:?}: volumeMounts: {:?} is mounted twice",
+                c.name, m.mount_path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Kubernetes' probe defaults: period 10 s, timeout 1 s, success 1, failure 3.
+fn default_probe(container: &str, kind: &str, probe: &mut Option<Probe>) -> Result<(), ApiError> {
+    let Some(p) = probe else { return Ok(()) };
+    let bad = |what: &str| ApiError::Invalid(format!("container {container:?}: {kind}.{what}"));
+    if p.period_seconds == 0 {
+        p.period_seconds = 10;
+    }
+    if p.timeout_seconds == 0 {
+        p.timeout_seconds = 1;
+    }
+    if p.success_threshold == 0 {
+        p.success_threshold = 1;
+    }
+    if p.failure_threshold == 0 {
+        p.failure_threshold = 3;
+    }
+    if p.period_seconds < 1
+        || p.timeout_seconds < 1
+        || p.failure_threshold < 1
+        || p.success_threshold < 1
+    {
+        return Err(bad(
+            "periodSeconds, timeoutSeconds and the thresholds must be at least 1",
+        ));
+    }
+    if p.initial_delay_seconds < 0 {
+        return Err(bad("initialDelaySeconds must not be negative"));
+    }
+    // Kubernetes requires successThreshold 1 for liveness and startup probes.
+    if kind != "readinessProbe" && p.success_threshold != 1 {
+        return Err(bad("successThreshold must be 1"));
+    }
+    match &p.handler {
+        Some(probe::Handler::Exec(e)) if e.command.is_empty() => {
+            Err(bad("exec.command must not be empty"))
+        }
+        Some(probe::Handler::HttpGet(h)) if !matches!(h.scheme.as_str(), "" | "HTTP") => {
+            Err(bad("httpGet.scheme: only HTTP is supported"))
+        }
+        Some(_) => Ok(()),
+        None => Err(bad("needs exec, httpGet or tcpSocket")),
+    }
+}
+
 fn default_container(c: &mut Container) -> Result<(), ApiError> {
+    default_probe(&c.name, "livenessProbe", &mut c.liveness_probe)?;
+    default_probe(&c.name, "readinessProbe", &mut c.readiness_probe)?;
+    default_probe(&c.name, "startupProbe", &mut c.startup_probe)?;
     check_dns_label("container name", &c.name)?;
     if c.image.trim().is_empty() {
         return Err(ApiError::Invalid(format!(

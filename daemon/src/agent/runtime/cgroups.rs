@@ -70,3 +70,30 @@ fn remove_tree(dir: &Path) {
         tracing::debug!(dir = %dir.display(), error = %e, "cgroup not removed");
     }
 }
+
+/// Caps the number of processes in the pod's cgroup (the kubelet's podPidsLimit), on the
+/// pod's own cgroup so that all its containers share the limit. Best effort: a host
+/// without the pids controller runs pods without the cap (logged).
+pub fn set_pids_limit(pod: &Path, limit: i64) {
+    if limit <= 0 {
+        return;
+    }
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let dir = if v2 {
+        // On v2 the pids controller must be enabled in every ancestor's subtree.
+        let mut at = PathBuf::from("/sys/fs/cgroup");
+        for part in relative(pod).components() {
+            let _ = std::fs::write(at.join("cgroup.subtree_control"), "+pids");
+            at.push(part);
+            let _ = std::fs::create_dir(&at);
+        }
+        at
+    } else {
+        let dir = Path::new("/sys/fs/cgroup/pids").join(relative(pod));
+        let _ = std::fs::create_dir_all(&dir);
+        dir
+    };
+    if let Err(e) = std::fs::write(dir.join("pids.max"), limit.to_string()) {
+        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot set the pod's pids limit");
+    }
+}

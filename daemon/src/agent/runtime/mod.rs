@@ -1,15 +1,20 @@
 //! The RuntimeService: turns "run this container of this pod" into a real container.
 //!
-//! Owns `<agent root>/pods/<uid>/<container>/` (bundle, overlay upper and work dirs, exit
-//! record), the pods' log files, and their cgroups. It stacks the image's layer directories
-//! with overlayfs, writes the OCI runtime spec, and starts one `kubelabd shim` process per
-//! container; the shim calls libcontainer. The agent itself never calls libcontainer: the
-//! library forks and `chdir`s its caller, which a multi-threaded tokio process must not
-//! suffer (see docs/architecture.md).
+//! Owns `<agent root>/pods/<uid>/` (`containers/<name>/`: bundle, overlay upper and work
+//! dirs, the shim record and exit record; `sandbox/`: the pod's pinned namespaces;
+//! `volumes/`: its emptyDirs), the pods' log files, and their cgroups. It stacks the
+//! image's layer directories with overlayfs, writes the OCI runtime spec, and starts one
+//! `kubelabd shim` process per container; the shim calls libcontainer. The agent itself
+//! never calls libcontainer: the library forks and `chdir`s its caller, which a
+//! multi-threaded tokio process must not suffer (see docs/architecture.md).
 
 mod cgroups;
+pub mod exec;
+pub mod sandbox;
 pub mod spec;
+pub mod volumes;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -31,6 +36,12 @@ pub enum RuntimeError {
     Shim(String),
     #[error("the runtime refused to start the container: {0}")]
     Start(String),
+    #[error("container {0:?} is not running")]
+    NotRunning(String),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
 }
 
 /// How a container ended, as its shim recorded it.
@@ -40,27 +51,53 @@ pub struct ExitRecord {
     /// The signal that killed it (0 when it exited by itself).
     pub signal: i32,
     pub finished_at_ms: i64,
+    /// The kernel's OOM killer ended a process of the container.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
-/// A container that the shim has started.
-#[derive(Debug)]
+/// A container that its shim has started. Saved as `shim.json` beside the bundle, so that
+/// an agent started again finds and re-adopts it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Started {
     pub container_id: String,
     pub pid: i32,
     pub started_at_ms: i64,
     /// The shim: it exits right after the container does.
-    pub shim: tokio::process::Child,
-    pub exit_file: PathBuf,
+    pub shim_pid: i32,
+    pub restart_count: i32,
+    pub image_id: String,
+}
+
+/// A container a previous run of the agent started, as found again.
+#[derive(Debug)]
+pub enum Recovered {
+    /// Still running: its shim is alive.
+    Running(Started),
+    /// Ended while the agent was away; the shim left its exit record.
+    Exited(Started, ExitRecord),
+}
+
+/// What the pod gives every container it starts: its sandbox and volumes.
+pub struct PodContext<'a> {
+    pub restart_count: i32,
+    /// The directory with the pod's pinned `net`, `ipc` and `uts` namespaces.
+    pub sandbox: &'a Path,
+    /// Volume name → the host directory or file it is.
+    pub volumes: &'a HashMap<String, PathBuf>,
+    pub pids_limit: i64,
 }
 
 pub struct RuntimeService {
     root: PathBuf,
     node_name: String,
     shim_exe: PathBuf,
+    /// Size at which a container's log file is rotated.
+    log_max_bytes: u64,
 }
 
 impl RuntimeService {
-    pub fn new(root: PathBuf, node_name: String) -> Result<Self, RuntimeError> {
+    pub fn new(root: PathBuf, node_name: String, log_max_bytes: u64) -> Result<Self, RuntimeError> {
         for dir in ["pods", "logs", "runtime", "empty"] {
             let d = root.join(dir);
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::Io(d, e))?;
@@ -71,6 +108,7 @@ impl RuntimeService {
             root,
             node_name,
             shim_exe,
+            log_max_bytes,
         })
     }
 
@@ -78,14 +116,50 @@ impl RuntimeService {
         self.root.join("pods").join(uid)
     }
 
-    /// Where a container's output goes: `logs/<namespace>_<pod>_<uid>/<container>.log`,
-    /// the kubelet's `/var/log/pods` layout.
-    pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
+    fn container_dir(&self, uid: &str, container: &str) -> PathBuf {
+        self.pod_dir(uid).join("containers").join(container)
+    }
+
+    /// The pod's pinned namespaces (see `sandbox.rs`).
+    pub fn sandbox_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("sandbox")
+    }
+
+    pub fn sandbox_exists(&self, uid: &str) -> bool {
+        self.sandbox_dir(uid).exists()
+    }
+
+    /// Makes the pod's sandbox (shared namespaces) and volumes; returns the volumes' host
+    /// paths by name. Safe to call again: what exists is kept.
+    pub fn prepare_pod(&self, pod: &Pod) -> Result<HashMap<String, PathBuf>, RuntimeError> {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
+        let hostname: String = meta.name.chars().take(63).collect();
+        sandbox::ensure(&self.sandbox_dir(&meta.uid), &hostname)?;
+        let volumes = pod
+            .spec
+            .as_ref()
+            .map(|s| s.volumes.as_slice())
+            .unwrap_or(&[]);
+        Ok(volumes::prepare(
+            &self.pod_dir(&meta.uid).join("volumes"),
+            volumes,
+        )?)
+    }
+
+    /// The pod's logs: `logs/<namespace>_<pod>_<uid>/`, the kubelet's `/var/log/pods` layout.
+    fn pod_log_dir(&self, pod: &Pod) -> PathBuf {
         let m = pod.metadata.clone().unwrap_or_default();
         self.root
             .join("logs")
             .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
-            .join(format!("{container}.log"))
+    }
+
+    /// Where a container's output goes: `<pod log dir>/<container>/<restart count>.log`.
+    pub fn log_path(&self, pod: &Pod, container: &str, restart_count: i32) -> PathBuf {
+        self.pod_log_dir(pod)
+            .join(container)
+            .join(format!("{restart_count}.log"))
     }
 
     /// The logs directory of the newest pod with this namespace and name.
@@ -118,6 +192,7 @@ impl RuntimeService {
         container: &Container,
         image: &Image,
         images: &ImageManager,
+        ctx: &PodContext<'_>,
     ) -> Result<Started, RuntimeError> {
         let uid = pod
             .metadata
@@ -125,27 +200,44 @@ impl RuntimeService {
             .map(|m| m.uid.clone())
             .unwrap_or_default();
         let container_id = format!("{uid}-{}", container.name);
-        let dir = self.pod_dir(&uid).join(&container.name);
+        let dir = self.container_dir(&uid, &container.name);
         // A restart starts from a fresh writable layer, as in Kubernetes.
         self.remove_container_dir(&dir)?;
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         self.mount_rootfs(&dir, &rootfs, image, images)?;
         let started = async {
-            let cgroup = self.pod_cgroup(&uid).join(&container.name);
-            let spec = spec::build(pod, container, &image.config, cgroup)?;
+            let pod_cgroup = self.pod_cgroup(&uid);
+            cgroups::set_pids_limit(&pod_cgroup, ctx.pids_limit);
+            let spec = spec::build(
+                pod,
+                container,
+                &image.config,
+                &spec::PodSettings {
+                    cgroups_path: pod_cgroup.join(&container.name),
+                    sandbox: ctx.sandbox,
+                    volumes: ctx.volumes,
+                },
+            )?;
             let config = bundle.join("config.json");
             spec.save(&config).map_err(|e| {
                 RuntimeError::Io(config.clone(), std::io::Error::other(e.to_string()))
             })?;
             tracing::debug!(config = %config.display(), "runtime spec written");
-            self.start_shim(
-                &container_id,
-                &dir,
-                &bundle,
-                &self.log_path(pod, &container.name),
-            )
-            .await
+            let log = self.log_path(pod, &container.name, ctx.restart_count);
+            // The kubelet keeps the logs of the current and the previous run only.
+            if ctx.restart_count >= 2 {
+                remove_log_files(&self.log_path(pod, &container.name, ctx.restart_count - 2));
+            }
+            let mut started = self.start_shim(&container_id, &dir, &bundle, &log).await?;
+            started.restart_count = ctx.restart_count;
+            started.image_id = image.digest.clone();
+            let record = dir.join("shim.json");
+            let bytes = serde_json::to_vec(&started).map_err(std::io::Error::other);
+            bytes
+                .and_then(|b| std::fs::write(&record, b))
+                .map_err(|e| RuntimeError::Io(record, e))?;
+            Ok(started)
         }
         .await;
         if started.is_err() {
@@ -206,6 +298,7 @@ impl RuntimeService {
             std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Io(parent.into(), e))?;
         }
         let exit_file = dir.join("exit.json");
+        let _ = std::fs::remove_file(&exit_file);
         let shim_log_path = dir.join("shim.log");
         let shim_log = std::fs::File::create(&shim_log_path)
             .map_err(|e| RuntimeError::Io(shim_log_path.clone(), e))?;
@@ -221,6 +314,8 @@ impl RuntimeService {
             .arg(log)
             .arg("--exit-file")
             .arg(&exit_file)
+            .arg("--log-max-bytes")
+            .arg(self.log_max_bytes.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(shim_log)
@@ -244,12 +339,15 @@ impl RuntimeService {
                     .parse()
                     .map_err(|_| RuntimeError::Shim(format!("bad answer {line:?}")))?;
                 tracing::debug!(pid, "the shim started the container");
+                // The shim stays ours to reap (tokio reaps a dropped child); we wait for
+                // it through a pidfd, which works the same for a re-adopted shim.
                 Ok(Started {
                     container_id: container_id.to_string(),
                     pid,
                     started_at_ms,
-                    shim,
-                    exit_file,
+                    shim_pid: shim.id().map(|p| p as i32).unwrap_or(0),
+                    restart_count: 0,
+                    image_id: String::new(),
                 })
             }
             Some(("error", message)) => {
@@ -267,24 +365,59 @@ impl RuntimeService {
         }
     }
 
-    /// Waits for the container to end, then reads how it ended.
-    pub async fn wait(mut started: Started) -> ExitRecord {
-        let status = started.shim.wait().await;
-        match std::fs::read(&started.exit_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
-        {
+    /// Waits for the container to end (its shim exits right after), then reads how it ended.
+    pub async fn wait(&self, uid: &str, container: &str, started: &Started) -> ExitRecord {
+        let exit_file = self.container_dir(uid, container).join("exit.json");
+        if let Err(e) = wait_for_process(started.shim_pid).await {
+            tracing::warn!(shim_pid = started.shim_pid, error = %e, "cannot watch the shim");
+        }
+        match read_exit(&exit_file) {
             Some(record) => record,
             None => {
                 // The shim died without recording the exit (killed by hand?): report it as lost.
-                tracing::warn!(?status, "shim ended without an exit record");
+                tracing::warn!(
+                    shim_pid = started.shim_pid,
+                    "shim ended without an exit record"
+                );
                 ExitRecord {
                     exit_code: 128 + 9,
                     signal: 9,
                     finished_at_ms: kubelab_proto::now_ms(),
+                    oom_killed: false,
                 }
             }
         }
+    }
+
+    /// The containers of a pod that a previous run of this agent started: running ones
+    /// (their shims still alive) and ones that ended meanwhile, by container name.
+    pub fn recover(&self, uid: &str) -> HashMap<String, Recovered> {
+        let mut found = HashMap::new();
+        let dirs = std::fs::read_dir(self.pod_dir(uid).join("containers"));
+        for entry in dirs.into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(started) = std::fs::read(dir.join("shim.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Started>(&b).ok())
+            else {
+                continue;
+            };
+            if let Some(exit) = read_exit(&dir.join("exit.json")) {
+                found.insert(name, Recovered::Exited(started, exit));
+            } else if is_shim_of(started.shim_pid, &started.container_id) {
+                found.insert(name, Recovered::Running(started));
+            } else {
+                let lost = ExitRecord {
+                    exit_code: 128 + 9,
+                    signal: 9,
+                    finished_at_ms: kubelab_proto::now_ms(),
+                    oom_killed: false,
+                };
+                found.insert(name, Recovered::Exited(started, lost));
+            }
+        }
+        found
     }
 
     /// Sends a signal to a container's init process.
@@ -298,7 +431,7 @@ impl RuntimeService {
 
     /// Removes what one stopped container left: its rootfs mount and its directory.
     pub fn remove_container(&self, uid: &str, container: &str) -> Result<(), RuntimeError> {
-        self.remove_container_dir(&self.pod_dir(uid).join(container))
+        self.remove_container_dir(&self.container_dir(uid, container))
     }
 
     fn remove_container_dir(&self, dir: &Path) -> Result<(), RuntimeError> {
@@ -323,42 +456,49 @@ impl RuntimeService {
             .as_ref()
             .map(|m| m.uid.clone())
             .unwrap_or_default();
-        let dir = self.pod_dir(&uid);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                self.remove_container_dir(&entry.path())?;
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Some(logs) = self.log_path(pod, "x").parent() {
-            let _ = std::fs::remove_dir_all(logs);
-        }
+        self.remove_pod_dir(&uid)?;
+        let _ = std::fs::remove_dir_all(self.pod_log_dir(pod));
         cgroups::remove(&self.pod_cgroup(&uid));
         Ok(())
     }
 
-    /// Stops and removes what a previous run of this agent left behind when it was killed
-    /// (`kill -9`, a crash): its containers, their shims, mounts, cgroups and files.
-    /// Re-adopting those containers instead is the next step (see docs/architecture.md);
-    /// until then, a clean slate is what keeps two copies of a container from ever running.
-    /// Returns how many processes were stopped.
-    pub fn clean_up_previous_run(&self) -> usize {
-        // With the slash: `/x/node-1/` must not match the files of `/x/node-10`.
-        let root = format!("{}/", self.root.display());
-        // Only the pods this root directory knows: another lab on this host may use the
-        // same node name, and its containers are not ours to stop.
-        let pod_cgroups: Vec<PathBuf> = std::fs::read_dir(self.root.join("pods"))
+    /// Unmounts and removes `pods/<uid>/`: container rootfs, sandbox namespaces, volumes.
+    fn remove_pod_dir(&self, uid: &str) -> Result<(), RuntimeError> {
+        let dir = self.pod_dir(uid);
+        if let Ok(entries) = std::fs::read_dir(dir.join("containers")) {
+            for entry in entries.flatten() {
+                self.remove_container_dir(&entry.path())?;
+            }
+        }
+        sandbox::remove(&dir.join("sandbox"));
+        volumes::remove(&dir.join("volumes"));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::Io(dir, e)),
+        }
+    }
+
+    /// The pods a previous run of this agent left files for (their uids).
+    pub fn pods_on_disk(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.join("pods"))
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| self.pod_cgroup(&e.file_name().to_string_lossy()))
-            .collect();
-        // Containers sit in their pods' cgroups; shims name our root directory in their arguments.
-        let mut pids: Vec<i32> = pod_cgroups
-            .iter()
-            .flat_map(|c| cgroups::processes(c))
-            .collect();
-        pids.extend(processes_mentioning(&root));
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Stops and removes what a previous run of this agent left for a pod that is no
+    /// longer ours (deleted while the agent was away): its containers, their shims,
+    /// mounts, cgroups and files. Returns how many processes were stopped.
+    pub fn remove_orphan(&self, uid: &str) -> usize {
+        // With the slash: `/x/pods/a/` must not match the files of `/x/pods/ab`.
+        let dir = format!("{}/", self.pod_dir(uid).display());
+        let pod_cgroup = self.pod_cgroup(uid);
+        // Containers sit in their pod's cgroup; shims name their bundle in their arguments.
+        let mut pids: Vec<i32> = cgroups::processes(&pod_cgroup);
+        pids.extend(processes_mentioning(&dir));
         for pid in &pids {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(*pid),
@@ -366,7 +506,7 @@ impl RuntimeService {
             );
         }
         // SIGKILL cannot be refused, but a dying process takes a moment to be reaped; this
-        // runs once at start-up, so a short bounded wait is simpler than a pidfd per process.
+        // runs only at start-up, so a short bounded wait is simpler than a pidfd per process.
         for _ in 0..250 {
             if pids
                 .iter()
@@ -380,17 +520,26 @@ impl RuntimeService {
         for target in mounts
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|t| t.starts_with(&root))
+            .filter(|t| t.starts_with(&dir))
         {
             self.unmount(Path::new(target));
         }
-        for dir in ["pods", "runtime"] {
-            let d = self.root.join(dir);
-            let _ = std::fs::remove_dir_all(&d);
-            let _ = std::fs::create_dir_all(&d);
+        if let Err(e) = self.remove_pod_dir(uid) {
+            tracing::warn!(uid, error = %e, "could not remove an orphaned pod's files");
         }
-        for cgroup in &pod_cgroups {
-            cgroups::remove(cgroup);
+        cgroups::remove(&pod_cgroup);
+        for logs in std::fs::read_dir(self.root.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if logs
+                .file_name()
+                .to_string_lossy()
+                .ends_with(&format!("_{uid}"))
+            {
+                let _ = std::fs::remove_dir_all(logs.path());
+            }
         }
         pids.len()
     }
@@ -415,4 +564,49 @@ fn processes_mentioning(needle: &str) -> Vec<i32> {
             String::from_utf8_lossy(&cmdline).contains(needle)
         })
         .collect()
+}
+
+fn read_exit(path: &Path) -> Option<ExitRecord> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
+}
+
+fn remove_log_files(current: &Path) {
+    let _ = std::fs::remove_file(current);
+    for n in 1.. {
+        if std::fs::remove_file(format!("{}.{n}", current.display())).is_err() {
+            break;
+        }
+    }
+}
+
+/// Whether `pid` is the shim of `container_id` (and not a process that reused the pid).
+fn is_shim_of(pid: i32, container_id: &str) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"--id" && w[1] == container_id.as_bytes())
+        && args.iter().any(|a| *a == b"shim")
+}
+
+/// Waits until a process exits, through a pidfd: no polling, and it needs no parent-child
+/// link (a re-adopted shim is not our child).
+async fn wait_for_process(pid: i32) -> std::io::Result<()> {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return Ok(());
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
+        Ok(fd) => fd,
+        // Already gone.
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // Deprecated for fds that may be closed while registered; this one is owned by the
+    // AsyncFd and closed only when it is dropped, which is the safe use.
+    #[allow(deprecated)]
+    let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+    // A pidfd becomes readable once the process has exited.
+    let _ = fd.readable().await?;
+    Ok(())
 }

@@ -4,12 +4,13 @@
 //! image's Entrypoint, `args` replaces its Cmd, and `command` alone drops the Cmd. Touches
 //! no file and no process.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use kubelab_proto::v1::{Container, Pod};
 use libcontainer::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, Spec, UserBuilder,
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, Spec, UserBuilder,
 };
 
 use crate::agent::image::ImageConfig;
@@ -79,12 +80,22 @@ fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
     }
 }
 
-/// The whole spec for one container of a pod. `cgroups_path` is where its limits apply.
+/// What the pod, not the container, decides: where the container sits and what it shares.
+pub struct PodSettings<'a> {
+    /// Where the container's limits apply.
+    pub cgroups_path: PathBuf,
+    /// The pod's pinned namespaces (`net`, `ipc`, `uts` files; see `sandbox.rs`).
+    pub sandbox: &'a Path,
+    /// Volume name → host path.
+    pub volumes: &'a HashMap<String, PathBuf>,
+}
+
+/// The whole spec for one container of a pod.
 pub fn build(
     pod: &Pod,
     container: &Container,
     image: &ImageConfig,
-    cgroups_path: PathBuf,
+    pod_settings: &PodSettings<'_>,
 ) -> Result<Spec, SpecError> {
     let err = |e: libcontainer::oci_spec::OciSpecError| SpecError::Build(e.to_string());
     let args = process_args(container, image);
@@ -126,8 +137,51 @@ pub fn build(
         .unwrap_or_default();
     // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
     spec.set_hostname(Some(pod_name.chars().take(63).collect()));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &container.volume_mounts {
+        let source = pod_settings
+            .volumes
+            .get(&m.name)
+            .ok_or_else(|| SpecError::Build(format!("no volume named {:?}", m.name)))?;
+        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+        if m.read_only {
+            options.push("ro".into());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(&m.mount_path)
+                .typ("bind")
+                .source(source)
+                .options(options)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_cgroups_path(Some(cgroups_path));
+    linux.set_cgroups_path(Some(pod_settings.cgroups_path.clone()));
+    // Each container has its own mount and pid namespaces; network, IPC and UTS are the pod's.
+    let shared = |t: LinuxNamespaceType| match t {
+        LinuxNamespaceType::Network => Some("net"),
+        LinuxNamespaceType::Ipc => Some("ipc"),
+        LinuxNamespaceType::Uts => Some("uts"),
+        _ => None,
+    };
+    let namespaces = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|ns| match shared(ns.typ()) {
+            Some(file) => LinuxNamespaceBuilder::default()
+                .typ(ns.typ())
+                .path(pod_settings.sandbox.join(file))
+                .build()
+                .map_err(err),
+            None => Ok(ns),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    linux.set_namespaces(Some(namespaces));
     let limits = container.resources.unwrap_or_default();
     let mut resources = LinuxResourcesBuilder::default();
     if limits.memory_limit_bytes > 0 {

@@ -1,0 +1,186 @@
+//! The agent's own gRPC server: container logs and exec, on this node only.
+//!
+//! Only the apiserver calls it (it proxies `kubelab logs` and `kubelab exec`, as
+//! kube-apiserver proxies to the kubelet). Logs are read from files (`logs.rs`); exec
+//! runs a command in a running container through the exec helper. It never changes a
+//! pod's spec or status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kubelab_proto::v1::agent_server::Agent;
+use kubelab_proto::v1::{ExecOutput, ExecRequest, LogChunk, LogsRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::logs::{self, LogOptions, LogsError};
+use super::runtime::RuntimeService;
+
+pub struct AgentService {
+    pub runtime: Arc<RuntimeService>,
+}
+
+type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+impl AgentService {
+    /// The pod's log directory and uid (the newest pod of that name on this node).
+    fn find_pod(&self, namespace: &str, name: &str) -> Result<(PathBuf, String), Status> {
+        let dir = self.runtime.find_pod_logs(namespace, name).ok_or_else(|| {
+            Status::not_found(format!(
+                "pod {namespace}/{name} has not started on this node yet"
+            ))
+        })?;
+        let uid = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit('_').next())
+            .unwrap_or_default()
+            .to_string();
+        Ok((dir, uid))
+    }
+}
+
+/// The container name becomes a file name: only a DNS label may (no `/`, no `..`).
+fn check_container_name(name: &str) -> Result<(), Status> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid container name {name:?}"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type LogsStream = Stream<LogChunk>;
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = request.into_inner();
+        check_container_name(&r.container)?;
+        let (dir, _) = self.find_pod(&r.namespace, &r.name)?;
+        let path =
+            logs::select_file(&dir.join(&r.container), &r.container, r.previous).map_err(|e| {
+                match e {
+                    LogsError::Io(..) => Status::internal(e.to_string()),
+                    _ => Status::not_found(format!("pod {}/{}: {e}", r.namespace, r.name)),
+                }
+            })?;
+        let options = LogOptions {
+            tail_lines: r.tail_lines,
+            timestamps: r.timestamps,
+            // A previous run's file is finished: nothing to follow.
+            follow: r.follow && !r.previous,
+        };
+        let (lines_tx, mut lines_rx) = mpsc::channel::<Vec<u8>>(8);
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let reader = tokio::spawn(logs::stream(path, options, lines_tx));
+            while let Some(data) = lines_rx.recv().await {
+                if tx.send(Ok(LogChunk { data })).await.is_err() {
+                    reader.abort();
+                    return;
+                }
+            }
+            if let Ok(Err(e)) = reader.await {
+                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type ExecStream = Stream<ExecOutput>;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("exec: no request was sent"))?;
+        check_container_name(&first.container)?;
+        let (_, uid) = self.find_pod(&first.namespace, &first.name)?;
+        let mut child = self
+            .runtime
+            .exec(&uid, &first.container, &first.command)
+            .map_err(|e| {
+                Status::failed_precondition(format!("pod {}/{}: {e}", first.namespace, first.name))
+            })?;
+        tracing::info!(pod = %first.name, container = %first.container, command = ?first.command, "exec");
+        let (tx, rx) = mpsc::channel(16);
+        // stdin: from the stream to the command, closed at the client's end of input.
+        if let Some(mut stdin) = child.stdin.take() {
+            let initial = first.stdin;
+            let eof = first.stdin_eof;
+            tokio::spawn(async move {
+                if stdin.write_all(&initial).await.is_err() || eof {
+                    return;
+                }
+                while let Ok(Some(m)) = inbound.message().await {
+                    if stdin.write_all(&m.stdin).await.is_err() || m.stdin_eof {
+                        return;
+                    }
+                }
+            });
+        }
+        let pump = |mut from: Box<dyn tokio::io::AsyncRead + Unpin + Send>, is_err: bool| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = from.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let data = buf[..n].to_vec();
+                    let out = if is_err {
+                        ExecOutput {
+                            stderr: data,
+                            ..Default::default()
+                        }
+                    } else {
+                        ExecOutput {
+                            stdout: data,
+                            ..Default::default()
+                        }
+                    };
+                    if tx.send(Ok(out)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let stdout = child.stdout.take().map(|s| pump(Box::new(s), false));
+        let stderr = child.stderr.take().map(|s| pump(Box::new(s), true));
+        tokio::spawn(async move {
+            // All output first, then the exit code as the last message.
+            for pump in [stdout, stderr].into_iter().flatten() {
+                let _ = pump.await;
+            }
+            let code = match child.wait().await {
+                Ok(status) => status.code().unwrap_or(255),
+                Err(_) => 255,
+            };
+            let _ = tx
+                .send(Ok(ExecOutput {
+                    exit_code: Some(code),
+                    ..Default::default()
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
