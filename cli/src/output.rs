@@ -89,43 +89,146 @@ fn state(s: &Option<api::ContainerState>) -> Option<k8s::ContainerState> {
 }
 
 /// Our pod in Kubernetes' shape.
+fn k8s_container(c: &api::Container) -> k8s::Container {
+    let r = c.resources.unwrap_or_default();
+    k8s::Container {
+        name: c.name.clone(),
+        image: Some(c.image.clone()),
+        command: (!c.command.is_empty()).then(|| c.command.clone()),
+        args: (!c.args.is_empty()).then(|| c.args.clone()),
+        env: (!c.env.is_empty()).then(|| {
+            c.env
+                .iter()
+                .map(|e| k8s::EnvVar {
+                    name: e.name.clone(),
+                    value: Some(e.value.clone()),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
+        image_pull_policy: Some(c.image_pull_policy.clone()),
+        resources: Some(k8s::ResourceRequirements {
+            requests: quantities(r.cpu_request_millis, r.memory_request_bytes),
+            limits: quantities(r.cpu_limit_millis, r.memory_limit_bytes),
+            ..Default::default()
+        }),
+        volume_mounts: (!c.volume_mounts.is_empty()).then(|| {
+            c.volume_mounts
+                .iter()
+                .map(|m| k8s::VolumeMount {
+                    name: m.name.clone(),
+                    mount_path: m.mount_path.clone(),
+                    read_only: m.read_only.then_some(true),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        liveness_probe: c.liveness_probe.as_ref().map(k8s_probe),
+        readiness_probe: c.readiness_probe.as_ref().map(k8s_probe),
+        startup_probe: c.startup_probe.as_ref().map(k8s_probe),
+        ..Default::default()
+    }
+}
+
+fn k8s_probe(p: &api::Probe) -> k8s::Probe {
+    use api::probe::Handler;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut probe = k8s::Probe {
+        initial_delay_seconds: Some(p.initial_delay_seconds),
+        period_seconds: Some(p.period_seconds),
+        timeout_seconds: Some(p.timeout_seconds),
+        success_threshold: Some(p.success_threshold),
+        failure_threshold: Some(p.failure_threshold),
+        ..Default::default()
+    };
+    match &p.handler {
+        Some(Handler::Exec(e)) => {
+            probe.exec = Some(k8s::ExecAction {
+                command: Some(e.command.clone()),
+            })
+        }
+        Some(Handler::HttpGet(h)) => {
+            probe.http_get = Some(k8s::HTTPGetAction {
+                path: Some(h.path.clone()),
+                port: IntOrString::Int(h.port),
+                host: (!h.host.is_empty()).then(|| h.host.clone()),
+                scheme: Some("HTTP".into()),
+                ..Default::default()
+            })
+        }
+        Some(Handler::TcpSocket(t)) => {
+            probe.tcp_socket = Some(k8s::TCPSocketAction {
+                port: IntOrString::Int(t.port),
+                host: (!t.host.is_empty()).then(|| t.host.clone()),
+            })
+        }
+        None => {}
+    }
+    probe
+}
+
+fn k8s_volume(v: &api::Volume) -> k8s::Volume {
+    use api::volume::Source;
+    let mut volume = k8s::Volume {
+        name: v.name.clone(),
+        ..Default::default()
+    };
+    match &v.source {
+        Some(Source::EmptyDir(e)) => {
+            volume.empty_dir = Some(k8s::EmptyDirVolumeSource {
+                medium: (!e.medium.is_empty()).then(|| e.medium.clone()),
+                size_limit: (e.size_limit_bytes > 0)
+                    .then(|| Quantity(memory_quantity(e.size_limit_bytes))),
+                ..Default::default()
+            })
+        }
+        Some(Source::HostPath(h)) => {
+            volume.host_path = Some(k8s::HostPathVolumeSource {
+                path: h.path.clone(),
+                type_: (!h.r#type.is_empty()).then(|| h.r#type.clone()),
+            })
+        }
+        None => {}
+    }
+    volume
+}
+
+fn k8s_container_status(s: &api::ContainerStatus) -> k8s::ContainerStatus {
+    k8s::ContainerStatus {
+        name: s.name.clone(),
+        image: s.image.clone(),
+        image_id: s.image_id.clone(),
+        container_id: (!s.container_id.is_empty()).then(|| format!("kubelab://{}", s.container_id)),
+        ready: s.ready,
+        restart_count: s.restart_count,
+        state: state(&s.state),
+        last_state: state(&s.last_state),
+        started: Some(
+            s.started
+                && matches!(
+                    s.state.as_ref().and_then(|s| s.state.as_ref()),
+                    Some(State::Running(_))
+                ),
+        ),
+        ..Default::default()
+    }
+}
+
 pub fn to_k8s_pod(pod: &api::Pod) -> k8s::Pod {
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
+    let statuses = |list: &[api::ContainerStatus]| {
+        (!list.is_empty()).then(|| list.iter().map(k8s_container_status).collect())
+    };
     k8s::Pod {
         metadata: meta(&pod.metadata.clone().unwrap_or_default()),
         spec: Some(k8s::PodSpec {
-            containers: spec
-                .containers
-                .iter()
-                .map(|c| {
-                    let r = c.resources.unwrap_or_default();
-                    k8s::Container {
-                        name: c.name.clone(),
-                        image: Some(c.image.clone()),
-                        command: (!c.command.is_empty()).then(|| c.command.clone()),
-                        args: (!c.args.is_empty()).then(|| c.args.clone()),
-                        env: (!c.env.is_empty()).then(|| {
-                            c.env
-                                .iter()
-                                .map(|e| k8s::EnvVar {
-                                    name: e.name.clone(),
-                                    value: Some(e.value.clone()),
-                                    ..Default::default()
-                                })
-                                .collect()
-                        }),
-                        working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
-                        image_pull_policy: Some(c.image_pull_policy.clone()),
-                        resources: Some(k8s::ResourceRequirements {
-                            requests: quantities(r.cpu_request_millis, r.memory_request_bytes),
-                            limits: quantities(r.cpu_limit_millis, r.memory_limit_bytes),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }
-                })
-                .collect(),
+            containers: spec.containers.iter().map(k8s_container).collect(),
+            init_containers: (!spec.init_containers.is_empty())
+                .then(|| spec.init_containers.iter().map(k8s_container).collect()),
+            volumes: (!spec.volumes.is_empty())
+                .then(|| spec.volumes.iter().map(k8s_volume).collect()),
             node_name: (!spec.node_name.is_empty()).then(|| spec.node_name.clone()),
             restart_policy: Some(spec.restart_policy.clone()),
             termination_grace_period_seconds: Some(spec.termination_grace_period_seconds),
@@ -138,24 +241,18 @@ pub fn to_k8s_pod(pod: &api::Pod) -> k8s::Pod {
             start_time: time(status.start_time_ms),
             reason: (!status.reason.is_empty()).then(|| status.reason.clone()),
             message: (!status.message.is_empty()).then(|| status.message.clone()),
-            container_statuses: (!status.container_statuses.is_empty()).then(|| {
+            container_statuses: statuses(&status.container_statuses),
+            init_container_statuses: statuses(&status.init_container_statuses),
+            conditions: (!status.conditions.is_empty()).then(|| {
                 status
-                    .container_statuses
+                    .conditions
                     .iter()
-                    .map(|s| k8s::ContainerStatus {
-                        name: s.name.clone(),
-                        image: s.image.clone(),
-                        image_id: s.image_id.clone(),
-                        container_id: (!s.container_id.is_empty())
-                            .then(|| format!("kubelab://{}", s.container_id)),
-                        ready: s.ready,
-                        restart_count: s.restart_count,
-                        state: state(&s.state),
-                        last_state: state(&s.last_state),
-                        started: Some(matches!(
-                            s.state.as_ref().and_then(|s| s.state.as_ref()),
-                            Some(State::Running(_))
-                        )),
+                    .map(|c| k8s::PodCondition {
+                        type_: c.r#type.clone(),
+                        status: c.status.clone(),
+                        last_transition_time: time(c.last_transition_time_ms),
+                        reason: (!c.reason.is_empty()).then(|| c.reason.clone()),
+                        message: (!c.message.is_empty()).then(|| c.message.clone()),
                         ..Default::default()
                     })
                     .collect()
@@ -241,6 +338,25 @@ pub fn pod_status_text(pod: &api::Pod) -> String {
         return "Terminating".into();
     }
     let status = pod.status.clone().unwrap_or_default();
+    // kubectl's rule: the first init container not done yet decides the STATUS.
+    let init_count = pod
+        .spec
+        .as_ref()
+        .map(|s| s.init_containers.len())
+        .unwrap_or(0);
+    for (i, s) in status.init_container_statuses.iter().enumerate() {
+        match s.state.as_ref().and_then(|s| s.state.as_ref()) {
+            Some(State::Terminated(t)) if t.exit_code == 0 => continue,
+            Some(State::Terminated(t)) if !t.reason.is_empty() => {
+                return format!("Init:{}", t.reason)
+            }
+            Some(State::Terminated(t)) => return format!("Init:ExitCode:{}", t.exit_code),
+            Some(State::Waiting(w)) if !w.reason.is_empty() && w.reason != "PodInitializing" => {
+                return format!("Init:{}", w.reason)
+            }
+            _ => return format!("Init:{i}/{init_count}"),
+        }
+    }
     let mut text = status.phase.clone();
     for s in &status.container_statuses {
         match s.state.as_ref().and_then(|s| s.state.as_ref()) {
@@ -406,6 +522,45 @@ fn indent_words(words: &[String]) -> String {
         .replace('\n', "\n                   ")
 }
 
+fn describe_container(out: &mut String, c: &api::Container, statuses: &[api::ContainerStatus]) {
+    out.push_str(&format!("  {}:\n    Image:         {}\n", c.name, c.image));
+    if !c.command.is_empty() {
+        out.push_str(&format!(
+            "    Command:       {}\n",
+            indent_words(&c.command)
+        ));
+    }
+    if !c.args.is_empty() {
+        out.push_str(&format!("    Args:          {}\n", indent_words(&c.args)));
+    }
+    if let Some(s) = statuses.iter().find(|s| s.name == c.name) {
+        if !s.container_id.is_empty() {
+            out.push_str(&format!(
+                "    Container ID:  kubelab://{}\n",
+                s.container_id
+            ));
+        }
+        if !s.image_id.is_empty() {
+            out.push_str(&format!("    Image ID:      {}\n", s.image_id));
+        }
+        describe_state(out, "State:", &s.state);
+        describe_state(out, "Last State:", &s.last_state);
+        out.push_str(&format!(
+            "    Ready:         {}\n    Restart Count: {}\n",
+            s.ready, s.restart_count
+        ));
+        if s.pid > 0 {
+            out.push_str(&format!("    PID:           {}\n", s.pid));
+        }
+    }
+    if !c.env.is_empty() {
+        out.push_str("    Environment:\n");
+        for e in &c.env {
+            out.push_str(&format!("      {}: {}\n", e.name, e.value));
+        }
+    }
+}
+
 /// `kubelab describe pod`: the spec in brief, each container's state, and the events as a
 /// timeline measured from the pod's creation.
 pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
@@ -443,43 +598,34 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
         },
         spec.restart_policy
     ));
+    if !spec.init_containers.is_empty() {
+        out.push_str("Init Containers:\n");
+        for c in &spec.init_containers {
+            describe_container(&mut out, c, &status.init_container_statuses);
+        }
+    }
     out.push_str("Containers:\n");
     for c in &spec.containers {
-        out.push_str(&format!("  {}:\n    Image:         {}\n", c.name, c.image));
-        if !c.command.is_empty() {
-            out.push_str(&format!(
-                "    Command:       {}\n",
-                indent_words(&c.command)
-            ));
+        describe_container(&mut out, c, &status.container_statuses);
+    }
+    if !status.conditions.is_empty() {
+        out.push_str("Conditions:\n  Type              Status\n");
+        for c in &status.conditions {
+            out.push_str(&format!("  {:<16}  {}\n", c.r#type, c.status));
         }
-        if !c.args.is_empty() {
-            out.push_str(&format!("    Args:          {}\n", indent_words(&c.args)));
-        }
-        if let Some(s) = status.container_statuses.iter().find(|s| s.name == c.name) {
-            if !s.container_id.is_empty() {
-                out.push_str(&format!(
-                    "    Container ID:  kubelab://{}\n",
-                    s.container_id
-                ));
-            }
-            if !s.image_id.is_empty() {
-                out.push_str(&format!("    Image ID:      {}\n", s.image_id));
-            }
-            describe_state(&mut out, "State:", &s.state);
-            describe_state(&mut out, "Last State:", &s.last_state);
-            out.push_str(&format!(
-                "    Ready:         {}\n    Restart Count: {}\n",
-                s.ready, s.restart_count
-            ));
-            if s.pid > 0 {
-                out.push_str(&format!("    PID:           {}\n", s.pid));
-            }
-        }
-        if !c.env.is_empty() {
-            out.push_str("    Environment:\n");
-            for e in &c.env {
-                out.push_str(&format!("      {}: {}\n", e.name, e.value));
-            }
+    }
+    if !spec.volumes.is_empty() {
+        out.push_str("Volumes:\n");
+        for v in &spec.volumes {
+            let what = match &v.source {
+                Some(api::volume::Source::EmptyDir(e)) if e.medium == "Memory" => {
+                    "EmptyDir (memory)".to_string()
+                }
+                Some(api::volume::Source::EmptyDir(_)) => "EmptyDir".to_string(),
+                Some(api::volume::Source::HostPath(h)) => format!("HostPath {}", h.path),
+                None => "<unknown>".to_string(),
+            };
+            out.push_str(&format!("  {}: {what}\n", v.name));
         }
     }
     out.push_str("Events:\n");

@@ -175,7 +175,10 @@ impl ImageManager {
             }
             (PullPolicy::Never, None) => return Err(ImageError::NeverPull(image.to_string())),
             (PullPolicy::Always, Some(img)) => {
-                // Always means "ask the registry", not "download again": same digest, same image.
+                // Always means "ask the registry", not "download again": same digest, same
+                // image. It is still a pull, as the kubelet reports it (Pulling, Pulled).
+                on_pull();
+                let started = Instant::now();
                 let digest = self
                     .client(&reference)
                     .await
@@ -183,14 +186,23 @@ impl ImageManager {
                     .await
                     .map_err(|e| registry_error(&reference, e))?;
                 if digest == img.digest {
-                    return Ok((img, Outcome::AlreadyPresent));
+                    let seconds = started.elapsed().as_secs_f64();
+                    return Ok((img, Outcome::Pulled { seconds, bytes: 0 }));
                 }
+                return self.pull_timed(&reference, started).await;
             }
             _ => {}
         }
         on_pull();
-        let started = Instant::now();
-        let (img, bytes) = self.pull(&reference).await?;
+        self.pull_timed(&reference, Instant::now()).await
+    }
+
+    async fn pull_timed(
+        &self,
+        reference: &Reference,
+        started: Instant,
+    ) -> Result<(Image, Outcome), ImageError> {
+        let (img, bytes) = self.pull(reference).await?;
         Ok((
             img,
             Outcome::Pulled {
