@@ -21,6 +21,8 @@ pub enum SandboxError {
     Io(PathBuf, std::io::Error),
     #[error("pinning the {0} namespace at {1}: {2}")]
     Pin(&'static str, PathBuf, nix::Error),
+    #[error("bringing up the pod's loopback interface: {0}")]
+    Loopback(nix::Error),
     #[error("the sandbox thread failed")]
     Thread,
 }
@@ -68,18 +70,8 @@ fn pin_new_namespaces(dir: &Path, hostname: &str) -> Result<(), SandboxError> {
     )
     .map_err(SandboxError::Unshare)?;
     nix::unistd::sethostname(hostname).map_err(SandboxError::Hostname)?;
-    // The loopback interface of a new network namespace starts down. A process forked
-    // by this thread starts in the thread's namespaces, so `ip` brings up the pod's `lo`.
-    let up = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .map_err(|e| SandboxError::Io("ip (iproute2)".into(), e))?;
-    if !up.success() {
-        return Err(SandboxError::Io(
-            "ip link set lo up".into(),
-            std::io::Error::other(format!("exited with {up}")),
-        ));
-    }
+    // The loopback interface of a new network namespace starts down.
+    loopback_up()?;
     for ns in NAMESPACES {
         let source = PathBuf::from(format!("/proc/thread-self/ns/{ns}"));
         let target = dir.join(ns);
@@ -93,6 +85,60 @@ fn pin_new_namespaces(dir: &Path, hostname: &str) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::Pin(ns, target, e))?;
     }
     Ok(())
+}
+
+/// Brings up `lo` in the calling thread's network namespace with one rtnetlink request
+/// (what `ip link set lo up` sends), without starting a process.
+fn loopback_up() -> Result<(), SandboxError> {
+    use nix::sys::socket::{
+        recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+    use std::os::fd::AsRawFd;
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const IFF_UP: u32 = 1;
+    // In a new network namespace `lo` is always interface 1.
+    const LOOPBACK_INDEX: i32 = 1;
+    let err = |e| SandboxError::Loopback(e);
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(err)?;
+    // struct nlmsghdr (16 bytes), then struct ifinfomsg (16 bytes), native byte order.
+    let mut msg = Vec::with_capacity(32);
+    msg.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
+    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes()); // nlmsg_type
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes()); // nlmsg_flags
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // nlmsg_seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel assigns it
+    msg.extend_from_slice(&[0, 0]); // ifi_family (AF_UNSPEC), padding
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    msg.extend_from_slice(&LOOPBACK_INDEX.to_ne_bytes()); // ifi_index
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change: only this flag
+    sendto(
+        sock.as_raw_fd(),
+        &msg,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .map_err(err)?;
+    // The answer is an NLMSG_ERROR message whose error field is 0 on success.
+    let mut answer = [0u8; 256];
+    let n = recv(sock.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(err)?;
+    let kind = (n >= 20).then(|| u16::from_ne_bytes([answer[4], answer[5]]));
+    let code = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
+    match kind {
+        Some(NLMSG_ERROR) if code == 0 => Ok(()),
+        Some(NLMSG_ERROR) => Err(err(nix::errno::Errno::from_raw(-code))),
+        _ => Err(err(nix::errno::Errno::EPROTO)),
+    }
 }
 
 /// Unpins the namespaces (they die with their last container) and removes `dir`.
