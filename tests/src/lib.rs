@@ -148,6 +148,8 @@ pub struct Lab {
     rootfs: OnceLock<PathBuf>,
     /// RUST_LOG of the agents.
     agent_log: String,
+    /// Extra arguments of every agent.
+    agent_args: Vec<String>,
 }
 
 impl Lab {
@@ -159,6 +161,15 @@ impl Lab {
 
     /// As `start`, with the agents' RUST_LOG chosen (the bench measures the default, `info`).
     pub fn start_with_agent_log(agents: usize, agent_log: &str) -> Lab {
+        Lab::start_with(agents, agent_log, &[])
+    }
+
+    /// As `start`, with extra agent arguments (`--backoff-reset 2s`, ...).
+    pub fn start_with_agent_args(agents: usize, agent_args: &[&str]) -> Lab {
+        Lab::start_with(agents, "info,kubelabd=debug", agent_args)
+    }
+
+    fn start_with(agents: usize, agent_log: &str, agent_args: &[&str]) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("kubelab-test-")
             .tempdir()
@@ -176,6 +187,7 @@ impl Lab {
             node_names: Vec::new(),
             rootfs: OnceLock::new(),
             agent_log: agent_log.to_string(),
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         };
         lab.start_registry();
         lab.start_apiserver();
@@ -293,6 +305,7 @@ impl Lab {
                 .args(["agent", "--node-name", name, "--server", &self.server])
                 // Short back-off keeps restart tests fast: 1s, 2s, 4s (the kubelet: 10s to 5m).
                 .args(["--backoff-initial", "1s", "--backoff-max", "4s"])
+                .args(&self.agent_args)
                 .arg("--root-dir")
                 .arg(&root)
                 .env("RUST_LOG", &self.agent_log),

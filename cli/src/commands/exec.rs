@@ -70,6 +70,7 @@ pub async fn run(
         stderr.write_all(&output.stderr).await?;
         if let Some(code) = output.exit_code {
             stdout.flush().await?;
+            stderr.flush().await?;
             return Ok(code);
         }
     }

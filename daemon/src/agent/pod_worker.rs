@@ -61,7 +61,25 @@ struct ContainerRuntime {
     retry_at: Option<Instant>,
     /// When the ErrImagePull status gives way to ImagePullBackOff.
     show_backoff_at: Option<Instant>,
-    backoff: Duration,
+    /// Failed pulls and crashes back off apart, as in the kubelet (one per image, one per
+    /// container).
+    pull_backoff: Backoff,
+    crash_backoff: Backoff,
+}
+
+/// An exponential back-off: each step waits twice the one before, up to a cap.
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The wait for this failure; the next one waits twice as long (at most `max`).
+    fn step(&mut self, max: Duration) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(max);
+        delay
+    }
 }
 
 impl Drop for ContainerRuntime {
@@ -82,7 +100,7 @@ pub struct PodWorker {
     volumes: Option<HashMap<String, PathBuf>>,
     /// After a failure to make them, not before this.
     sandbox_retry_at: Option<Instant>,
-    sandbox_backoff: Duration,
+    sandbox_backoff: Backoff,
     last_status: Option<PodStatus>,
     start_time_ms: i64,
     /// A pod already finished when this worker met it (the agent restarted): never rerun it.
@@ -109,7 +127,9 @@ impl PodWorker {
             .map(|s| s.start_time_ms)
             .filter(|t| *t > 0)
             .unwrap_or_else(now_ms);
-        let sandbox_backoff = k.config.backoff_initial;
+        let sandbox_backoff = Backoff {
+            next: k.config.backoff_initial,
+        };
         PodWorker {
             k,
             pod,
@@ -314,8 +334,8 @@ impl PodWorker {
                     "FailedCreatePodSandBox",
                     format!("Failed to create pod sandbox: {e}"),
                 );
-                self.sandbox_retry_at = Some(Instant::now() + self.sandbox_backoff);
-                self.sandbox_backoff = (self.sandbox_backoff * 2).min(self.k.config.backoff_max);
+                let delay = self.sandbox_backoff.step(self.k.config.backoff_max);
+                self.sandbox_retry_at = Some(Instant::now() + delay);
                 false
             }
         }
@@ -426,15 +446,17 @@ impl PodWorker {
                 let backoff_max = k.config.backoff_max;
                 let state = self.runtime_of(c);
                 state.status.state = waiting(reason, &e.to_string());
+                let delay = state.pull_backoff.step(backoff_max);
+                state.retry_at = Some(Instant::now() + delay);
                 // Only a failed pull turns into ImagePullBackOff; a bad name stays named as such.
                 if reason == "ErrImagePull" {
-                    state.show_backoff_at =
-                        Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(state.backoff));
+                    state.show_backoff_at = Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(delay));
                 }
-                back_off(state, backoff_max);
                 return Synced::Done;
             }
         };
+        let initial = k.config.backoff_initial;
+        self.runtime_of(c).pull_backoff = Backoff { next: initial };
         k.events.pod_event(
             &pod,
             "Normal",
@@ -462,7 +484,8 @@ impl PodWorker {
                 let backoff_max = k.config.backoff_max;
                 let state = self.runtime_of(c);
                 state.status.state = waiting("CreateContainerError", &e.to_string());
-                back_off(state, backoff_max);
+                let delay = state.crash_backoff.step(backoff_max);
+                state.retry_at = Some(Instant::now() + delay);
                 return Synced::Done;
             }
         };
@@ -613,7 +636,8 @@ impl PodWorker {
                 prober: None,
                 retry_at: None,
                 show_backoff_at: None,
-                backoff: initial,
+                pull_backoff: Backoff { next: initial },
+                crash_backoff: Backoff { next: initial },
             })
     }
 
@@ -674,14 +698,16 @@ impl PodWorker {
             .take()
             .is_some_and(|t| t.elapsed() >= config.backoff_reset)
         {
-            state.backoff = config.backoff_initial;
+            state.crash_backoff = Backoff {
+                next: config.backoff_initial,
+            };
         }
         if let Err(e) = self.k.runtime.remove_container(&uid, name) {
             tracing::warn!(container = name, error = %e, "could not remove the container's files");
         }
         if restart {
-            let delay = state.backoff;
-            back_off(state, config.backoff_max);
+            let delay = state.crash_backoff.step(config.backoff_max);
+            state.retry_at = Some(Instant::now() + delay);
             state.status.last_state = state.status.state.take();
             state.status.state = waiting(
                 "CrashLoopBackOff",
@@ -894,12 +920,6 @@ impl PodWorker {
             })
             .collect()
     }
-}
-
-/// Doubles the container's back-off (up to the cap) and sets when it may try again.
-fn back_off(state: &mut ContainerRuntime, max: Duration) {
-    state.retry_at = Some(Instant::now() + state.backoff);
-    state.backoff = (state.backoff * 2).min(max);
 }
 
 /// `10s`, `2m40s`, `500ms`: as Kubernetes prints a back-off.

@@ -72,10 +72,9 @@ pub fn run_helper(args: ExecHelperArgs) -> i32 {
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => {
-            eprintln!(
-                "kubelab exec: cannot run {:?} in container {}: {e}",
-                args.command, args.id
-            );
+            // One write: the agent forwards stderr as it comes.
+            let message = format!("error: cannot run {:?}: {e}\n", args.command);
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
             // 126, as a shell says for a command that cannot be run.
             return 126;
         }
@@ -86,7 +85,8 @@ pub fn run_helper(args: ExecHelperArgs) -> i32 {
             Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
-                eprintln!("kubelab exec: waiting for the command: {e}");
+                let message = format!("waiting for the command: {e}\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
                 return 255;
             }
         }
