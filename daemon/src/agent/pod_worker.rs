@@ -765,17 +765,19 @@ impl PodWorker {
                 .filter_map(|(n, _)| w.containers.get(n)?.running.as_ref().map(|s| s.pid))
                 .collect::<Vec<i32>>()
         };
+        // Probe verdicts of other containers wait until these are stopped; they are only
+        // sent on a change, so none may be lost.
+        let mut deferred = Vec::new();
         while !still_running(self).is_empty() {
             tokio::select! {
                 Some(msg) = self.msgs_rx.recv() => match msg {
                     WorkerMsg::Exited(name, exit) => self.on_exit(&name, exit, may_restart),
-                    // Other containers' probes wait: we are stopping these ones.
-                    WorkerMsg::Probe(..) => {}
+                    probe @ WorkerMsg::Probe(..) => deferred.push(probe),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     if killed {
                         tracing::warn!("containers did not die after SIGKILL; giving up on them");
-                        return;
+                        break;
                     }
                     for pid in still_running(self) {
                         self.k.runtime.signal(pid, Signal::SIGKILL);
@@ -784,6 +786,9 @@ impl PodWorker {
                     deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
                 }
             }
+        }
+        for msg in deferred {
+            let _ = self.msgs_tx.try_send(msg);
         }
     }
 
