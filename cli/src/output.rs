@@ -638,10 +638,17 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
         .to_vec()];
     for e in events {
         let at = (e.timestamp_ms - m.creation_timestamp_ms) as f64 / 1000.0;
+        // A repeated event, as kubectl shows it: the last time, and how often over how long.
+        let repeats = if e.count > 1 {
+            let span = (e.timestamp_ms - e.first_timestamp_ms) as f64 / 1000.0;
+            format!(" (x{} over {span:.1}s)", e.count)
+        } else {
+            String::new()
+        };
         rows.push(vec![
             e.r#type.clone(),
             e.reason.clone(),
-            format!("+{at:.3}s"),
+            format!("+{at:.3}s{repeats}"),
             e.source.clone(),
             e.message.clone(),
         ]);

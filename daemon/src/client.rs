@@ -37,6 +37,39 @@ impl ApiClient {
     }
 }
 
+/// How long a repeated event keeps updating the first one (Kubernetes: 10 minutes).
+const CORRELATION_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// The events recorded lately, by what makes two of them "the same": object, type,
+/// reason and message. A repeat becomes an update of the first (`count`, times).
+#[derive(Default)]
+struct Recent {
+    seen: std::collections::HashMap<(String, String, String, String), (String, i32, i64)>,
+}
+
+impl Recent {
+    fn correlate(&mut self, event: &mut Event) {
+        let now = event.timestamp_ms;
+        self.seen
+            .retain(|_, (_, _, first)| now - *first < CORRELATION_WINDOW_MS);
+        let object = event.involved_object.clone().unwrap_or_default();
+        let key = (
+            object.uid,
+            event.r#type.clone(),
+            event.reason.clone(),
+            event.message.clone(),
+        );
+        let (name, count, first) = self.seen.entry(key).or_insert_with(|| {
+            let name = format!("{}.{}", object.name, uuid::Uuid::new_v4().simple());
+            (name, 0, now)
+        });
+        *count += 1;
+        event.metadata.get_or_insert_with(Default::default).name = name.clone();
+        event.count = *count;
+        event.first_timestamp_ms = *first;
+    }
+}
+
 /// Records events in the order they happen, without making the caller wait (Kubernetes'
 /// EventRecorder). Events are best effort: one that cannot be written is logged and dropped.
 #[derive(Clone)]
@@ -50,7 +83,9 @@ impl EventRecorder {
     pub fn start(api: ApiClient, source: &str) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
+            let mut recent = Recent::default();
+            while let Some(mut event) = rx.recv().await {
+                recent.correlate(&mut event);
                 if let Err(e) = api.events.clone().create(event.clone()).await {
                     tracing::warn!(reason = %event.reason, error = %e.message(), "could not record event");
                 }

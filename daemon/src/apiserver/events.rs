@@ -43,17 +43,41 @@ impl Events for EventsService {
         } else {
             involved.namespace.clone()
         };
-        // Named like Kubernetes' events: the object's name and a unique suffix.
-        let name = format!("{}.{}", involved.name, uuid::Uuid::new_v4().simple());
+        // Named like Kubernetes' events: the object's name and a unique suffix. A recorder
+        // names a repeat as the first, which it then replaces (count and times updated).
+        let given = event
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let name = if given.starts_with(&format!("{}.", involved.name)) {
+            given
+        } else {
+            format!("{}.{}", involved.name, uuid::Uuid::new_v4().simple())
+        };
+        if event.count < 1 {
+            event.count = 1;
+        }
+        if event.first_timestamp_ms == 0 {
+            event.first_timestamp_ms = event.timestamp_ms;
+        }
         let key = key::<Event>(&namespace, &name);
-        let meta = event.metadata.get_or_insert_with(Default::default);
-        meta.name = name;
-        meta.namespace = namespace;
-        meta.uid = uuid::Uuid::new_v4().to_string();
-        meta.creation_timestamp_ms = event.timestamp_ms;
         let event = self
             .store
-            .update::<Event, _>(&key, |_| Ok(Some(event)))
+            .update::<Event, _>(&key, |existing| {
+                let meta = event.metadata.get_or_insert_with(Default::default);
+                let previous = existing.and_then(|e| e.metadata);
+                meta.name = name;
+                meta.namespace = namespace;
+                meta.uid = previous
+                    .as_ref()
+                    .map(|m| m.uid.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                meta.creation_timestamp_ms = previous
+                    .map(|m| m.creation_timestamp_ms)
+                    .unwrap_or(event.first_timestamp_ms);
+                Ok(Some(event))
+            })
             .await?;
         Ok(Response::new(event))
     }
