@@ -44,8 +44,13 @@ const CORRELATION_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// reason and message. A repeat becomes an update of the first (`count`, times).
 #[derive(Default)]
 struct Recent {
-    seen: std::collections::HashMap<(String, String, String, String), (String, i32, i64)>,
+    seen: std::collections::HashMap<SameEvent, Repeats>,
 }
+
+/// Object uid, type, reason, message.
+type SameEvent = (String, String, String, String);
+/// The event's name, how many times it happened, when it first did.
+type Repeats = (String, i32, i64);
 
 impl Recent {
     fn correlate(&mut self, event: &mut Event) {
