@@ -130,6 +130,33 @@ fn containers_of_a_pod_share_localhost_and_hostname() {
         lab.ok(&["logs", "duo", "-c", "client"]),
         "duo\nhello from web\n"
     );
+    // The namespaces themselves: network, IPC and UTS are the pod's pinned ones; PID is
+    // each container's own.
+    let uid = lab.pod_json("duo")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let sandbox = lab
+        .agent_root(&lab.node_names[0])
+        .join("pods")
+        .join(uid)
+        .join("sandbox");
+    let namespaces = |container: &str| {
+        let script = "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done";
+        lab.ok(&["exec", "duo", "-c", container, "--", "sh", "-c", script])
+    };
+    let web = namespaces("web");
+    let lines: Vec<&str> = web.lines().collect();
+    assert_eq!(lines.len(), 4, "{web}");
+    let pinned = |ns: &str| {
+        let meta = std::fs::metadata(sandbox.join(ns)).expect("pinned namespace");
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    };
+    assert_eq!(lines[0], format!("net:[{}]", pinned("net")));
+    assert_eq!(lines[1], format!("ipc:[{}]", pinned("ipc")));
+    assert_eq!(lines[2], format!("uts:[{}]", pinned("uts")));
+    let host_pid_ns = std::fs::read_link("/proc/self/ns/pid").expect("host pid ns");
+    assert_ne!(lines[3], host_pid_ns.to_string_lossy());
     lab.ok(&["delete", "pod", "duo", "--grace-period", "0"]);
 }
 
@@ -176,6 +203,42 @@ fn init_containers_run_in_order_before_the_app() {
             .all(|s| s["state"]["terminated"]["exitCode"] == 0),
         "{json}"
     );
+}
+
+/// Under `Always` (or `OnFailure`), a failing init container is run again, with back-off,
+/// until it succeeds; then the app starts.
+#[test]
+fn a_failing_init_container_is_retried_until_it_succeeds() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    lab.apply_ok(&pod(
+        "retryinit",
+        &format!(
+            "  volumes:
+  - name: state
+    emptyDir: {{}}
+  initContainers:
+  - name: wait-for-it
+    image: {image}
+    command: [sh, -c, 'n=$(cat /state/n 2>/dev/null || echo 0); echo $((n+1)) > /state/n; [ $n -ge 1 ]']
+    volumeMounts: [{{name: state, mountPath: /state}}]
+  containers:
+  - name: app
+    image: {image}
+    command: [sh, -c, 'echo app started after $(cat /state/n) tries; exec sleep 3600']
+    volumeMounts: [{{name: state, mountPath: /state}}]
+"
+        ),
+    ));
+    lab.wait_for("retryinit", "Running");
+    let json = lab.pod_json("retryinit");
+    let init = &json["status"]["initContainerStatuses"][0];
+    assert_eq!(init["restartCount"], 1, "{json}");
+    assert_eq!(init["lastState"]["terminated"]["exitCode"], 1, "{json}");
+    wait_until("the app's output", Duration::from_secs(10), || {
+        lab.ok(&["logs", "retryinit", "-c", "app"]) == "app started after 2 tries\n"
+    });
+    lab.ok(&["delete", "pod", "retryinit", "--grace-period", "0"]);
 }
 
 /// A failing init container fails a `Never` pod, and the app container never starts.
