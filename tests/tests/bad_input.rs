@@ -132,3 +132,46 @@ fn logs_from_a_dead_agent_name_the_node() {
     lab.ok(&["delete", "pod", "p", "--grace-period=0", "--force"]);
     assert!(lab.fails(&["get", "pod", "p"]).contains("not found"));
 }
+
+/// Mistakes in volumes, mounts and probes are refused with what is wrong and what is allowed.
+#[test]
+fn bad_volumes_mounts_and_probes_are_named() {
+    let lab = Lab::start(1);
+    let pod =
+        |body: &str| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: v\nspec:\n{body}");
+    let refused = |manifest: String, expected: &[&str]| {
+        let out = lab.apply(&manifest);
+        assert!(!out.status.success(), "accepted: {manifest}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = one_line(&err);
+        for word in expected {
+            assert!(line.contains(word), "{word:?} not in {line:?}");
+        }
+    };
+    refused(
+        pod("  containers:\n  - name: c\n    image: x:1\n    volumeMounts: [{name: data, mountPath: /data}]\n"),
+        &["no volume named \"data\""],
+    );
+    refused(
+        pod("  volumes: [{name: h, hostPath: {path: relative/dir}}]\n  containers:\n  - name: c\n    image: x:1\n"),
+        &["hostPath.path", "absolute"],
+    );
+    refused(
+        pod("  volumes: [{name: s, secret: {secretName: x}}]\n  containers:\n  - name: c\n    image: x:1\n"),
+        &["emptyDir and hostPath"],
+    );
+    refused(
+        pod("  containers:\n  - name: c\n    image: x:1\n    livenessProbe: {httpGet: {port: http}}\n"),
+        &["livenessProbe", "named ports"],
+    );
+    refused(
+        pod("  containers:\n  - name: c\n    image: x:1\n    livenessProbe: {exec: {command: [ls]}, successThreshold: 2}\n"),
+        &["livenessProbe.successThreshold must be 1"],
+    );
+    refused(
+        pod("  initContainers:\n  - name: c\n    image: x:1\n  containers:\n  - name: c\n    image: x:1\n"),
+        &["duplicate container name"],
+    );
+    // Nothing was stored by any of them.
+    assert!(!lab.ok(&["get", "pods"]).contains("v "));
+}
