@@ -499,6 +499,11 @@ fn logs_follow_tail_and_timestamps() {
     );
     lab.wait_for("counter", "Succeeded");
     assert_eq!(lab.ok(&["logs", "counter", "--tail", "1"]), "line 3\n");
+    // Following a container that has ended prints what it wrote and returns.
+    assert_eq!(
+        lab.ok(&["logs", "-f", "counter"]),
+        "line 1\nline 2\nline 3\n"
+    );
     let stamped = lab.ok(&["logs", "counter", "--timestamps"]);
     let first = stamped.lines().next().expect("a line");
     let (time, text) = first.split_once(' ').expect("time and text");

@@ -101,23 +101,25 @@ impl Renderer {
 
 /// Streams the log file's lines into `tx` (in chunks), then, with `follow`, what is
 /// written to it until the shim closes it.
+///
+/// `still_writing` tells, once the watch is in place, whether the shim still has the file
+/// open: a file closed before the watch began would never say so, and `-f` would hang.
 pub async fn stream(
     path: PathBuf,
     options: LogOptions,
+    still_writing: impl Fn() -> bool + Send + Sync + 'static,
     tx: mpsc::Sender<Vec<u8>>,
 ) -> Result<(), LogsError> {
     let io = |e| LogsError::Io(path.clone(), e);
     // Watch first, read second: nothing written in between is missed.
     let events = if options.follow {
         let inotify = Inotify::init().map_err(io)?;
-        inotify
-            .watches()
-            .add(
-                &path,
-                WatchMask::MODIFY | WatchMask::CLOSE_WRITE | WatchMask::MOVE_SELF,
-            )
-            .map_err(io)?;
-        Some(inotify.into_event_stream([0u8; 1024]).map_err(io)?)
+        let mask = WatchMask::MODIFY | WatchMask::CLOSE_WRITE | WatchMask::MOVE_SELF;
+        inotify.watches().add(&path, mask).map_err(io)?;
+        still_writing()
+            .then(|| inotify.into_event_stream([0u8; 1024]))
+            .transpose()
+            .map_err(io)?
     } else {
         None
     };
@@ -158,7 +160,7 @@ pub async fn stream(
                 tail_lines: None,
                 ..options
             };
-            return Box::pin(stream(path.clone(), rest, tx)).await;
+            return Box::pin(stream(path.clone(), rest, still_writing, tx)).await;
         }
         if event.mask.contains(inotify::EventMask::CLOSE_WRITE) {
             return Ok(()); // the container has ended

@@ -66,7 +66,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = request.into_inner();
         check_container_name(&r.container)?;
-        let (dir, _) = self.find_pod(&r.namespace, &r.name)?;
+        let (dir, uid) = self.find_pod(&r.namespace, &r.name)?;
         let path =
             logs::select_file(&dir.join(&r.container), &r.container, r.previous).map_err(|e| {
                 match e {
@@ -80,10 +80,17 @@ impl Agent for AgentService {
             // A previous run's file is finished: nothing to follow.
             follow: r.follow && !r.previous,
         };
+        let (runtime, container) = (self.runtime.clone(), r.container.clone());
         let (lines_tx, mut lines_rx) = mpsc::channel::<Vec<u8>>(8);
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
-            let reader = tokio::spawn(logs::stream(path, options, lines_tx));
+            let run = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(-1);
+            let still_writing = move || runtime.is_running(&uid, &container, run);
+            let reader = tokio::spawn(logs::stream(path, options, still_writing, lines_tx));
             while let Some(data) = lines_rx.recv().await {
                 if tx.send(Ok(LogChunk { data })).await.is_err() {
                     reader.abort();

@@ -389,6 +389,16 @@ impl RuntimeService {
         }
     }
 
+    /// Whether run `restart_count` of the container is the one running now (its shim has
+    /// not recorded an exit).
+    pub fn is_running(&self, uid: &str, container: &str, restart_count: i32) -> bool {
+        let dir = self.container_dir(uid, container);
+        let current = std::fs::read(dir.join("shim.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Started>(&b).ok());
+        current.is_some_and(|s| s.restart_count == restart_count) && !dir.join("exit.json").exists()
+    }
+
     /// The containers of a pod that a previous run of this agent started: running ones
     /// (their shims still alive) and ones that ended meanwhile, by container name.
     pub fn recover(&self, uid: &str) -> HashMap<String, Recovered> {
