@@ -83,10 +83,23 @@ fn a_killed_agent_started_again_readopts_its_running_containers() {
 fn an_exit_while_the_agent_was_down_is_reported_with_its_code() {
     let mut lab = Lab::start(1);
     let image = lab.push_busybox("1");
-    lab.apply_ok(&pod_manifest("brief", &image, "Never", "sleep 2; exit 7"));
+    lab.apply_ok(&pod_manifest("brief", &image, "Never", "sleep 4; exit 7"));
     lab.wait_for("brief", "Running");
     lab.kill_agent(0);
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let uid = lab.pod_json("brief")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    assert!(
+        !kubelab_tests::processes_in_cgroups(&uid).is_empty(),
+        "still running when its agent died"
+    );
+    // The container ends while no agent is there to see it.
+    kubelab_tests::wait_until(
+        "the container to end",
+        std::time::Duration::from_secs(20),
+        || kubelab_tests::processes_in_cgroups(&uid).is_empty(),
+    );
     lab.restart_agent(0);
     lab.wait_for("brief", "Failed");
     let pod = lab.pod_json("brief");
