@@ -10,7 +10,7 @@ SERVER ?= 127.0.0.1:6443
 RELEASE := target/release
 KUBELAB := $(RELEASE)/kubelab
 KUBELABD := $(RELEASE)/kubelabd
-DEB_PACKAGES := curl docker-registry busybox-static containernetworking-plugins iptables libseccomp-dev pkg-config runc
+DEB_PACKAGES := curl iproute2 docker-registry busybox-static containernetworking-plugins iptables libseccomp-dev pkg-config runc
 
 export KUBELAB_SERVER := $(SERVER)
 

@@ -83,6 +83,7 @@ const POD_FIELDS: &[&str] = &[
     "containers",
     "initContainers",
     "volumes",
+    "hostNetwork",
     "nodeName",
     "restartPolicy",
     "terminationGracePeriodSeconds",
@@ -182,6 +183,7 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
             containers,
             init_containers,
             volumes,
+            host_network: spec.host_network.unwrap_or(false),
             node_name: spec.node_name.unwrap_or_default(),
             restart_policy: spec.restart_policy.unwrap_or_default(),
             termination_grace_period_seconds: spec.termination_grace_period_seconds.unwrap_or(30),
@@ -373,14 +375,14 @@ mod tests {
     #[test]
     fn a_pod_manifest_converts_and_unknown_fields_are_named() {
         let (pods, warnings) = parse_pods(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80}]\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostIPC: true\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80}]\n",
         )
         .unwrap();
         assert_eq!(
             pods[0].spec.as_ref().unwrap().containers[0].args,
             ["sleep", "1"]
         );
-        assert_eq!(warnings, ["spec.hostNetwork", "spec.containers[0].ports"]);
+        assert_eq!(warnings, ["spec.hostIPC", "spec.containers[0].ports"]);
     }
 
     #[test]

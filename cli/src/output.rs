@@ -230,6 +230,7 @@ pub fn to_k8s_pod(pod: &api::Pod) -> k8s::Pod {
             volumes: (!spec.volumes.is_empty())
                 .then(|| spec.volumes.iter().map(k8s_volume).collect()),
             node_name: (!spec.node_name.is_empty()).then(|| spec.node_name.clone()),
+            host_network: spec.host_network.then_some(true),
             restart_policy: Some(spec.restart_policy.clone()),
             termination_grace_period_seconds: Some(spec.termination_grace_period_seconds),
             ..Default::default()
@@ -455,7 +456,7 @@ pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
         .map(String::from)
         .to_vec();
     if wide {
-        header.extend(["AGENT", "OS-IMAGE", "KERNEL-VERSION"].map(String::from));
+        header.extend(["POD-CIDR", "AGENT", "OS-IMAGE", "KERNEL-VERSION"].map(String::from));
     }
     let mut rows = vec![header];
     let now = kubelab_proto::now_ms();
@@ -480,7 +481,10 @@ pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
             cap.pods.to_string(),
         ];
         if wide {
+            let cidr = node.spec.as_ref().map(|s| s.pod_cidr.clone());
             row.extend([
+                cidr.filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "<none>".into()),
                 s.agent_endpoint.clone(),
                 s.os_image.clone(),
                 s.kernel_version.clone(),

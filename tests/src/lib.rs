@@ -150,6 +150,39 @@ pub struct Lab {
     agent_log: String,
     /// Extra arguments of every agent.
     agent_args: Vec<String>,
+    /// This lab's pod addresses, `10.N.0.0/16`, N held for the lab's life (see `NetSlot`).
+    pub cluster_cidr: String,
+    net: NetSlot,
+}
+
+/// A second octet for a lab's cluster CIDR and bridge names, held with a lock file so
+/// that labs running at the same time (test threads, other test runs, the demo's
+/// 10.88.0.0/16) never share addresses or bridges. The kernel drops the lock when the
+/// process ends, so a crashed run leaves nothing held.
+struct NetSlot {
+    n: u8,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl NetSlot {
+    fn take() -> NetSlot {
+        let dir = Path::new("/run/kubelab-tests");
+        std::fs::create_dir_all(dir).expect("lock dir");
+        for n in 100..=250u8 {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("net-{n}.lock")))
+                .expect("lock file");
+            if let Ok(lock) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                return NetSlot { n, _lock: lock };
+            }
+        }
+        panic!("no free test network: 151 labs at once?");
+    }
 }
 
 impl Lab {
@@ -176,6 +209,7 @@ impl Lab {
             .expect("tempdir");
         let registry = format!("127.0.0.1:{}", free_port());
         let server = format!("127.0.0.1:{}", free_port());
+        let net = NetSlot::take();
         let mut lab = Lab {
             dir,
             server,
@@ -188,6 +222,8 @@ impl Lab {
             rootfs: OnceLock::new(),
             agent_log: agent_log.to_string(),
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            cluster_cidr: format!("10.{}.0.0/16", net.n),
+            net,
         };
         lab.start_registry();
         lab.start_apiserver();
@@ -252,7 +288,9 @@ impl Lab {
                 .arg("--listen")
                 .arg(&self.server)
                 .arg("--data-dir")
-                .arg(&data),
+                .arg(&data)
+                .arg("--cluster-cidr")
+                .arg(&self.cluster_cidr),
             &self.dir.path().join("apiserver.log"),
         ));
         let addr = self.server.clone();
@@ -305,12 +343,23 @@ impl Lab {
                 .args(["agent", "--node-name", name, "--server", &self.server])
                 // Short back-off keeps restart tests fast: 1s, 2s, 4s (the kubelet: 10s to 5m).
                 .args(["--backoff-initial", "1s", "--backoff-max", "4s"])
+                .args(["--cluster-cidr", &self.cluster_cidr])
+                .args(["--cni-bridge", &self.bridge_of(name)])
                 .args(&self.agent_args)
                 .arg("--root-dir")
                 .arg(&root)
                 .env("RUST_LOG", &self.agent_log),
             &log,
         )
+    }
+
+    /// The CNI bridge of an agent of this lab: `klt<N>-<i>`.
+    pub fn bridge_of(&self, node: &str) -> String {
+        let i = node
+            .strip_prefix("node-")
+            .and_then(|r| r.split('-').next())
+            .unwrap_or("0");
+        format!("klt{}-{i}", self.net.n)
     }
 
     pub fn agent_root(&self, node: &str) -> PathBuf {
@@ -464,6 +513,37 @@ impl Drop for Lab {
         }
         for node in &self.node_names {
             remove_cgroups(node);
+        }
+        // What CNI leaves by design (the bridges) and the agents' no-NAT rule.
+        for node in &self.node_names {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge_of(node)])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for node in &self.node_names {
+            let comment = format!("kubelab: no NAT between pods ({})", self.bridge_of(node));
+            let rule = [
+                "-w",
+                "-t",
+                "nat",
+                "-D",
+                "POSTROUTING",
+                "-s",
+                &self.cluster_cidr,
+                "-d",
+                &self.cluster_cidr,
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-j",
+                "RETURN",
+            ];
+            let _ = Command::new("iptables")
+                .args(rule)
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }

@@ -14,6 +14,7 @@
 
 mod image;
 mod logs;
+mod network;
 mod pod_status;
 mod pod_worker;
 mod pod_workers;
@@ -77,6 +78,21 @@ pub struct AgentArgs {
     /// Size at which a container's log file is rotated (containerLogMaxSize), in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub container_log_max_bytes: u64,
+    /// Where CNI plugins are looked for (Debian's, then the upstream default).
+    #[arg(long = "cni-bin-dir", default_values = ["/usr/lib/cni", "/opt/cni/bin"])]
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// A CNI configuration list (.conflist) for the pod network, instead of the built-in
+    /// bridge over the node's pod CIDR.
+    #[arg(long)]
+    pub cni_conf: Option<PathBuf>,
+    /// The built-in network's bridge (default: kl- and a hash of the node name, so that
+    /// the agents of a lab on one host each have their own).
+    #[arg(long)]
+    pub cni_bridge: Option<String>,
+    /// The cluster's pod addresses (as given to the apiserver): pod-to-pod traffic in it
+    /// is never masqueraded.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 /// The agent's settings that pod workers read.
@@ -114,6 +130,7 @@ pub struct Kubelet {
     pub runtime: Arc<RuntimeService>,
     pub status: StatusManager,
     pub config: KubeletConfig,
+    pub network: network::NetworkManager,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +174,21 @@ pub async fn run(
             "found pods of a previous run of this agent"
         );
     }
+    let network = network::NetworkManager::new(network::NetworkSettings {
+        bin_dirs: args.cni_bin_dirs.clone(),
+        conf_file: args.cni_conf.clone(),
+        bridge: args
+            .cni_bridge
+            .clone()
+            .unwrap_or_else(|| default_bridge(&args.node_name)),
+        cluster_cidr: args.cluster_cidr.clone(),
+        ipam_dir: root.join("cni").join("networks"),
+    });
+    if let Err(e) = network.ensure_no_nat_between_pods().await {
+        tracing::warn!(error = %e, "cannot exempt pod-to-pod traffic from masquerading");
+    }
     let kubelet = Arc::new(Kubelet {
+        network,
         config: KubeletConfig {
             backoff_initial: args.backoff_initial,
             backoff_max: args.backoff_max,
@@ -189,15 +220,17 @@ pub async fn run(
     );
 
     let node = node_object(&args.node_name, &endpoint.to_string());
-    register(&api, node.clone()).await;
-    tokio::spawn(heartbeat(api.clone(), node));
+    let registered = register(&api, node.clone()).await;
+    kubelet.network.set_pod_cidr(&pod_cidr_of(&registered));
+    tokio::spawn(heartbeat(api.clone(), node, kubelet.clone()));
 
-    let workers = PodWorkers::new(kubelet);
+    let workers = PodWorkers::new(kubelet.clone());
     tokio::select! {
-        _ = sync_loop(&api, &args.node_name, &workers, &runtime, &mut left_behind) => {}
+        _ = sync_loop(&api, &args.node_name, &workers, &kubelet, &mut left_behind) => {}
         _ = shutdown => tracing::info!("agent stopping: stopping its pods"),
     }
     workers.shutdown().await;
+    kubelet.network.clean_up_node().await;
     runtime.remove_node_cgroups();
     Ok(())
 }
@@ -222,11 +255,11 @@ async fn sync_loop(
     api: &ApiClient,
     node_name: &str,
     workers: &PodWorkers,
-    runtime: &RuntimeService,
+    kubelet: &Kubelet,
     left_behind: &mut Vec<String>,
 ) {
     loop {
-        if let Err(e) = list_and_watch(api, node_name, workers, runtime, left_behind).await {
+        if let Err(e) = list_and_watch(api, node_name, workers, kubelet, left_behind).await {
             tracing::warn!(error = %e.message(), "pod watch lost; relisting in 1s");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -237,7 +270,7 @@ async fn list_and_watch(
     api: &ApiClient,
     node_name: &str,
     workers: &PodWorkers,
-    runtime: &RuntimeService,
+    kubelet: &Kubelet,
     left_behind: &mut Vec<String>,
 ) -> Result<(), tonic::Status> {
     let list = api
@@ -257,7 +290,11 @@ async fn list_and_watch(
     workers.remove_missing(&present);
     for uid in std::mem::take(left_behind) {
         if !present.contains(&uid) {
-            let stopped = runtime.remove_orphan(&uid);
+            let record = kubelet.runtime.network_record(&uid);
+            if let Err(e) = kubelet.network.teardown(&record).await {
+                tracing::warn!(%uid, error = %e, "could not detach an orphaned pod's network");
+            }
+            let stopped = kubelet.runtime.remove_orphan(&uid);
             tracing::info!(%uid, stopped, "removed a pod deleted while the agent was away");
         }
     }
@@ -287,13 +324,15 @@ async fn list_and_watch(
     Err(tonic::Status::unavailable("watch stream ended"))
 }
 
-async fn register(api: &ApiClient, node: Node) {
+/// Registers the node (retrying until the apiserver answers); returns it as stored.
+async fn register(api: &ApiClient, node: Node) -> Node {
     let mut delay = Duration::from_millis(100);
     loop {
         match api.nodes.clone().register(node.clone()).await {
-            Ok(_) => {
-                tracing::info!("node registered");
-                return;
+            Ok(registered) => {
+                let registered = registered.into_inner();
+                tracing::info!(pod_cidr = %pod_cidr_of(&registered), "node registered");
+                return registered;
             }
             Err(e) => {
                 tracing::warn!(error = %e.message(), "cannot register the node yet; retrying");
@@ -304,7 +343,22 @@ async fn register(api: &ApiClient, node: Node) {
     }
 }
 
-async fn heartbeat(api: ApiClient, node: Node) {
+fn pod_cidr_of(node: &Node) -> String {
+    node.spec
+        .as_ref()
+        .map(|s| s.pod_cidr.clone())
+        .unwrap_or_default()
+}
+
+/// `kl-` and 12 hex digits of the node name's hash: a valid interface name (at most 15
+/// bytes) that differs between the agents of one host.
+fn default_bridge(node_name: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(node_name.as_bytes());
+    format!("kl-{}", &hex::encode(hash)[..12])
+}
+
+async fn heartbeat(api: ApiClient, node: Node, kubelet: Arc<Kubelet>) {
     let name = node
         .metadata
         .as_ref()
@@ -322,7 +376,10 @@ async fn heartbeat(api: ApiClient, node: Node) {
         {
             Ok(_) => {}
             // The apiserver lost our node (a fresh data dir): register again.
-            Err(e) if e.code() == tonic::Code::NotFound => register(&api, node.clone()).await,
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                let registered = register(&api, node.clone()).await;
+                kubelet.network.set_pod_cidr(&pod_cidr_of(&registered));
+            }
             Err(e) => tracing::warn!(error = %e.message(), "heartbeat failed"),
         }
     }

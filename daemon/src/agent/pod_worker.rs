@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::image::{ImageError, Outcome, PullPolicy};
+use super::network::NetworkManager;
 use super::pod_status::{
     initialized, pod_phase, should_restart, should_restart_init, terminated_exit_code, waiting,
     waiting_message,
@@ -36,6 +37,8 @@ use super::Kubelet;
 
 /// After a failed pull the status says ErrImagePull this long, then ImagePullBackOff.
 const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(1);
+/// The node's address as pods and the API see it (the lab runs on one host).
+const HOST_IP: &str = "127.0.0.1";
 /// How long SIGKILLed containers get to be reaped before we stop waiting.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -98,6 +101,8 @@ pub struct PodWorker {
     msgs_rx: mpsc::Receiver<WorkerMsg>,
     /// The sandbox and volumes, once made: volume name → host path.
     volumes: Option<HashMap<String, PathBuf>>,
+    /// The pod's IP, once its network is attached.
+    pod_ip: String,
     /// After a failure to make them, not before this.
     sandbox_retry_at: Option<Instant>,
     sandbox_backoff: Backoff,
@@ -137,6 +142,7 @@ impl PodWorker {
             msgs_tx,
             msgs_rx,
             volumes: None,
+            pod_ip: String::new(),
             sandbox_retry_at: None,
             sandbox_backoff,
             last_status: None,
@@ -148,7 +154,9 @@ impl PodWorker {
 
     pub async fn run(mut self) {
         tracing::info!(phase = ?self.pod.status.as_ref().map(|s| s.phase.as_str()), "pod admitted: a worker now owns it");
-        self.readopt();
+        if self.readopt() {
+            self.check_network().await;
+        }
         loop {
             let current = self.desired.borrow_and_update().clone();
             match current {
@@ -217,7 +225,7 @@ impl PodWorker {
             false,
         )
         .await;
-        self.remove_from_node();
+        self.remove_from_node().await;
         if finish_in_api {
             self.finish_delete().await;
         }
@@ -226,11 +234,12 @@ impl PodWorker {
     /// Containers a previous run of the agent started for this pod: the running ones are
     /// followed again (same container, same pid), the ones that ended meanwhile are
     /// reported with their exit codes and restarted per the policy.
-    fn readopt(&mut self) {
+    /// Returns whether there was anything to re-adopt.
+    fn readopt(&mut self) -> bool {
         let uid = uid_of(&self.pod);
         let recovered = self.k.runtime.recover(&uid);
         if recovered.is_empty() {
-            return;
+            return false;
         }
         let spec = self.pod.spec.clone().unwrap_or_default();
         // The status the API has keeps what this agent knew: restart counts, last states.
@@ -275,13 +284,35 @@ impl PodWorker {
         if self.k.runtime.sandbox_exists(&uid) {
             let volumes = self.k.runtime.prepare_pod(&self.pod);
             self.volumes = volumes.ok();
+            if let Some(ip) = NetworkManager::pod_ip(&self.k.runtime.network_record(&uid)) {
+                self.pod_ip = ip;
+            }
+            if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
+                self.pod_ip = HOST_IP.into();
+            }
+        }
+        true
+    }
+
+    /// An agent started again asks the plugins whether a re-adopted pod's network is
+    /// still as it was left (CNI CHECK).
+    async fn check_network(&self) {
+        let record = self.k.runtime.network_record(&uid_of(&self.pod));
+        if let Err(e) = self.k.network.check(&record).await {
+            tracing::warn!(error = %e, "the pod's network is not as it was attached");
+            self.k.events.pod_event(
+                &self.pod,
+                "Warning",
+                "NetworkNotReady",
+                format!("Pod network check failed: {e}"),
+            );
         }
     }
 
     /// Makes the node match the pod's spec: starts what should run, then reports.
     async fn sync_pod(&mut self) -> Synced {
         let mut synced = Synced::Done;
-        if !self.finished_before && self.ensure_sandbox() {
+        if !self.finished_before && self.ensure_sandbox().await {
             synced = self.sync_containers().await;
         }
         self.report_status();
@@ -312,15 +343,15 @@ impl PodWorker {
         Synced::Done
     }
 
-    /// The pod's namespaces and volumes, made once before its first container.
-    fn ensure_sandbox(&mut self) -> bool {
+    /// The pod's namespaces, network and volumes, made once before its first container.
+    async fn ensure_sandbox(&mut self) -> bool {
         if self.volumes.is_some() {
             return true;
         }
         if self.sandbox_retry_at.is_some_and(|t| Instant::now() < t) {
             return false;
         }
-        match self.k.runtime.prepare_pod(&self.pod) {
+        match self.make_sandbox().await {
             Ok(volumes) => {
                 self.volumes = Some(volumes);
                 self.sandbox_retry_at = None;
@@ -339,6 +370,39 @@ impl PodWorker {
                 false
             }
         }
+    }
+
+    /// Pinned namespaces and volumes, then the pod network (CNI) and the pod's `/etc` files.
+    async fn make_sandbox(&mut self) -> Result<HashMap<String, PathBuf>, String> {
+        let volumes = self
+            .k
+            .runtime
+            .prepare_pod(&self.pod)
+            .map_err(|e| e.to_string())?;
+        let uid = uid_of(&self.pod);
+        let ip = if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
+            HOST_IP.to_string()
+        } else {
+            let meta = self.pod.metadata.clone().unwrap_or_default();
+            // What the kubelet passes to plugins about the pod.
+            let args = format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}",
+                meta.namespace, meta.name
+            );
+            let netns = self.k.runtime.sandbox_dir(&uid).join("net");
+            let record = self.k.runtime.network_record(&uid);
+            self.k
+                .network
+                .setup(&uid, args, &netns, &record)
+                .await
+                .map_err(|e| format!("failed to set up the pod network: {e}"))?
+        };
+        self.k
+            .runtime
+            .write_etc_files(&self.pod, &ip)
+            .map_err(|e| e.to_string())?;
+        self.pod_ip = ip;
+        Ok(volumes)
     }
 
     async fn sync_container(&mut self, c: &Container, restart_policy: &str) -> Synced {
@@ -792,7 +856,19 @@ impl PodWorker {
         }
     }
 
-    fn remove_from_node(&self) {
+    /// Detaches the pod's network (CNI DEL, while its namespace still exists), then removes
+    /// its files, mounts and cgroups.
+    async fn remove_from_node(&self) {
+        let record = self.k.runtime.network_record(&uid_of(&self.pod));
+        if let Err(e) = self.k.network.teardown(&record).await {
+            tracing::warn!(error = %e, "could not detach the pod's network");
+            self.k.events.pod_event(
+                &self.pod,
+                "Warning",
+                "FailedKillPod",
+                format!("error killing pod: failed to destroy network for sandbox: {e}"),
+            );
+        }
         if let Err(e) = self.k.runtime.remove_pod(&self.pod) {
             tracing::warn!(error = %e, "could not remove the pod's files");
         }
@@ -865,7 +941,8 @@ impl PodWorker {
         ]);
         let status = PodStatus {
             phase: phase.into(),
-            host_ip: "127.0.0.1".into(),
+            host_ip: HOST_IP.into(),
+            pod_ip: self.pod_ip.clone(),
             start_time_ms: self.start_time_ms,
             container_statuses: statuses,
             init_container_statuses: init_statuses,

@@ -8,6 +8,7 @@
 //! `pods`, `nodes`, `events` (one gRPC service each).
 
 mod events;
+pub mod node_ipam;
 mod nodes;
 mod pods;
 mod store;
@@ -75,6 +76,12 @@ pub struct ApiserverArgs {
     /// Directory of the sled database.
     #[arg(long, default_value = "/var/lib/kubelab/apiserver")]
     pub data_dir: PathBuf,
+    /// The pods' addresses; each node gets a range of it when it registers.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub cluster_cidr: node_ipam::Cidr,
+    /// The size of each node's range (a /24 holds 254 pods).
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
 }
 
 /// Opens the store and serves the API until `shutdown` resolves.
@@ -95,7 +102,11 @@ pub async fn run(
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = tonic::transport::Server::builder()
         .add_service(PodsServer::new(pods::PodsService::new(store.clone())))
-        .add_service(NodesServer::new(nodes::NodesService::new(store.clone())))
+        .add_service(NodesServer::new(nodes::NodesService::new(
+            store.clone(),
+            args.cluster_cidr,
+            args.node_cidr_mask_size,
+        )))
         .add_service(EventsServer::new(events::EventsService::new(store)))
         .serve_with_incoming_shutdown(crate::net::incoming(listener), {
             let stop = stop.clone();

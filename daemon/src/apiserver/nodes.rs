@@ -12,17 +12,27 @@ use kubelab_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::node_ipam::{allocate, Cidr};
 use super::store::{key, prefix, Store};
 use super::validation::check_dns_subdomain;
 use super::{watch_stream, ApiError, WatchStream};
 
 pub struct NodesService {
     store: Arc<Store>,
+    cluster_cidr: Cidr,
+    node_prefix: u8,
+    /// One registration at a time picks a pod CIDR, so that two never get the same.
+    allocating: tokio::sync::Mutex<()>,
 }
 
 impl NodesService {
-    pub fn new(store: Arc<Store>) -> Self {
-        NodesService { store }
+    pub fn new(store: Arc<Store>, cluster_cidr: Cidr, node_prefix: u8) -> Self {
+        NodesService {
+            store,
+            cluster_cidr,
+            node_prefix,
+            allocating: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -34,6 +44,14 @@ impl Nodes for NodesService {
         check_dns_subdomain("node name", &meta.name)?;
         meta.namespace.clear();
         let key = key::<Node>("", &meta.name);
+        let _allocating = self.allocating.lock().await;
+        let (nodes, _) = self.store.list::<Node>(&prefix::<Node>(""))?;
+        let taken: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.metadata.as_ref().is_some_and(|m| m.name != meta.name))
+            .filter_map(|n| n.spec.as_ref().map(|s| s.pod_cidr.clone()))
+            .collect();
+        let (cluster, node_prefix) = (self.cluster_cidr, self.node_prefix);
         let node = self
             .store
             .update::<Node, _>(&key, |current| {
@@ -52,6 +70,16 @@ impl Nodes for NodesService {
                         meta.uid = uuid::Uuid::new_v4().to_string();
                         meta.creation_timestamp_ms = now;
                     }
+                }
+                let spec = node.spec.get_or_insert_with(Default::default);
+                if spec.pod_cidr.is_empty() {
+                    let range = allocate(cluster, node_prefix, &taken).ok_or_else(|| {
+                        ApiError::Invalid(format!(
+                            "no pod CIDR left for node {:?}: the cluster CIDR {cluster} holds no more /{node_prefix} ranges (start the apiserver with a larger --cluster-cidr)",
+                            meta.name
+                        ))
+                    })?;
+                    spec.pod_cidr = range.to_string();
                 }
                 let status = node.status.get_or_insert_with(Default::default);
                 status.ready = true;

@@ -125,6 +125,11 @@ impl RuntimeService {
         self.pod_dir(uid).join("sandbox")
     }
 
+    /// What the network manager attached to the pod (see `network/mod.rs`).
+    pub fn network_record(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("network.json")
+    }
+
     pub fn sandbox_exists(&self, uid: &str) -> bool {
         self.sandbox_dir(uid).exists()
     }
@@ -135,7 +140,8 @@ impl RuntimeService {
         let meta = pod.metadata.clone().unwrap_or_default();
         // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
         let hostname: String = meta.name.chars().take(63).collect();
-        sandbox::ensure(&self.sandbox_dir(&meta.uid), &hostname)?;
+        let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
+        sandbox::ensure(&self.sandbox_dir(&meta.uid), &hostname, host_network)?;
         let volumes = pod
             .spec
             .as_ref()
@@ -145,6 +151,46 @@ impl RuntimeService {
             &self.pod_dir(&meta.uid).join("volumes"),
             volumes,
         )?)
+    }
+
+    /// Writes the pod's `/etc/hosts` (its name and IP, as the kubelet manages it) and
+    /// `/etc/resolv.conf` (the node's, without loopback name servers, which the pod's own
+    /// network cannot reach) into `pods/<uid>/etc/`; every container mounts them.
+    /// A `hostNetwork` pod gets the node's own files.
+    pub fn write_etc_files(&self, pod: &Pod, pod_ip: &str) -> Result<(), RuntimeError> {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
+        let dir = self.etc_dir(&meta.uid);
+        let io = |p: &Path, e| RuntimeError::Io(p.to_path_buf(), e);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let (hosts, resolv) = if host_network {
+            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            (hosts, host_resolv)
+        } else {
+            let hostname: String = meta.name.chars().take(63).collect();
+            let hosts = format!(
+                "# Kubernetes-managed hosts file (kubelab).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{pod_ip}\t{hostname}\n"
+            );
+            let resolv: String = host_resolv
+                .lines()
+                .filter(|l| {
+                    let server = l.strip_prefix("nameserver").map(str::trim);
+                    !server.is_some_and(|s| s.starts_with("127.") || s == "::1")
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            (hosts, resolv)
+        };
+        for (name, text) in [("hosts", hosts), ("resolv.conf", resolv)] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn etc_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("etc")
     }
 
     /// The pod's logs: `logs/<namespace>_<pod>_<uid>/`, the kubelet's `/var/log/pods` layout.
@@ -217,6 +263,7 @@ impl RuntimeService {
                     cgroups_path: pod_cgroup.join(&container.name),
                     sandbox: ctx.sandbox,
                     volumes: ctx.volumes,
+                    etc_dir: &self.etc_dir(&uid),
                 },
             )?;
             let config = bundle.join("config.json");

@@ -88,6 +88,8 @@ pub struct PodSettings<'a> {
     pub sandbox: &'a Path,
     /// Volume name → host path.
     pub volumes: &'a HashMap<String, PathBuf>,
+    /// The pod's `hosts` and `resolv.conf`, mounted at `/etc/` when they exist.
+    pub etc_dir: &'a Path,
 }
 
 /// The whole spec for one container of a pod.
@@ -135,8 +137,10 @@ pub fn build(
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
-    spec.set_hostname(Some(pod_name.chars().take(63).collect()));
+    // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way. The
+    // sandbox has set it already; a hostNetwork pod keeps the node's.
+    let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
+    spec.set_hostname((!host_network).then(|| pod_name.chars().take(63).collect()));
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for m in &container.volume_mounts {
         let source = pod_settings
@@ -157,21 +161,40 @@ pub fn build(
                 .map_err(err)?,
         );
     }
+    for name in ["hosts", "resolv.conf"] {
+        let source = pod_settings.etc_dir.join(name);
+        if source.exists() {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(format!("/etc/{name}"))
+                    .typ("bind")
+                    .source(source)
+                    .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                    .build()
+                    .map_err(err)?,
+            );
+        }
+    }
     spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_cgroups_path(Some(pod_settings.cgroups_path.clone()));
-    // Each container has its own mount and pid namespaces; network, IPC and UTS are the pod's.
+    // Each container has its own mount and pid namespaces; network, IPC and UTS are the
+    // pod's. A hostNetwork pod is in the host's network and UTS namespaces: none is made.
     let shared = |t: LinuxNamespaceType| match t {
         LinuxNamespaceType::Network => Some("net"),
         LinuxNamespaceType::Ipc => Some("ipc"),
         LinuxNamespaceType::Uts => Some("uts"),
         _ => None,
     };
+    let of_the_host = |t: LinuxNamespaceType| {
+        host_network && matches!(t, LinuxNamespaceType::Network | LinuxNamespaceType::Uts)
+    };
     let namespaces = linux
         .namespaces()
         .clone()
         .unwrap_or_default()
         .into_iter()
+        .filter(|ns| !of_the_host(ns.typ()))
         .map(|ns| match shared(ns.typ()) {
             Some(file) => LinuxNamespaceBuilder::default()
                 .typ(ns.typ())
