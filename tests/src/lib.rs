@@ -521,28 +521,21 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
-        for node in &self.node_names {
-            let comment = format!("kubelab: no NAT between pods ({})", self.bridge_of(node));
-            let rule = [
-                "-w",
-                "-t",
-                "nat",
-                "-D",
-                "POSTROUTING",
-                "-s",
-                &self.cluster_cidr,
-                "-d",
-                &self.cluster_cidr,
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-                "-j",
-                "RETURN",
-            ];
-            let _ = Command::new("iptables")
-                .args(rule)
-                .stderr(Stdio::null())
+        // An agent that was killed left its masquerade rule (named by its bridge).
+        let rules = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ours = format!("(klt{}-", self.net.n);
+        for rule in rules.lines().filter(|r| r.contains(&ours)) {
+            let Some(spec) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            // `iptables -S` quotes the comment; the shell undoes that quoting.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -w -t nat -D {spec}"))
                 .status();
         }
     }

@@ -89,8 +89,8 @@ pub struct AgentArgs {
     /// the agents of a lab on one host each have their own).
     #[arg(long)]
     pub cni_bridge: Option<String>,
-    /// The cluster's pod addresses (as given to the apiserver): pod-to-pod traffic in it
-    /// is never masqueraded.
+    /// The cluster's pod addresses (as given to the apiserver): traffic from pods to them
+    /// keeps its addresses; traffic elsewhere is masqueraded.
     #[arg(long, default_value = "10.88.0.0/16")]
     pub cluster_cidr: String,
 }
@@ -184,9 +184,6 @@ pub async fn run(
         cluster_cidr: args.cluster_cidr.clone(),
         ipam_dir: root.join("cni").join("networks"),
     });
-    if let Err(e) = network.ensure_no_nat_between_pods().await {
-        tracing::warn!(error = %e, "cannot exempt pod-to-pod traffic from masquerading");
-    }
     let kubelet = Arc::new(Kubelet {
         network,
         config: KubeletConfig {
@@ -222,6 +219,9 @@ pub async fn run(
     let node = node_object(&args.node_name, &endpoint.to_string());
     let registered = register(&api, node.clone()).await;
     kubelet.network.set_pod_cidr(&pod_cidr_of(&registered));
+    if let Err(e) = kubelet.network.ensure_masquerade().await {
+        tracing::warn!(error = %e, "pods' traffic to outside the cluster will not be masqueraded");
+    }
     tokio::spawn(heartbeat(api.clone(), node, kubelet.clone()));
 
     let workers = PodWorkers::new(kubelet.clone());

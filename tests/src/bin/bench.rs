@@ -1,9 +1,9 @@
 //! `make bench`: kubelab's speed figures beside a bare `runc run`, in one run, on this machine.
 //!
 //! Pod start with a cached image: create → Running observed through a watch (the way
-//! Kubernetes' pod startup SLO measures it), for sequential `sleep` pods; then `runc run`
-//! of the same busybox rootfs running `/bin/true`. Prints one table. Not a test: nothing
-//! here asserts a time.
+//! Kubernetes' pod startup SLO measures it), for sequential `sleep` pods, with a pod
+//! network and without one (`hostNetwork`); then `runc run` of the same busybox rootfs.
+//! Prints one table. Not a test: nothing here asserts a time.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn sleep_pod(name: &str, image: &str) -> Pod {
+fn sleep_pod(name: &str, image: &str, host_network: bool) -> Pod {
     Pod {
         metadata: Some(ObjectMeta {
             name: name.into(),
@@ -43,6 +43,7 @@ fn sleep_pod(name: &str, image: &str) -> Pod {
             }],
             restart_policy: "Always".into(),
             termination_grace_period_seconds: 0,
+            host_network,
             ..Default::default()
         }),
         status: None,
@@ -55,6 +56,8 @@ fn sleep_pod(name: &str, image: &str) -> Pod {
 #[derive(Clone, Copy)]
 enum Via<'a> {
     Api,
+    /// A gRPC call for a `hostNetwork` pod: no pod network, so no CNI plugin runs.
+    ApiHostNetwork,
     Cli(&'a Lab),
 }
 
@@ -81,8 +84,11 @@ async fn start_one(
         .into_inner();
     let start = Instant::now();
     match via {
-        Via::Api => {
-            pods.create(sleep_pod(name, image)).await.expect("create");
+        Via::Api | Via::ApiHostNetwork => {
+            let host_network = matches!(via, Via::ApiHostNetwork);
+            pods.create(sleep_pod(name, image, host_network))
+                .await
+                .expect("create");
         }
         Via::Cli(lab) => lab.apply_ok(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: sleep\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, \"3600\"]\n"
@@ -195,12 +201,17 @@ async fn main() {
     start_one(Via::Api, &mut pods, "warmup", &image).await;
     let mut starts = Vec::new();
     let mut applies = Vec::new();
+    let mut no_network = Vec::new();
+    // Interleaved, so that the machine's moods fall on all three alike.
     for i in 0..RUNS {
         starts.push(start_one(Via::Api, &mut pods, &format!("bench-{i}"), &image).await);
         applies.push(start_one(Via::Cli(&lab), &mut pods, &format!("apply-{i}"), &image).await);
+        no_network
+            .push(start_one(Via::ApiHostNetwork, &mut pods, &format!("host-{i}"), &image).await);
     }
     starts.sort();
     applies.sort();
+    no_network.sort();
     let runc = |how| {
         runc_run(lab.busybox_rootfs(), RUNS, how).map(|mut t| {
             t.sort();
@@ -226,6 +237,10 @@ async fn main() {
         "the same, asked for with `kubelab apply -f` (a CLI process)",
         &applies,
     );
+    row(
+        "the same, `hostNetwork: true` (no pod network: no CNI plugin runs)",
+        &no_network,
+    );
     if let Some(t) = &runc_sleep {
         row(
             "`runc run --detach` of the same rootfs, `sleep` (until started)",
@@ -243,4 +258,8 @@ async fn main() {
             percentile(&starts, 0.99).as_secs_f64() / percentile(t, 0.5).as_secs_f64()
         );
     }
+    println!(
+        "pod network's cost on pod start (median with − without): {}",
+        ms(percentile(&starts, 0.5).saturating_sub(percentile(&no_network, 0.5)))
+    );
 }

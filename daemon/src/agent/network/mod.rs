@@ -2,9 +2,11 @@
 //!
 //! For each pod with its own network, the agent attaches two networks to the pod's
 //! pinned network namespace: `lo` through the `loopback` plugin, and `eth0` through the
-//! pod network — by default a `bridge` (one per node, the gateway of the node's pod CIDR,
-//! masquerading traffic that leaves the cluster) with `host-local` addresses from the pod
-//! CIDR the apiserver gave the node; or a configuration list from `--cni-conf`. What was
+//! pod network — by default a `bridge` (one per node, the gateway of the node's pod CIDR)
+//! with `host-local` addresses from the pod CIDR the apiserver gave the node; or a
+//! configuration list from `--cni-conf`. Traffic leaving the cluster is masqueraded by one
+//! rule per node (as Kubernetes' kubenet did), not per pod: pod-to-pod traffic keeps its
+//! addresses, and no iptables command runs while a pod starts. What was
 //! attached is written to `pods/<uid>/network.json` *before* the plugins run, so that DEL
 //! can always be called with the same configuration, even by an agent started again.
 //! Owns that record and the plugins' calls; the namespace itself is the sandbox's.
@@ -45,7 +47,7 @@ pub struct NetworkSettings {
     pub conf_file: Option<PathBuf>,
     /// The built-in network's bridge (one per node: each holds its node's gateway address).
     pub bridge: String,
-    /// Traffic between pods of this range is never masqueraded (Kubernetes' network model).
+    /// The cluster's pod addresses: traffic to them is never masqueraded.
     pub cluster_cidr: String,
     /// host-local's lease directory.
     pub ipam_dir: PathBuf,
@@ -130,7 +132,8 @@ impl NetworkManager {
                 "type": "bridge",
                 "bridge": self.settings.bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                // Masquerading is the node's one rule (`ensure_masquerade`), not per pod.
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -251,27 +254,27 @@ impl NetworkManager {
         read_record(record_path).and_then(|r| r.pod_ip())
     }
 
-    /// Traffic from pod to pod stays un-NATed even across nodes (the bridge plugin's
-    /// `ipMasq` masquerades all that leaves its own subnet): a rule at the top of nat
-    /// POSTROUTING for the cluster CIDR. Each agent keeps its own copy (named by its
-    /// bridge), so that one agent stopping does not take it from the others.
-    pub async fn ensure_no_nat_between_pods(&self) -> Result<(), NetworkError> {
+    /// Pods' traffic to outside the cluster leaves with the node's address; traffic
+    /// between pods (even of different nodes) keeps its own. One rule in nat POSTROUTING:
+    /// from this node's pod CIDR, not to the cluster CIDR, MASQUERADE. Each agent keeps
+    /// its own (named by its bridge).
+    pub async fn ensure_masquerade(&self) -> Result<(), NetworkError> {
         if self.settings.conf_file.is_some() {
             return Ok(()); // a user's own network decides for itself
         }
-        if self.iptables("-C", &[]).await.is_ok() {
+        if self.iptables("-C").await.is_ok() {
             return Ok(());
         }
-        self.iptables("-I", &["1"]).await
+        self.iptables("-A").await
     }
 
-    /// The agent is stopping and its pods are gone: removes its no-NAT rule and its
+    /// The agent is stopping and its pods are gone: removes its masquerade rule and its
     /// bridge (which the bridge plugin makes but never removes).
     pub async fn clean_up_node(&self) {
         if self.settings.conf_file.is_some() {
             return;
         }
-        let _ = self.iptables("-D", &[]).await;
+        let _ = self.iptables("-D").await;
         let deleted = tokio::process::Command::new("ip")
             .args(["link", "del", &self.settings.bridge])
             .stderr(std::process::Stdio::null())
@@ -280,23 +283,23 @@ impl NetworkManager {
         tracing::debug!(bridge = %self.settings.bridge, ?deleted, "bridge removed");
     }
 
-    async fn iptables(&self, op: &str, position: &[&str]) -> Result<(), NetworkError> {
-        let cidr = &self.settings.cluster_cidr;
-        let comment = format!("kubelab: no NAT between pods ({})", self.settings.bridge);
+    async fn iptables(&self, op: &str) -> Result<(), NetworkError> {
+        let pod_cidr = self
+            .pod_cidr
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if pod_cidr.is_empty() {
+            return Err(NetworkError::NoPodCidr);
+        }
+        let comment = format!(
+            "kubelab: masquerade what leaves the cluster ({})",
+            self.settings.bridge
+        );
         let out = tokio::process::Command::new("iptables")
-            .args(["-w", "-t", "nat", op, "POSTROUTING"])
-            .args(position)
-            .args([
-                "-s",
-                cidr,
-                "-d",
-                cidr,
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-            ])
-            .args(["-j", "RETURN"])
+            .args(["-w", "-t", "nat", op, "POSTROUTING", "-s", &pod_cidr])
+            .args(["!", "-d", &self.settings.cluster_cidr])
+            .args(["-m", "comment", "--comment", &comment, "-j", "MASQUERADE"])
             .output()
             .await
             .map_err(|e| NetworkError::Iptables(e.to_string()))?;
