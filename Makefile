@@ -59,8 +59,8 @@ demo: up
 	@echo; echo "== step 1-2: build a busybox image and push it to the registry"
 	@rm -rf $(LAB)/rootfs && examples/busybox-rootfs.sh $(LAB)/rootfs
 	$(KUBELAB) image push $(LAB)/rootfs $(REGISTRY)/busybox:demo --cmd sh
-	@echo; echo "== the nodes"
-	$(KUBELAB) get nodes
+	@echo; echo "== the nodes, each with its range of pod addresses"
+	$(KUBELAB) get nodes -o wide
 	@echo; echo "== step 3-7: ask for a pod; the scheduler binds it, an agent pulls and starts it"
 	@$(KUBELAB) delete pod hello >/dev/null 2>&1 || true
 	sed "s#127.0.0.1:5000#$(REGISTRY)#" examples/hello.yaml | $(KUBELAB) apply -f -
