@@ -13,6 +13,8 @@ KUBELABD := $(RELEASE)/kubelabd
 DEB_PACKAGES := curl iproute2 docker-registry busybox-static containernetworking-plugins iptables libseccomp-dev pkg-config runc
 
 export KUBELAB_SERVER := $(SERVER)
+# Root's tools (ip, iptables) live in sbin, which a plain PATH may lack.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
 .PHONY: demo test deps build registry up down bench lint clean
 

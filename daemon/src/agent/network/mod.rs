@@ -15,6 +15,9 @@ pub mod cni;
 
 /// The pod network's interface inside the pod.
 const POD_INTERFACE: &str = "eth0";
+/// Where `iptables` and `ip` live, whatever PATH the agent was started with (root's
+/// tools are in sbin, which a plain user's PATH may lack).
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -276,6 +279,7 @@ impl NetworkManager {
         }
         let _ = self.iptables("-D").await;
         let deleted = tokio::process::Command::new("ip")
+            .env("PATH", SYSTEM_PATH)
             .args(["link", "del", &self.settings.bridge])
             .stderr(std::process::Stdio::null())
             .status()
@@ -297,6 +301,7 @@ impl NetworkManager {
             self.settings.bridge
         );
         let out = tokio::process::Command::new("iptables")
+            .env("PATH", SYSTEM_PATH)
             .args(["-w", "-t", "nat", op, "POSTROUTING", "-s", &pod_cidr])
             .args(["!", "-d", &self.settings.cluster_cidr])
             .args(["-m", "comment", "--comment", &comment, "-j", "MASQUERADE"])
