@@ -29,6 +29,10 @@ pub struct UpArgs {
     /// Registries (HOST:PORT) the agents speak plain HTTP to; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// The pods' addresses (each node gets a /24 of it). Two labs on one host need
+    /// different ones.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +70,9 @@ pub async fn run(
             .arg("--listen")
             .arg(args.listen.to_string())
             .arg("--data-dir")
-            .arg(args.data_dir.join("apiserver")),
+            .arg(args.data_dir.join("apiserver"))
+            .arg("--cluster-cidr")
+            .arg(&args.cluster_cidr),
     )?;
     let api = ApiClient::new(&args.listen.to_string())
         .map_err(|e| UpError::Apiserver(args.listen, e.to_string()))?;
@@ -81,7 +87,9 @@ pub async fn run(
             .arg("--server")
             .arg(args.listen.to_string())
             .arg("--root-dir")
-            .arg(args.data_dir.join("agents").join(&name));
+            .arg(args.data_dir.join("agents").join(&name))
+            .arg("--cluster-cidr")
+            .arg(&args.cluster_cidr);
         for r in &args.insecure_registries {
             cmd.arg("--insecure-registry").arg(r);
         }

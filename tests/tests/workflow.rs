@@ -346,6 +346,8 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
         "kubelabd up",
         std::process::Command::new(bin("kubelabd"))
             .args(["up", "--agents", "2", "--listen", &server])
+            // The lab with no agents lends its addresses too: no other lab uses them.
+            .args(["--cluster-cidr", &lab.cluster_cidr])
             .arg("--data-dir")
             .arg(&data),
         &lab.dir.path().join("up.log"),

@@ -85,8 +85,8 @@ pub struct AgentArgs {
     /// bridge over the node's pod CIDR.
     #[arg(long)]
     pub cni_conf: Option<PathBuf>,
-    /// The built-in network's bridge (default: kl- and a hash of the node name, so that
-    /// the agents of a lab on one host each have their own).
+    /// The built-in network's bridge (default: kl- and a hash of the root directory and
+    /// node name, so that every agent on a host has its own).
     #[arg(long)]
     pub cni_bridge: Option<String>,
     /// The cluster's pod addresses (as given to the apiserver): traffic from pods to them
@@ -180,7 +180,7 @@ pub async fn run(
         bridge: args
             .cni_bridge
             .clone()
-            .unwrap_or_else(|| default_bridge(&args.node_name)),
+            .unwrap_or_else(|| default_bridge(&root, &args.node_name)),
         cluster_cidr: args.cluster_cidr.clone(),
         ipam_dir: root.join("cni").join("networks"),
     });
@@ -350,11 +350,13 @@ fn pod_cidr_of(node: &Node) -> String {
         .unwrap_or_default()
 }
 
-/// `kl-` and 12 hex digits of the node name's hash: a valid interface name (at most 15
-/// bytes) that differs between the agents of one host.
-fn default_bridge(node_name: &str) -> String {
+/// `kl-` and 12 hex digits of a hash of the agent's root directory and node name: a valid
+/// interface name (at most 15 bytes) that differs between the agents of one host, even
+/// between two labs with the same node names.
+fn default_bridge(root: &std::path::Path, node_name: &str) -> String {
     use sha2::Digest;
-    let hash = sha2::Sha256::digest(node_name.as_bytes());
+    let id = format!("{}\0{node_name}", root.display());
+    let hash = sha2::Sha256::digest(id.as_bytes());
     format!("kl-{}", &hex::encode(hash)[..12])
 }
 
