@@ -1,11 +1,14 @@
 //! `kubelabd shim`: one small single-threaded process per container (containerd-shim's role).
 //!
-//! It asks libcontainer to create and start the container with its stdout and stderr
-//! going into pipes, becomes the container's subreaper, copies the output into the log
-//! file in the CRI format (`cri_log`), reaps the container, records its exit status in
-//! the exit file, and deletes the container (cgroup and runtime state). It answers the
-//! agent with one line on stdout: `started PID` or `error MESSAGE`. It never talks to the
-//! apiserver, and it outlives an agent restart (the agent re-adopts it).
+//! It asks libcontainer to create the container with its stdout and stderr going into
+//! pipes, and answers the agent `created PID`; on the agent's `start` (one line on stdin)
+//! it starts it and answers `started PID` (either answer may be `error MESSAGE`). Between
+//! the two, the agent attaches the pod's network: creating a container and running the
+//! CNI plugins take about as long, and they overlap (OCI's create/start split). Then it
+//! becomes the container's subreaper, copies the output into the log file in the CRI
+//! format (`cri_log`), reaps the container, records its exit status in the exit file, and
+//! deletes the container (cgroup and runtime state). It never talks to the apiserver, and
+//! it outlives an agent restart (the agent re-adopts it).
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -66,18 +69,32 @@ pub fn run(args: ShimArgs) -> i32 {
             return 1;
         }
     };
-    let (mut container, stdout, stderr) = match create_and_start(&args) {
-        Ok(started) => started,
+    let (mut container, stdout, stderr) = match create(&args) {
+        Ok(created) => created,
         Err(message) => {
             answer(&format!("error {}", message.replace('\n', " ")));
             return 1;
         }
     };
     let Some(pid) = container.pid() else {
-        answer("error the runtime reported no pid for the started container");
+        answer("error the runtime reported no pid for the created container");
         let _ = container.delete(true);
         return 1;
     };
+    answer(&format!("created {pid}"));
+    // The agent says `start` once the pod is ready for it; anything else (the agent gone,
+    // the pod deleted meanwhile) removes the container unstarted.
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
+    if go.trim() != "start" {
+        let _ = container.delete(true);
+        return 1;
+    }
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        answer(&format!("error {}", e.to_string().replace('\n', " ")));
+        return 1;
+    }
     answer(&format!("started {pid}"));
     // Nothing more to say: the agent may go away, and a write to a closed pipe must not kill us.
     if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -245,15 +262,20 @@ fn oom_killed(bundle: &std::path::Path) -> bool {
     .any(|n| n > 0)
 }
 
-/// Creates and starts the container; returns it with the read ends of its stdout and stderr.
-fn create_and_start(args: &ShimArgs) -> Result<(Container, OwnedFd, OwnedFd), String> {
+/// Creates the container (its process waits, in all its namespaces, to be started);
+/// returns it with the read ends of its stdout and stderr.
+fn create(args: &ShimArgs) -> Result<(Container, OwnedFd, OwnedFd), String> {
     let pipe =
         || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
-    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    // The container reads from /dev/null, as a Kubernetes container without `stdin: true`
+    // does (the shim's own stdin is the agent's line to it).
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state_root)
         .map_err(|e| e.to_string())?
+        .with_stdin(null)
         .with_stdout(stdout_w)
         .with_stderr(stderr_w)
         .validate_id()
@@ -264,10 +286,6 @@ fn create_and_start(args: &ShimArgs) -> Result<(Container, OwnedFd, OwnedFd), St
         .map_err(|e| e.to_string())?;
     // The write ends went to the container and were closed here with the builder: the
     // pipes see end-of-file once every process of the container has closed them.
-    if let Err(e) = container.start() {
-        let _ = container.delete(true);
-        return Err(e.to_string());
-    }
     Ok((container, stdout_r, stderr_r))
 }
 

@@ -103,6 +103,8 @@ pub struct PodWorker {
     volumes: Option<HashMap<String, PathBuf>>,
     /// The pod's IP, once its network is attached.
     pod_ip: String,
+    /// The CNI plugins attaching the pod network, while they run.
+    network_task: Option<tokio::task::JoinHandle<Result<String, String>>>,
     /// After a failure to make them, not before this.
     sandbox_retry_at: Option<Instant>,
     sandbox_backoff: Backoff,
@@ -143,6 +145,7 @@ impl PodWorker {
             msgs_rx,
             volumes: None,
             pod_ip: String::new(),
+            network_task: None,
             sandbox_retry_at: None,
             sandbox_backoff,
             last_status: None,
@@ -343,7 +346,8 @@ impl PodWorker {
         Synced::Done
     }
 
-    /// The pod's namespaces, network and volumes, made once before its first container.
+    /// The pod's namespaces and volumes, made once before its first container; its
+    /// network is attached meanwhile, in the background (`wait_for_network`).
     async fn ensure_sandbox(&mut self) -> bool {
         if self.volumes.is_some() {
             return true;
@@ -351,37 +355,44 @@ impl PodWorker {
         if self.sandbox_retry_at.is_some_and(|t| Instant::now() < t) {
             return false;
         }
-        match self.make_sandbox().await {
+        match self.make_sandbox() {
             Ok(volumes) => {
                 self.volumes = Some(volumes);
                 self.sandbox_retry_at = None;
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot make the pod's sandbox or volumes");
-                self.k.events.pod_event(
-                    &self.pod,
-                    "Warning",
-                    "FailedCreatePodSandBox",
-                    format!("Failed to create pod sandbox: {e}"),
-                );
-                let delay = self.sandbox_backoff.step(self.k.config.backoff_max);
-                self.sandbox_retry_at = Some(Instant::now() + delay);
+                self.sandbox_failed(&e);
                 false
             }
         }
     }
 
-    /// Pinned namespaces and volumes, then the pod network (CNI) and the pod's `/etc` files.
-    async fn make_sandbox(&mut self) -> Result<HashMap<String, PathBuf>, String> {
+    /// Records a sandbox failure; it is made again after a back-off.
+    fn sandbox_failed(&mut self, error: &str) {
+        tracing::warn!(%error, "cannot make the pod's sandbox");
+        self.k.events.pod_event(
+            &self.pod,
+            "Warning",
+            "FailedCreatePodSandBox",
+            format!("Failed to create pod sandbox: {error}"),
+        );
+        self.volumes = None;
+        let delay = self.sandbox_backoff.step(self.k.config.backoff_max);
+        self.sandbox_retry_at = Some(Instant::now() + delay);
+    }
+
+    /// Pinned namespaces, volumes and the pod's `/etc` files; then the CNI plugins start
+    /// attaching the pod network, as a task of its own.
+    fn make_sandbox(&mut self) -> Result<HashMap<String, PathBuf>, String> {
         let volumes = self
             .k
             .runtime
             .prepare_pod(&self.pod)
             .map_err(|e| e.to_string())?;
         let uid = uid_of(&self.pod);
-        let ip = if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
-            HOST_IP.to_string()
+        if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
+            self.pod_ip = HOST_IP.to_string();
         } else {
             let meta = self.pod.metadata.clone().unwrap_or_default();
             // What the kubelet passes to plugins about the pod.
@@ -391,18 +402,38 @@ impl PodWorker {
             );
             let netns = self.k.runtime.sandbox_dir(&uid).join("net");
             let record = self.k.runtime.network_record(&uid);
-            self.k
-                .network
-                .setup(&uid, args, &netns, &record)
-                .await
-                .map_err(|e| format!("failed to set up the pod network: {e}"))?
-        };
+            let k = self.k.clone();
+            let attach = async move {
+                k.network
+                    .setup(&uid, args, &netns, &record)
+                    .await
+                    .map_err(|e| format!("failed to set up the pod network: {e}"))
+            };
+            self.network_task = Some(tokio::spawn(attach.in_current_span()));
+        }
+        // Written now, so that containers can mount them; the pod's own line is added
+        // once its IP is known (the file is rewritten in place: mounts see the change).
         self.k
             .runtime
-            .write_etc_files(&self.pod, &ip)
+            .write_etc_files(&self.pod, &self.pod_ip)
             .map_err(|e| e.to_string())?;
-        self.pod_ip = ip;
         Ok(volumes)
+    }
+
+    /// Waits for the pod network being attached (if it is), then adds the pod's IP to
+    /// its `/etc/hosts`. A container is created meanwhile, and started only after this.
+    async fn wait_for_network(&mut self) -> Result<(), String> {
+        let Some(task) = self.network_task.take() else {
+            return Ok(());
+        };
+        let ip = task
+            .await
+            .unwrap_or_else(|e| Err(format!("the network task failed: {e}")))?;
+        self.pod_ip = ip;
+        self.k
+            .runtime
+            .write_etc_files(&self.pod, &self.pod_ip)
+            .map_err(|e| e.to_string())
     }
 
     async fn sync_container(&mut self, c: &Container, restart_policy: &str) -> Synced {
@@ -521,12 +552,6 @@ impl PodWorker {
         };
         let initial = k.config.backoff_initial;
         self.runtime_of(c).pull_backoff = Backoff { next: initial };
-        k.events.pod_event(
-            &pod,
-            "Normal",
-            "Created",
-            format!("Created container {}", c.name),
-        );
         let restart_count = self.restart_count_for_start(c);
         let no_volumes = HashMap::new();
         let ctx = PodContext {
@@ -535,23 +560,29 @@ impl PodWorker {
             volumes: self.volumes.as_ref().unwrap_or(&no_volumes),
             pids_limit: k.config.pod_pids_limit,
         };
-        let started = match k
+        let created = k
             .runtime
-            .start_container(&pod, c, &image, &k.images, &ctx)
-            .await
-        {
+            .create_container(&pod, c, &image, &k.images, &ctx)
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(e) => return self.start_failed(c, &e.to_string()),
+        };
+        k.events.pod_event(
+            &pod,
+            "Normal",
+            "Created",
+            format!("Created container {}", c.name),
+        );
+        // The container was created while the CNI plugins ran; it starts once they are done.
+        if let Err(e) = self.wait_for_network().await {
+            let _ = k.runtime.abort_created(created, e.clone()).await;
+            self.sandbox_failed(&e);
+            return Synced::Done;
+        }
+        let started = match k.runtime.start_created(created).await {
             Ok(started) => started,
-            Err(e) => {
-                tracing::warn!(error = %e, "start failed");
-                k.events
-                    .pod_event(&pod, "Warning", "Failed", format!("Error: {e}"));
-                let backoff_max = k.config.backoff_max;
-                let state = self.runtime_of(c);
-                state.status.state = waiting("CreateContainerError", &e.to_string());
-                let delay = state.crash_backoff.step(backoff_max);
-                state.retry_at = Some(Instant::now() + delay);
-                return Synced::Done;
-            }
+            Err(e) => return self.start_failed(c, &e.to_string()),
         };
         tracing::info!(pid = started.pid, "container started");
         k.events.pod_event(
@@ -570,6 +601,21 @@ impl PodWorker {
         state.status.image_id = image.digest.clone();
         self.mark_running(c, started.clone());
         self.follow(c, started);
+        Synced::Done
+    }
+
+    /// A container could not be created or started: `CreateContainerError`, and a retry
+    /// after the crash back-off.
+    fn start_failed(&mut self, c: &Container, error: &str) -> Synced {
+        tracing::warn!(%error, "start failed");
+        self.k
+            .events
+            .pod_event(&self.pod, "Warning", "Failed", format!("Error: {error}"));
+        let backoff_max = self.k.config.backoff_max;
+        let state = self.runtime_of(c);
+        state.status.state = waiting("CreateContainerError", error);
+        let delay = state.crash_backoff.step(backoff_max);
+        state.retry_at = Some(Instant::now() + delay);
         Synced::Done
     }
 
@@ -858,7 +904,11 @@ impl PodWorker {
 
     /// Detaches the pod's network (CNI DEL, while its namespace still exists), then removes
     /// its files, mounts and cgroups.
-    async fn remove_from_node(&self) {
+    async fn remove_from_node(&mut self) {
+        // A DEL must not race the ADD still running: let it finish first.
+        if let Some(task) = self.network_task.take() {
+            let _ = task.await;
+        }
         let record = self.k.runtime.network_record(&uid_of(&self.pod));
         if let Err(e) = self.k.network.teardown(&record).await {
             tracing::warn!(error = %e, "could not detach the pod's network");

@@ -20,7 +20,7 @@ use std::process::Stdio;
 
 use kubelab_proto::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::agent::image::{Image, ImageManager};
 
@@ -76,6 +76,38 @@ pub enum Recovered {
     Running(Started),
     /// Ended while the agent was away; the shim left its exit record.
     Exited(Started, ExitRecord),
+}
+
+/// A container its shim has created and not yet started.
+pub struct Created {
+    container_id: String,
+    dir: PathBuf,
+    pid: i32,
+    shim: tokio::process::Child,
+    /// The shim's answers, one per line.
+    answers: Option<tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>>,
+    restart_count: i32,
+    image_id: String,
+}
+
+impl Created {
+    /// The shim's next answer, split into its word and the rest: `("created", "1234")`,
+    /// `("started", "1234")`, or `("error", message)`.
+    async fn answer(&mut self) -> Result<(&'static str, String), RuntimeError> {
+        let line = match self.answers.as_mut() {
+            Some(lines) => lines.next_line().await.ok().flatten(),
+            None => None,
+        };
+        let line =
+            line.ok_or_else(|| RuntimeError::Shim("the shim ended without answering".into()))?;
+        let (word, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let word = match word {
+            "created" => "created",
+            "started" => "started",
+            _ => "error",
+        };
+        Ok((word, rest.to_string()))
+    }
 }
 
 /// What the pod gives every container it starts: its sandbox and volumes.
@@ -153,7 +185,7 @@ impl RuntimeService {
         )?)
     }
 
-    /// Writes the pod's `/etc/hosts` (its name and IP, as the kubelet manages it) and
+    /// Writes the pod's `/etc/hosts` (its name and IP, once known, as the kubelet manages it) and
     /// `/etc/resolv.conf` (the node's, without loopback name servers, which the pod's own
     /// network cannot reach) into `pods/<uid>/etc/`; every container mounts them.
     /// A `hostNetwork` pod gets the node's own files.
@@ -169,9 +201,10 @@ impl RuntimeService {
             (hosts, host_resolv)
         } else {
             let hostname: String = meta.name.chars().take(63).collect();
-            let hosts = format!(
-                "# Kubernetes-managed hosts file (kubelab).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{pod_ip}\t{hostname}\n"
-            );
+            let mut hosts = "# Kubernetes-managed hosts file (kubelab).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n".to_string();
+            if !pod_ip.is_empty() {
+                hosts.push_str(&format!("{pod_ip}\t{hostname}\n"));
+            }
             let resolv: String = host_resolv
                 .lines()
                 .filter(|l| {
@@ -230,16 +263,17 @@ impl RuntimeService {
         PathBuf::from("/kubelab").join(&self.node_name).join(uid)
     }
 
-    /// Builds the container's root filesystem and bundle, then starts it through a shim.
+    /// Builds the container's root filesystem and bundle, and has a shim create the
+    /// container: its process waits, in all its namespaces, until `start_created`.
     #[tracing::instrument(name = "runtime", skip_all)]
-    pub async fn start_container(
+    pub async fn create_container(
         &self,
         pod: &Pod,
         container: &Container,
         image: &Image,
         images: &ImageManager,
         ctx: &PodContext<'_>,
-    ) -> Result<Started, RuntimeError> {
+    ) -> Result<Created, RuntimeError> {
         let uid = pod
             .metadata
             .as_ref()
@@ -252,7 +286,7 @@ impl RuntimeService {
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         self.mount_rootfs(&dir, &rootfs, image, images)?;
-        let started = async {
+        let created = async {
             let pod_cgroup = self.pod_cgroup(&uid);
             cgroups::set_pids_limit(&pod_cgroup, ctx.pids_limit);
             let spec = spec::build(
@@ -276,21 +310,69 @@ impl RuntimeService {
             if ctx.restart_count >= 2 {
                 remove_log_files(&self.log_path(pod, &container.name, ctx.restart_count - 2));
             }
-            let mut started = self.start_shim(&container_id, &dir, &bundle, &log).await?;
-            started.restart_count = ctx.restart_count;
-            started.image_id = image.digest.clone();
-            let record = dir.join("shim.json");
-            let bytes = serde_json::to_vec(&started).map_err(std::io::Error::other);
-            bytes
-                .and_then(|b| std::fs::write(&record, b))
-                .map_err(|e| RuntimeError::Io(record, e))?;
-            Ok(started)
+            self.spawn_shim(&container_id, &dir, &bundle, &log).await
         }
         .await;
-        if started.is_err() {
-            self.unmount(&rootfs);
+        match created {
+            Ok(mut created) => {
+                created.restart_count = ctx.restart_count;
+                created.image_id = image.digest.clone();
+                Ok(created)
+            }
+            Err(e) => {
+                self.unmount(&rootfs);
+                Err(e)
+            }
         }
-        started
+    }
+
+    /// Starts a created container; records its shim (`shim.json`) for a later agent.
+    pub async fn start_created(&self, mut created: Created) -> Result<Started, RuntimeError> {
+        let answer = async {
+            let stdin = created
+                .shim
+                .stdin
+                .as_mut()
+                .ok_or_else(|| RuntimeError::Shim("the shim's stdin is gone".into()))?;
+            stdin
+                .write_all(b"start\n")
+                .await
+                .map_err(|e| RuntimeError::Shim(format!("telling the shim to start: {e}")))?;
+            created.answer().await
+        }
+        .await;
+        let pid = match answer {
+            Ok(("started", pid)) => pid,
+            Ok((_, message)) => return Err(self.abort_created(created, message).await),
+            Err(e) => return Err(self.abort_created(created, e.to_string()).await),
+        };
+        let started = Started {
+            container_id: created.container_id.clone(),
+            pid: pid.parse().unwrap_or(created.pid),
+            started_at_ms: kubelab_proto::now_ms(),
+            // The shim stays ours to reap (tokio reaps a dropped child); we wait for it
+            // through a pidfd, which works the same for a re-adopted shim.
+            shim_pid: created.shim.id().map(|p| p as i32).unwrap_or(0),
+            restart_count: created.restart_count,
+            image_id: created.image_id.clone(),
+        };
+        tracing::debug!(pid = started.pid, "the shim started the container");
+        let record = created.dir.join("shim.json");
+        let bytes = serde_json::to_vec(&started).map_err(std::io::Error::other);
+        bytes
+            .and_then(|b| std::fs::write(&record, b))
+            .map_err(|e| RuntimeError::Io(record, e))?;
+        Ok(started)
+    }
+
+    /// Gives up on a created container (the pod could not be made ready, or its start
+    /// failed): the shim, its stdin closed, deletes the container; the rootfs is unmounted.
+    /// Returns the error to report.
+    pub async fn abort_created(&self, mut created: Created, why: String) -> RuntimeError {
+        drop(created.shim.stdin.take());
+        let _ = created.shim.wait().await;
+        self.unmount(&created.dir.join("bundle").join("rootfs"));
+        RuntimeError::Start(why)
     }
 
     /// Stacks the image's layers (read-only) under a fresh writable upper dir at `rootfs`.
@@ -333,14 +415,15 @@ impl RuntimeService {
         Ok(())
     }
 
-    /// Starts `kubelabd shim` for the bundle and waits for its one-line answer.
-    async fn start_shim(
+    /// Starts `kubelabd shim` for the bundle and waits for its first answer: the
+    /// container is created (`created PID`) or could not be (`error MESSAGE`).
+    async fn spawn_shim(
         &self,
         container_id: &str,
         dir: &Path,
         bundle: &Path,
         log: &Path,
-    ) -> Result<Started, RuntimeError> {
+    ) -> Result<Created, RuntimeError> {
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Io(parent.into(), e))?;
         }
@@ -363,7 +446,7 @@ impl RuntimeService {
             .arg(&exit_file)
             .arg("--log-max-bytes")
             .arg(self.log_max_bytes.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(shim_log)
             // Its own process group: a Ctrl-C meant for the agent's terminal must not reach it.
@@ -371,41 +454,35 @@ impl RuntimeService {
             .spawn()
             .map_err(|e| RuntimeError::Shim(e.to_string()))?;
         tracing::debug!(shim_pid = shim.id(), "shim started; waiting for its answer");
-        // The shim's first line says how the start went: "started PID" or "error MESSAGE".
-        let mut line = String::new();
-        if let Some(stdout) = shim.stdout.take() {
-            tokio::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .await
-                .map_err(|e| RuntimeError::Shim(e.to_string()))?;
-        }
-        let started_at_ms = kubelab_proto::now_ms();
-        match line.trim().split_once(' ') {
-            Some(("started", pid)) => {
-                let pid = pid
+        let answers = shim
+            .stdout
+            .take()
+            .map(|out| tokio::io::BufReader::new(out).lines());
+        let mut created = Created {
+            container_id: container_id.to_string(),
+            dir: dir.to_path_buf(),
+            pid: 0,
+            shim,
+            answers,
+            restart_count: 0,
+            image_id: String::new(),
+        };
+        match created.answer().await {
+            Ok(("created", pid)) => {
+                created.pid = pid
                     .parse()
-                    .map_err(|_| RuntimeError::Shim(format!("bad answer {line:?}")))?;
-                tracing::debug!(pid, "the shim started the container");
-                // The shim stays ours to reap (tokio reaps a dropped child); we wait for
-                // it through a pidfd, which works the same for a re-adopted shim.
-                Ok(Started {
-                    container_id: container_id.to_string(),
-                    pid,
-                    started_at_ms,
-                    shim_pid: shim.id().map(|p| p as i32).unwrap_or(0),
-                    restart_count: 0,
-                    image_id: String::new(),
-                })
+                    .map_err(|_| RuntimeError::Shim(format!("bad answer {pid:?}")))?;
+                Ok(created)
             }
-            Some(("error", message)) => {
-                let _ = shim.wait().await;
-                Err(RuntimeError::Start(message.to_string()))
+            Ok((_, message)) => {
+                let _ = created.shim.wait().await;
+                Err(RuntimeError::Start(message))
             }
-            _ => {
-                let _ = shim.wait().await;
+            Err(_) => {
+                let _ = created.shim.wait().await;
                 let detail = std::fs::read_to_string(&shim_log_path).unwrap_or_default();
                 Err(RuntimeError::Shim(format!(
-                    "the shim exited without starting the container: {}",
+                    "the shim exited without creating the container: {}",
                     detail.trim()
                 )))
             }
