@@ -121,6 +121,13 @@ fn pods_get_hosts_files_and_host_network_pods_share_the_host() {
     let out = lab.ok(&["logs", "named"]);
     assert!(out.contains(&format!("{ip}\tnamed")), "{out}");
     assert!(out.contains("resolv-ok"), "{out}");
+    // Finished, the pod keeps its IP in its status but gives the address back.
+    // (Its pinned namespaces stay until it is deleted.)
+    wait_until("the lease to be released", Duration::from_secs(10), || {
+        network_leftovers(&lab, &[])
+            .iter()
+            .all(|l| l.starts_with("mount:"))
+    });
 
     lab.apply_ok(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: onhost\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: {image}\n    command: [sh, -c, 'hostname; cat /proc/net/dev']\n"

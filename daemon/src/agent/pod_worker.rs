@@ -319,7 +319,29 @@ impl PodWorker {
             synced = self.sync_containers().await;
         }
         self.report_status();
+        self.release_network_if_finished().await;
         synced
+    }
+
+    /// A pod that has finished (Succeeded or Failed) gives its address back, as the kubelet
+    /// stops a finished pod's sandbox; its status keeps showing the IP it had, and its
+    /// volumes and logs stay until it is deleted.
+    async fn release_network_if_finished(&mut self) {
+        let finished = self
+            .last_status
+            .as_ref()
+            .is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed");
+        let record = self.k.runtime.network_record(&uid_of(&self.pod));
+        if !finished || !record.exists() || self.containers.values().any(|c| c.running.is_some()) {
+            return;
+        }
+        if let Some(task) = self.network_task.take() {
+            let _ = task.await;
+        }
+        match self.k.network.teardown(&record).await {
+            Ok(()) => tracing::info!("pod finished: its network is detached"),
+            Err(e) => tracing::warn!(error = %e, "could not detach a finished pod's network"),
+        }
     }
 
     async fn sync_containers(&mut self) -> Synced {
