@@ -306,3 +306,18 @@ fn missing_and_failing_plugins_are_shown_on_the_pod() {
         "the plugin's own message: {describe}"
     );
 }
+
+/// A hostNetwork pod's probes reach it on the host's own network.
+#[test]
+fn host_network_pods_are_probed_on_the_host() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    let port = kubelab_tests::free_port();
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hostweb\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {image}\n    command: [sh, -c, 'mkdir -p /www && exec httpd -f -p 127.0.0.1:{port} -h /www']\n    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n"
+    ));
+    wait_until("the pod to be ready", Duration::from_secs(20), || {
+        lab.ok(&["get", "pod", "hostweb"]).contains("1/1")
+    });
+    lab.ok(&["delete", "pod", "hostweb", "--grace-period", "0"]);
+}

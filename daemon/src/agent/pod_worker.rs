@@ -695,7 +695,9 @@ impl PodWorker {
         let has_probes =
             c.startup_probe.is_some() || c.readiness_probe.is_some() || c.liveness_probe.is_some();
         if has_probes {
-            let netns = self.k.runtime.sandbox_dir(&uid_of(&self.pod)).join("net");
+            let host_network = self.pod.spec.as_ref().is_some_and(|s| s.host_network);
+            let netns =
+                (!host_network).then(|| self.k.runtime.sandbox_dir(&uid_of(&self.pod)).join("net"));
             let prober = prober::start(
                 self.k.clone(),
                 self.pod.clone(),

@@ -54,7 +54,7 @@ pub fn start(
     k: Arc<Kubelet>,
     pod: Pod,
     container: Container,
-    netns: PathBuf,
+    netns: Option<PathBuf>,
     worker: mpsc::Sender<WorkerMsg>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -73,7 +73,8 @@ struct Prober {
     k: Arc<Kubelet>,
     pod: Pod,
     container: Container,
-    netns: PathBuf,
+    /// The pod's network namespace (`None` for a hostNetwork pod: the host's is the pod's).
+    netns: Option<PathBuf>,
     worker: mpsc::Sender<WorkerMsg>,
 }
 
@@ -242,12 +243,15 @@ impl Prober {
         let netns = self.netns.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let joined = std::fs::File::open(&netns)
-                .map_err(|e| format!("{}: {e}", netns.display()))
-                .and_then(|f| {
-                    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| format!("joining the pod's network: {e}"))
-                });
+            let joined = match &netns {
+                None => Ok(()),
+                Some(netns) => std::fs::File::open(netns)
+                    .map_err(|e| format!("{}: {e}", netns.display()))
+                    .and_then(|f| {
+                        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| format!("joining the pod's network: {e}"))
+                    }),
+            };
             let _ = tx.send(joined.and_then(|()| check()));
         });
         rx.await
