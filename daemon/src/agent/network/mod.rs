@@ -158,13 +158,12 @@ impl NetworkManager {
         netns: &Path,
         record_path: &Path,
     ) -> Result<String, NetworkError> {
-        match read_record(record_path) {
-            Some(done) if done.pod_ip().is_some() => {
-                return done.pod_ip().ok_or(NetworkError::NoPodCidr)
+        if let Some(done) = read_record(record_path) {
+            if let Some(ip) = done.pod_ip() {
+                return Ok(ip);
             }
             // An ADD cut short (the agent was killed during it): undo it, then start over.
-            Some(_) => self.teardown(record_path).await?,
-            None => {}
+            self.teardown(record_path).await?;
         }
         let mut record = Record {
             container_id: container_id.to_string(),
@@ -192,18 +191,23 @@ impl NetworkManager {
             self.plugins.add(&lo.config, &lo_at),
             self.plugins.add(&eth0.config, &eth0_at),
         );
-        let added = lo_result.and_then(|lo| eth0_result.map(|eth0| (lo, eth0)));
-        let (lo, eth0) = match added {
-            Ok(results) => results,
+        let added = lo_result
+            .and_then(|lo| eth0_result.map(|eth0| (lo, eth0)))
+            .map_err(NetworkError::from)
+            .and_then(|(lo, eth0)| match cni::first_ipv4(&eth0) {
+                Some(ip) => Ok((lo, eth0, ip)),
+                None => Err(NetworkError::NoAddress(eth0.to_string())),
+            });
+        let (lo, eth0, ip) = match added {
+            Ok(attached) => attached,
             Err(e) => {
                 // Undo what did happen; the error the user sees is the ADD's.
                 if let Err(del) = self.teardown(record_path).await {
                     tracing::warn!(error = %del, "cleaning up after a failed ADD");
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
-        let ip = cni::first_ipv4(&eth0).ok_or_else(|| NetworkError::NoAddress(eth0.to_string()))?;
         record.networks[0].result = Some(lo);
         record.networks[1].result = Some(eth0);
         write_record(record_path, &record)?;
