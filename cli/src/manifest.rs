@@ -84,6 +84,7 @@ const POD_FIELDS: &[&str] = &[
     "initContainers",
     "volumes",
     "hostNetwork",
+    "securityContext",
     "nodeName",
     "restartPolicy",
     "terminationGracePeriodSeconds",
@@ -101,8 +102,19 @@ const CONTAINER_FIELDS: &[&str] = &[
     "livenessProbe",
     "readinessProbe",
     "startupProbe",
+    "securityContext",
 ];
 const META_FIELDS: &[&str] = &["name", "namespace", "labels"];
+const POD_SECURITY_FIELDS: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+const SECURITY_FIELDS: &[&str] = &[
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "readOnlyRootFilesystem",
+    "capabilities",
+    "allowPrivilegeEscalation",
+    "privileged",
+];
 
 /// The fields present in the manifest that kubelab ignores for now.
 fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
@@ -127,6 +139,11 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
             out.push(format!("spec.{k}"));
         }
     }
+    for k in keys(spec.and_then(|s| s.get("securityContext"))) {
+        if !POD_SECURITY_FIELDS.contains(&k.as_str()) {
+            out.push(format!("spec.securityContext.{k}"));
+        }
+    }
     for list in ["initContainers", "containers"] {
         let Some(containers) = spec.and_then(|s| s.get(list)).and_then(|c| c.as_sequence()) else {
             continue;
@@ -135,6 +152,11 @@ fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
             for k in keys(Some(c)) {
                 if !CONTAINER_FIELDS.contains(&k.as_str()) {
                     out.push(format!("spec.{list}[{i}].{k}"));
+                }
+            }
+            for k in keys(c.get("securityContext")) {
+                if !SECURITY_FIELDS.contains(&k.as_str()) {
+                    out.push(format!("spec.{list}[{i}].securityContext.{k}"));
                 }
             }
             for e in c
@@ -184,6 +206,12 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
             init_containers,
             volumes,
             host_network: spec.host_network.unwrap_or(false),
+            security_context: spec.security_context.map(|p| api::SecurityContext {
+                run_as_user: p.run_as_user,
+                run_as_group: p.run_as_group,
+                run_as_non_root: p.run_as_non_root,
+                ..Default::default()
+            }),
             node_name: spec.node_name.unwrap_or_default(),
             restart_policy: spec.restart_policy.unwrap_or_default(),
             termination_grace_period_seconds: spec.termination_grace_period_seconds.unwrap_or(30),
@@ -217,7 +245,21 @@ fn container(c: k8s::Container) -> Result<api::Container, String> {
         p.map(|p| probe(p).map_err(|e| format!("container {name:?}: {kind}: {e}")))
             .transpose()
     };
+    let security_context = c.security_context.map(|s| {
+        let caps = s.capabilities.unwrap_or_default();
+        api::SecurityContext {
+            run_as_user: s.run_as_user,
+            run_as_group: s.run_as_group,
+            run_as_non_root: s.run_as_non_root,
+            read_only_root_filesystem: s.read_only_root_filesystem.unwrap_or(false),
+            capabilities_add: caps.add.unwrap_or_default(),
+            capabilities_drop: caps.drop.unwrap_or_default(),
+            allow_privilege_escalation: s.allow_privilege_escalation,
+            privileged: s.privileged.unwrap_or(false),
+        }
+    });
     Ok(api::Container {
+        security_context,
         liveness_probe: probe(c.liveness_probe, "livenessProbe")?,
         readiness_probe: probe(c.readiness_probe, "readinessProbe")?,
         startup_probe: probe(c.startup_probe, "startupProbe")?,

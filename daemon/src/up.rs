@@ -33,6 +33,12 @@ pub struct UpArgs {
     /// different ones.
     #[arg(long, default_value = "10.88.0.0/16")]
     pub cluster_cidr: String,
+    /// Let pods have privileged containers.
+    #[arg(long)]
+    pub allow_privileged: bool,
+    /// Let pods mount hostPath volumes.
+    #[arg(long)]
+    pub allow_host_path: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +78,9 @@ pub async fn run(
             .arg("--data-dir")
             .arg(args.data_dir.join("apiserver"))
             .arg("--cluster-cidr")
-            .arg(&args.cluster_cidr),
+            .arg(&args.cluster_cidr)
+            .args(args.allow_privileged.then_some("--allow-privileged"))
+            .args(args.allow_host_path.then_some("--allow-host-path")),
     )?;
     let api = ApiClient::new(&args.listen.to_string())
         .map_err(|e| UpError::Apiserver(args.listen, e.to_string()))?;

@@ -150,6 +150,8 @@ pub struct Lab {
     agent_log: String,
     /// Extra arguments of every agent.
     agent_args: Vec<String>,
+    /// Extra arguments of the apiserver (`--allow-host-path`, ...).
+    apiserver_args: Vec<String>,
     /// This lab's pod addresses, `10.N.0.0/16`, N held for the lab's life (see `NetSlot`).
     pub cluster_cidr: String,
     net: NetSlot,
@@ -194,15 +196,25 @@ impl Lab {
 
     /// As `start`, with the agents' RUST_LOG chosen (the bench measures the default, `info`).
     pub fn start_with_agent_log(agents: usize, agent_log: &str) -> Lab {
-        Lab::start_with(agents, agent_log, &[])
+        Lab::start_with(agents, agent_log, &[], &[])
     }
 
     /// As `start`, with extra agent arguments (`--backoff-reset 2s`, ...).
     pub fn start_with_agent_args(agents: usize, agent_args: &[&str]) -> Lab {
-        Lab::start_with(agents, "info,kubelabd=debug", agent_args)
+        Lab::start_with(agents, "info,kubelabd=debug", agent_args, &[])
     }
 
-    fn start_with(agents: usize, agent_log: &str, agent_args: &[&str]) -> Lab {
+    /// As `start`, with extra apiserver arguments (`--allow-host-path`, ...).
+    pub fn start_with_apiserver_args(agents: usize, apiserver_args: &[&str]) -> Lab {
+        Lab::start_with(agents, "info,kubelabd=debug", &[], apiserver_args)
+    }
+
+    fn start_with(
+        agents: usize,
+        agent_log: &str,
+        agent_args: &[&str],
+        apiserver_args: &[&str],
+    ) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("kubelab-test-")
             .tempdir()
@@ -222,6 +234,7 @@ impl Lab {
             rootfs: OnceLock::new(),
             agent_log: agent_log.to_string(),
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            apiserver_args: apiserver_args.iter().map(|a| a.to_string()).collect(),
             cluster_cidr: format!("10.{}.0.0/16", net.n),
             net,
         };
@@ -290,7 +303,8 @@ impl Lab {
                 .arg("--data-dir")
                 .arg(&data)
                 .arg("--cluster-cidr")
-                .arg(&self.cluster_cidr),
+                .arg(&self.cluster_cidr)
+                .args(&self.apiserver_args),
             &self.dir.path().join("apiserver.log"),
         ));
         let addr = self.server.clone();

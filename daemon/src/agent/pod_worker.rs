@@ -32,7 +32,7 @@ use super::pod_status::{
 };
 use super::pod_workers::{deletion, name_of, uid_of, Desired};
 use super::prober::{self, ProbeKind, ProbeUpdate};
-use super::runtime::{ExitRecord, PodContext, Recovered, Started};
+use super::runtime::{ExitRecord, PodContext, Recovered, RuntimeError, Started};
 use super::Kubelet;
 
 /// After a failed pull the status says ErrImagePull this long, then ImagePullBackOff.
@@ -588,7 +588,7 @@ impl PodWorker {
             .await;
         let created = match created {
             Ok(created) => created,
-            Err(e) => return self.start_failed(c, &e.to_string()),
+            Err(e) => return self.start_failed(c, &e),
         };
         k.events.pod_event(
             &pod,
@@ -604,7 +604,7 @@ impl PodWorker {
         }
         let started = match k.runtime.start_created(created).await {
             Ok(started) => started,
-            Err(e) => return self.start_failed(c, &e.to_string()),
+            Err(e) => return self.start_failed(c, &e),
         };
         tracing::info!(pid = started.pid, "container started");
         k.events.pod_event(
@@ -626,16 +626,21 @@ impl PodWorker {
         Synced::Done
     }
 
-    /// A container could not be created or started: `CreateContainerError`, and a retry
-    /// after the crash back-off.
-    fn start_failed(&mut self, c: &Container, error: &str) -> Synced {
+    /// A container could not be created or started: `CreateContainerConfigError` when its
+    /// spec cannot be honoured (runAsNonRoot with a root image, say), else
+    /// `CreateContainerError`; a retry after the crash back-off.
+    fn start_failed(&mut self, c: &Container, error: &RuntimeError) -> Synced {
         tracing::warn!(%error, "start failed");
         self.k
             .events
             .pod_event(&self.pod, "Warning", "Failed", format!("Error: {error}"));
+        let reason = match error {
+            RuntimeError::Spec(_) => "CreateContainerConfigError",
+            _ => "CreateContainerError",
+        };
         let backoff_max = self.k.config.backoff_max;
         let state = self.runtime_of(c);
-        state.status.state = waiting("CreateContainerError", error);
+        state.status.state = waiting(reason, &error.to_string());
         let delay = state.crash_backoff.step(backoff_max);
         state.retry_at = Some(Instant::now() + delay);
         Synced::Done

@@ -48,6 +48,8 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl From<ApiError> for tonic::Status {
@@ -57,6 +59,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(_) => tonic::Status::not_found(message),
             ApiError::AlreadyExists(_) => tonic::Status::already_exists(message),
             ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
+            ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
             ApiError::Conflict(_) => tonic::Status::aborted(message),
             ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             ApiError::Expired(..) | ApiError::WatchTooSlow(_) => {
@@ -82,6 +85,12 @@ pub struct ApiserverArgs {
     /// The size of each node's range (a /24 holds 254 pods).
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// Let pods have privileged containers (all capabilities, no seccomp filter).
+    #[arg(long)]
+    pub allow_privileged: bool,
+    /// Let pods mount hostPath volumes (the node's own files).
+    #[arg(long)]
+    pub allow_host_path: bool,
 }
 
 /// Opens the store and serves the API until `shutdown` resolves.
@@ -101,7 +110,13 @@ pub async fn run(
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), "apiserver serving");
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = tonic::transport::Server::builder()
-        .add_service(PodsServer::new(pods::PodsService::new(store.clone())))
+        .add_service(PodsServer::new(pods::PodsService::new(
+            store.clone(),
+            validation::Admission {
+                allow_privileged: args.allow_privileged,
+                allow_host_path: args.allow_host_path,
+            },
+        )))
         .add_service(NodesServer::new(nodes::NodesService::new(
             store.clone(),
             args.cluster_cidr,

@@ -17,19 +17,21 @@ use kubelab_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::store::{key, prefix, Store};
-use super::validation::validate_and_default_pod;
+use super::validation::{validate_and_default_pod, Admission};
 use super::{watch_stream, ApiError, WatchStream};
 
 pub struct PodsService {
     store: Arc<Store>,
+    admission: Admission,
     /// One lazily connected channel per agent endpoint, reused by every logs call.
     agents: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl PodsService {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<Store>, admission: Admission) -> Self {
         PodsService {
             store,
+            admission,
             agents: Mutex::new(HashMap::new()),
         }
     }
@@ -79,7 +81,7 @@ fn existing(current: Option<Pod>, key: &str, uid: &str) -> Result<Pod, ApiError>
 #[tonic::async_trait]
 impl Pods for PodsService {
     async fn create(&self, request: Request<Pod>) -> Result<Response<Pod>, Status> {
-        let mut pod = validate_and_default_pod(request.into_inner())?;
+        let mut pod = validate_and_default_pod(request.into_inner(), self.admission)?;
         let meta = pod.metadata.get_or_insert_with(Default::default);
         let key = pod_key(&meta.namespace, &meta.name);
         meta.uid = uuid::Uuid::new_v4().to_string();

@@ -45,8 +45,16 @@ pub fn check_dns_subdomain(what: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
+/// What this apiserver lets pods ask for beyond the defaults (kube-apiserver's
+/// `--allow-privileged`; hostPath, which PodSecurity's baseline refuses, likewise).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Admission {
+    pub allow_privileged: bool,
+    pub allow_host_path: bool,
+}
+
 /// Checks a new pod and fills in Kubernetes' defaults. Returns the pod ready to store.
-pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
+pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Pod, ApiError> {
     let meta = pod.metadata.get_or_insert_with(Default::default);
     if meta.namespace.is_empty() {
         meta.namespace = "default".into();
@@ -65,6 +73,12 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
     let mut volumes = std::collections::HashSet::new();
     for v in &spec.volumes {
         check_volume(v)?;
+        if matches!(v.source, Some(volume::Source::HostPath(_))) && !admission.allow_host_path {
+            return Err(ApiError::Forbidden(format!(
+                "volume {:?}: hostPath volumes are not allowed (they reach the node's files; start the apiserver with --allow-host-path to permit them)",
+                v.name
+            )));
+        }
         if !volumes.insert(v.name.clone()) {
             return Err(ApiError::Invalid(format!(
                 "spec.volumes: duplicate volume name {:?}",
@@ -80,6 +94,13 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
     ] {
         for c in containers.iter_mut() {
             default_container(c)?;
+            let privileged = c.security_context.as_ref().is_some_and(|s| s.privileged);
+            if privileged && !admission.allow_privileged {
+                return Err(ApiError::Forbidden(format!(
+                    "container {:?}: privileged containers are not allowed (start the apiserver with --allow-privileged to permit them)",
+                    c.name
+                )));
+            }
             check_mounts(c, &volumes)?;
             if !names.insert(c.name.clone()) {
                 return Err(ApiError::Invalid(format!(

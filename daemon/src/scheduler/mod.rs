@@ -38,8 +38,9 @@ struct ClusterCache {
 }
 
 enum Update {
-    Pod(WatchEventType, Pod),
-    Node(WatchEventType, Node),
+    // Boxed: pods and nodes are much larger than a tick.
+    Pod(WatchEventType, Box<Pod>),
+    Node(WatchEventType, Box<Node>),
     Tick,
 }
 
@@ -86,7 +87,7 @@ async fn run_once(client: &ApiClient, events: &EventRecorder) -> Result<(), Sche
         })
         .await?
         .into_inner()
-        .map(|e| e.map(|e| Update::Node(e.r#type(), e.object.unwrap_or_default())));
+        .map(|e| e.map(|e| Update::Node(e.r#type(), Box::new(e.object.unwrap_or_default()))));
     let pod_watch = client
         .pods
         .clone()
@@ -96,7 +97,7 @@ async fn run_once(client: &ApiClient, events: &EventRecorder) -> Result<(), Sche
         })
         .await?
         .into_inner()
-        .map(|e| e.map(|e| Update::Pod(e.r#type(), e.object.unwrap_or_default())));
+        .map(|e| e.map(|e| Update::Pod(e.r#type(), Box::new(e.object.unwrap_or_default()))));
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(RETRY_PERIOD))
         .map(|_| Ok(Update::Tick));
     let mut updates =
@@ -126,7 +127,7 @@ fn apply(cache: &mut ClusterCache, update: Update) {
             cache.nodes.remove(&name_of(&node.metadata));
         }
         Update::Node(_, node) => {
-            cache.nodes.insert(name_of(&node.metadata), node);
+            cache.nodes.insert(name_of(&node.metadata), *node);
         }
         Update::Pod(WatchEventType::Deleted, pod) => {
             if let Some(m) = &pod.metadata {
@@ -135,7 +136,7 @@ fn apply(cache: &mut ClusterCache, update: Update) {
             cache.pods.remove(&pod_key(&pod));
         }
         Update::Pod(_, pod) => {
-            cache.pods.insert(pod_key(&pod), pod);
+            cache.pods.insert(pod_key(&pod), *pod);
         }
         Update::Tick => {}
     }

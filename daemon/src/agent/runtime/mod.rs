@@ -11,6 +11,7 @@
 mod cgroups;
 pub mod exec;
 pub mod sandbox;
+pub mod security;
 pub mod spec;
 pub mod volumes;
 

@@ -13,6 +13,7 @@ use libcontainer::oci_spec::runtime::{
     LinuxResourcesBuilder, MountBuilder, ProcessBuilder, Spec, UserBuilder,
 };
 
+use super::security;
 use crate::agent::image::ImageConfig;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -25,6 +26,8 @@ pub enum SpecError {
     User(String),
     #[error("building the runtime spec: {0}")]
     Build(String),
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
 }
 
 /// The process's argv, by Kubernetes' rules.
@@ -108,7 +111,14 @@ pub fn build(
         .filter(|w| !w.is_empty())
         .or(image.working_dir.as_deref().filter(|w| !w.is_empty()))
         .unwrap_or("/");
-    let (uid, gid) = parse_user(image.user.as_deref().unwrap_or(""))?;
+    let sc = security::effective(pod, container);
+    let image_user = image.user.as_deref().unwrap_or("");
+    // A user named in the securityContext makes the image's (perhaps a name) irrelevant.
+    let image_user = match parse_user(image_user) {
+        Err(_) if sc.run_as_user.is_some() => (0, 0),
+        parsed => parsed?,
+    };
+    let (uid, gid) = security::user(&sc, image_user)?;
     let mut spec = Spec::default();
     let defaults = spec.process().clone().unwrap_or_default();
     let process = ProcessBuilder::default()
@@ -123,14 +133,14 @@ pub fn build(
                 .build()
                 .map_err(err)?,
         )
-        .capabilities(defaults.capabilities().clone().unwrap_or_default())
+        .capabilities(security::capabilities(&sc)?)
         .rlimits(defaults.rlimits().clone().unwrap_or_default())
-        .no_new_privileges(true)
+        .no_new_privileges(security::no_new_privileges(&sc))
         .build()
         .map_err(err)?;
     spec.set_process(Some(process));
     if let Some(root) = spec.root_mut() {
-        root.set_readonly(Some(false));
+        root.set_readonly(Some(sc.read_only_root_filesystem));
     }
     let pod_name = pod
         .metadata
@@ -205,6 +215,14 @@ pub fn build(
         })
         .collect::<Result<Vec<_>, _>>()?;
     linux.set_namespaces(Some(namespaces));
+    // The default spec masks and write-protects the sensitive /proc and /sys paths; a
+    // privileged container sees them all, unfiltered.
+    if sc.privileged {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    } else {
+        linux.set_seccomp(Some(security::runtime_default_seccomp()?));
+    }
     let limits = container.resources.unwrap_or_default();
     let mut resources = LinuxResourcesBuilder::default();
     if limits.memory_limit_bytes > 0 {
