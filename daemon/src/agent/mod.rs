@@ -78,6 +78,10 @@ pub struct AgentArgs {
     /// Size at which a container's log file is rotated (containerLogMaxSize), in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub container_log_max_bytes: u64,
+    /// The most one image layer may inflate to, decompressed (a decompression bomb stops
+    /// here), in bytes.
+    #[arg(long, default_value_t = 16 << 30)]
+    pub max_layer_bytes: u64,
     /// Where CNI plugins are looked for (Debian's, then the upstream default).
     #[arg(long = "cni-bin-dir", default_values = ["/usr/lib/cni", "/opt/cni/bin"])]
     pub cni_bin_dirs: Vec<PathBuf>,
@@ -194,7 +198,11 @@ pub async fn run(
         },
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),
-        images: ImageManager::new(root.join("images"), args.insecure_registries.clone())?,
+        images: ImageManager::new(
+            root.join("images"),
+            args.insecure_registries.clone(),
+            args.max_layer_bytes,
+        )?,
         runtime: runtime.clone(),
         api: api.clone(),
     });

@@ -112,6 +112,8 @@ pub enum Outcome {
 pub struct ImageManager {
     root: PathBuf,
     insecure_registries: Vec<String>,
+    /// The most a layer may inflate to once decompressed.
+    max_layer_bytes: u64,
     https: OnceCell<Client>,
     http: OnceCell<Client>,
     /// One lock per image reference, so two pods asking for one image pull it once.
@@ -119,7 +121,11 @@ pub struct ImageManager {
 }
 
 impl ImageManager {
-    pub fn new(root: PathBuf, insecure_registries: Vec<String>) -> Result<Self, ImageError> {
+    pub fn new(
+        root: PathBuf,
+        insecure_registries: Vec<String>,
+        max_layer_bytes: u64,
+    ) -> Result<Self, ImageError> {
         for dir in ["refs", "layers", "tmp"] {
             let d = root.join(dir);
             std::fs::create_dir_all(&d).map_err(|e| ImageError::Io(d, e))?;
@@ -135,6 +141,7 @@ impl ImageManager {
         Ok(ImageManager {
             root,
             insecure_registries,
+            max_layer_bytes,
             https: OnceCell::new(),
             http: OnceCell::new(),
             pulls: Mutex::new(HashMap::new()),
@@ -261,6 +268,7 @@ impl ImageManager {
                 diff_id.clone(),
             );
             let target = unpack_to.clone();
+            let max_bytes = self.max_layer_bytes;
             tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
                 let actual =
                     sha256_file(&blob_path).map_err(|e| ImageError::Io(blob_path.clone(), e))?;
@@ -270,7 +278,7 @@ impl ImageManager {
                         actual,
                     });
                 }
-                unpack::unpack_layer(&blob_path, &media_type, &diff_id_want, &target)
+                unpack::unpack_layer(&blob_path, &media_type, &diff_id_want, &target, max_bytes)
                     .map_err(|e| ImageError::Unpack(digest_want.clone(), e))
             })
             .await

@@ -5,10 +5,18 @@
 //! kept as its own directory and stacked by overlayfs, we translate these markers into
 //! overlayfs' own: a 0/0 character device for a deleted name, and the
 //! `trusted.overlay.opaque=y` attribute on an opaque directory. The uncompressed stream's
-//! sha256 must match the layer's diff_id. Touches nothing outside the target directory.
+//! sha256 must match the layer's diff_id.
+//!
+//! Layers are hostile input: an entry that would land outside the target (`..`, an
+//! absolute path, a path through a symlink, a hard link to a file outside) is refused and
+//! nothing is written outside; device nodes are skipped (a container has no business with
+//! the host's disks); a layer that inflates past `max_bytes` is refused. Touches nothing
+//! outside the target directory.
 
+use std::cell::Cell;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use sha2::Digest;
 
@@ -26,17 +34,29 @@ pub enum UnpackError {
     Escape(PathBuf),
     #[error("uncompressed layer has digest {actual}, but the image config says {expected}")]
     DiffIdMismatch { expected: String, actual: String },
+    #[error("the layer inflates past {0} bytes: refused (a decompression bomb? the agent's --max-layer-bytes sets the limit)")]
+    TooLarge(u64),
 }
 
-/// Hashes everything read through it: the diff_id is the sha256 of the uncompressed tar.
+/// Hashes everything read through it (the diff_id is the sha256 of the uncompressed tar)
+/// and stops at `limit` bytes, noting in `exceeded` that this is why it stopped (the tar
+/// reader wraps read errors in its own).
 struct HashingReader<R> {
     inner: R,
     hasher: sha2::Sha256,
+    read: u64,
+    limit: u64,
+    exceeded: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            self.exceeded.set(true);
+            return Err(std::io::Error::other("the layer is too large"));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -47,6 +67,7 @@ pub fn unpack_layer(
     media_type: &str,
     diff_id: &str,
     target: &Path,
+    max_bytes: u64,
 ) -> Result<(), UnpackError> {
     let file = std::fs::File::open(blob).map_err(UnpackError::Read)?;
     let file = std::io::BufReader::with_capacity(256 * 1024, file);
@@ -57,14 +78,25 @@ pub fn unpack_layer(
     } else {
         return Err(UnpackError::MediaType(media_type.to_string()));
     };
+    let exceeded = Rc::new(Cell::new(false));
     let mut reader = HashingReader {
         inner: decompressed,
         hasher: sha2::Sha256::new(),
+        read: 0,
+        limit: max_bytes,
+        exceeded: exceeded.clone(),
     };
     std::fs::create_dir_all(target).map_err(|e| UnpackError::Write(target.into(), e))?;
-    unpack_tar(&mut reader, target)?;
-    // Hash what follows the tar's end too (padding, or nothing when the footer is missing).
-    std::io::copy(&mut reader, &mut std::io::sink()).map_err(UnpackError::Read)?;
+    let unpacked = unpack_tar(&mut reader, target).and_then(|()| {
+        // Hash what follows the tar's end too (padding, or nothing when the footer is missing).
+        std::io::copy(&mut reader, &mut std::io::sink())
+            .map(drop)
+            .map_err(UnpackError::Read)
+    });
+    if exceeded.get() {
+        return Err(UnpackError::TooLarge(max_bytes));
+    }
+    unpacked?;
     let actual = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
     if actual != diff_id {
         return Err(UnpackError::DiffIdMismatch {
@@ -92,13 +124,19 @@ fn unpack_tar(reader: &mut dyn Read, target: &Path) -> Result<(), UnpackError> {
         };
         let path = entry.path().map_err(UnpackError::Read)?.into_owned();
         let relative = safe_relative(&path)?;
+        let kind = entry.header().entry_type();
+        if kind.is_block_special() || kind.is_character_special() {
+            tracing::warn!(path = %relative.display(), "device node in a layer: skipped");
+            continue;
+        }
         let name = relative
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if let Some(hidden) = name.strip_prefix(".wh.") {
-            let parent = target.join(relative.parent().unwrap_or(Path::new("")));
-            std::fs::create_dir_all(&parent).map_err(|e| UnpackError::Write(parent.clone(), e))?;
+            // The marker goes beside the entry it hides: never through a symlink, which
+            // could point anywhere on the host.
+            let parent = inside(target, relative.parent().unwrap_or(Path::new("")), &path)?;
             if hidden == ".wh..opq" {
                 set_opaque(&parent)?;
             } else {
@@ -129,6 +167,24 @@ fn safe_relative(path: &Path) -> Result<PathBuf, UnpackError> {
         }
     }
     Ok(out)
+}
+
+/// The directory `relative` under `target`, made if missing, refused if any part of the
+/// way is a symlink (or not a directory).
+fn inside(target: &Path, relative: &Path, entry: &Path) -> Result<PathBuf, UnpackError> {
+    let mut dir = target.to_path_buf();
+    for part in relative.components() {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(UnpackError::Escape(entry.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&dir).map_err(|e| UnpackError::Write(dir.clone(), e))?
+            }
+            Err(e) => return Err(UnpackError::Write(dir.clone(), e)),
+        }
+    }
+    Ok(dir)
 }
 
 /// overlayfs' whiteout: a character device with device number 0/0.
@@ -193,6 +249,7 @@ mod tests {
             "application/vnd.oci.image.layer.v1.tar",
             &diff_id,
             &target,
+            1 << 30,
         )
         .expect("unpack");
         let gone = std::fs::symlink_metadata(target.join("etc/gone")).expect("whiteout");
@@ -215,6 +272,7 @@ mod tests {
             "application/vnd.oci.image.layer.v1.tar",
             &wrong,
             &dir.path().join("out"),
+            1 << 30,
         )
         .unwrap_err();
         assert!(matches!(err, UnpackError::DiffIdMismatch { .. }), "{err}");
@@ -230,10 +288,138 @@ mod tests {
             "application/vnd.oci.image.layer.v1.tar",
             &diff_id,
             &target,
+            1 << 30,
         )
         .unwrap_err();
         assert!(matches!(err, UnpackError::Escape(_)), "{err}");
         assert!(!dir.path().join("escaped").exists());
+    }
+
+    /// A tar layer of special entries: (path, type, link name).
+    fn special_layer(dir: &Path, entries: &[(&str, tar::EntryType, &str)]) -> (PathBuf, String) {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_size(0);
+            header.set_mode(0o755);
+            header.set_uid(0);
+            header.set_gid(0);
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            if !link.is_empty() {
+                let linkname = &mut header.as_old_mut().linkname;
+                linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            if kind.is_character_special() {
+                header.set_device_major(8).expect("major");
+                header.set_device_minor(0).expect("minor");
+            }
+            header.set_cksum();
+            builder.append(&header, std::io::empty()).expect("append");
+        }
+        let bytes = builder.into_inner().expect("tar");
+        let path = dir.join("special.tar");
+        std::fs::write(&path, &bytes).expect("write layer");
+        (
+            path,
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+        )
+    }
+
+    fn unpack_special(
+        dir: &Path,
+        entries: &[(&str, tar::EntryType, &str)],
+    ) -> Result<PathBuf, UnpackError> {
+        let (blob, diff_id) = special_layer(dir, entries);
+        let target = dir.join("out");
+        unpack_layer(
+            &blob,
+            "application/vnd.oci.image.layer.v1.tar",
+            &diff_id,
+            &target,
+            1 << 30,
+        )
+        .map(|()| target)
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink_out_of_the_layer() {
+        use tar::EntryType;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("host");
+        std::fs::create_dir_all(&outside).expect("host dir");
+        std::fs::write(outside.join("victim"), "precious").expect("victim");
+        let host = outside.to_str().expect("path");
+        // A whiteout through a symlink would delete the host's file.
+        let err = unpack_special(
+            dir.path(),
+            &[
+                ("evil", EntryType::Symlink, host),
+                ("evil/.wh.victim", EntryType::Regular, ""),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::Escape(_)), "{err}");
+        // A file written through a symlink would land on the host.
+        let err = unpack_special(
+            dir.path(),
+            &[
+                ("link", EntryType::Symlink, host),
+                ("link/planted", EntryType::Regular, ""),
+            ],
+        );
+        assert!(err.is_err(), "writing through a symlink must fail");
+        // A hard link to a host file would share (and let the container change) it.
+        let victim = outside.join("victim");
+        let err = unpack_special(
+            dir.path(),
+            &[("hard", EntryType::Link, victim.to_str().expect("path"))],
+        );
+        assert!(err.is_err(), "a hard link out must fail");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious"
+        );
+        assert!(!outside.join("planted").exists());
+        assert_eq!(std::fs::read_dir(&outside).expect("host dir").count(), 1);
+    }
+
+    #[test]
+    fn device_nodes_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = unpack_special(
+            dir.path(),
+            &[
+                ("dev/sda", tar::EntryType::Char, ""),
+                ("ok", tar::EntryType::Directory, ""),
+            ],
+        )
+        .expect("unpack");
+        assert!(!target.join("dev/sda").exists());
+        assert!(target.join("ok").is_dir());
+    }
+
+    #[test]
+    fn a_layer_inflating_past_the_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 8 MiB of zeros gzip to a few kilobytes.
+        let zeros = vec![0u8; 8 << 20];
+        let (blob, diff_id) = layer(dir.path(), &[("big", zeros.as_slice())]);
+        let tar = std::fs::read(&blob).expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+        let gz_path = dir.path().join("big.tar.gz");
+        std::fs::write(&gz_path, gz.finish().expect("gzip")).expect("write");
+        let err = unpack_layer(
+            &gz_path,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &diff_id,
+            &dir.path().join("out"),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::TooLarge(_)), "{err}");
     }
 
     #[test]
@@ -245,6 +431,7 @@ mod tests {
             "application/vnd.oci.image.layer.v1.tar+zstd",
             &diff_id,
             &dir.path().join("out"),
+            1 << 30,
         )
         .unwrap_err();
         assert!(err.to_string().contains("zstd"), "{err}");
