@@ -79,6 +79,15 @@ impl Api {
                 self.server,
                 s.message()
             ),
+            // tonic's size limit: say what it means for the user.
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                if s.message().contains("too large") =>
+            {
+                anyhow::anyhow!(
+                    "the request is too large for the apiserver ({}): keep pods under 1 MiB",
+                    s.message().trim_start_matches("Error, ")
+                )
+            }
             _ => anyhow::anyhow!("{}", s.message()),
         }
     }

@@ -175,3 +175,30 @@ fn bad_volumes_mounts_and_probes_are_named() {
     // Nothing was stored by any of them.
     assert!(!lab.ok(&["get", "pods"]).contains("v "));
 }
+
+/// Labels, image references and sizes are checked with what is wrong and what is
+/// allowed; a request too large for the API is refused before it is read.
+#[test]
+fn labels_images_and_sizes_are_checked() {
+    let lab = Lab::start(0);
+    let refused = |manifest: String| {
+        let out = lab.apply(&manifest);
+        assert!(!out.status.success(), "accepted");
+        one_line(&String::from_utf8_lossy(&out.stderr)).to_string()
+    };
+    let pod = |labels: &str, image: &str, env: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: v\n  labels: {{{labels}}}\nspec:\n  containers:\n  - name: c\n    image: {image}\n    env: [{env}]\n")
+    };
+    let err = refused(pod("'bad key!': x", "127.0.0.1:1/x:1", ""));
+    assert!(err.contains("label key") && err.contains("1-63"), "{err}");
+    let err = refused(pod("", "UPPER/Case::1", ""));
+    assert!(err.contains("not a valid reference"), "{err}");
+    let big = "x".repeat(2 << 20);
+    let err = refused(pod(
+        "",
+        "127.0.0.1:1/x:1",
+        &format!("{{name: BIG, value: {big}}}"),
+    ));
+    assert!(err.contains("too large") && err.contains("1 MiB"), "{err}");
+    assert!(err.len() < 400, "one short line: {err}");
+}

@@ -93,6 +93,10 @@ pub struct ApiserverArgs {
     pub allow_host_path: bool,
 }
 
+/// The largest request the API accepts: a pod is far smaller (Kubernetes' objects are
+/// capped at 1.5 MB by etcd); anything bigger is refused before it is decoded.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
 /// Opens the store and serves the API until `shutdown` resolves.
 pub async fn run(
     args: ApiserverArgs,
@@ -109,20 +113,23 @@ pub async fn run(
         .map_err(|e| ApiserverError::Bind(args.listen, e))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), "apiserver serving");
     let stop = Arc::new(tokio::sync::Notify::new());
+    let pods = PodsServer::new(pods::PodsService::new(
+        store.clone(),
+        validation::Admission {
+            allow_privileged: args.allow_privileged,
+            allow_host_path: args.allow_host_path,
+        },
+    ));
+    let nodes = NodesServer::new(nodes::NodesService::new(
+        store.clone(),
+        args.cluster_cidr,
+        args.node_cidr_mask_size,
+    ));
+    let events = EventsServer::new(events::EventsService::new(store));
     let server = tonic::transport::Server::builder()
-        .add_service(PodsServer::new(pods::PodsService::new(
-            store.clone(),
-            validation::Admission {
-                allow_privileged: args.allow_privileged,
-                allow_host_path: args.allow_host_path,
-            },
-        )))
-        .add_service(NodesServer::new(nodes::NodesService::new(
-            store.clone(),
-            args.cluster_cidr,
-            args.node_cidr_mask_size,
-        )))
-        .add_service(EventsServer::new(events::EventsService::new(store)))
+        .add_service(pods.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(nodes.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(events.max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(crate::net::incoming(listener), {
             let stop = stop.clone();
             async move { stop.notified().await }

@@ -6,6 +6,47 @@ use kubelab_proto::v1::{probe, volume, Container, Pod, Probe, Volume};
 
 use super::ApiError;
 
+/// Most containers (and, apart, init containers) a pod may have.
+const MAX_CONTAINERS: usize = 32;
+const MAX_VOLUMES: usize = 64;
+const MAX_ENV: usize = 1024;
+/// The longest grace period or probe delay accepted: a day.
+const MAX_SECONDS: i64 = 86_400;
+
+/// Labels as Kubernetes allows them: a key is an optional DNS subdomain prefix and `/`,
+/// then a name of at most 63 alphanumerics, `-`, `_` or `.` (alphanumeric at both ends);
+/// a value is empty or the same as a name.
+pub fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    for (key, value) in labels {
+        let (prefix, name) = match key.split_once('/') {
+            Some((prefix, name)) => (Some(prefix), name),
+            None => (None, key.as_str()),
+        };
+        if let Some(prefix) = prefix {
+            check_dns_subdomain("label key prefix", prefix)?;
+        }
+        if !is_name(name) {
+            return Err(ApiError::Invalid(format!(
+                "label key {key:?}: the name part must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (an optional prefix is a DNS subdomain and '/')"
+            )));
+        }
+        if !value.is_empty() && !is_name(value) {
+            return Err(ApiError::Invalid(format!(
+                "label {key}={value:?}: a value must be empty or 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A DNS-1123 label: what Kubernetes requires of container names and namespaces.
 pub fn check_dns_label(what: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()
@@ -61,7 +102,29 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
     }
     check_dns_subdomain("pod name", &meta.name)?;
     check_dns_label("namespace", &meta.namespace)?;
+    check_labels(&meta.labels)?;
     let spec = pod.spec.get_or_insert_with(Default::default);
+    let counted = [
+        ("spec.containers", spec.containers.len(), MAX_CONTAINERS),
+        (
+            "spec.initContainers",
+            spec.init_containers.len(),
+            MAX_CONTAINERS,
+        ),
+        ("spec.volumes", spec.volumes.len(), MAX_VOLUMES),
+    ];
+    for (what, count, max) in counted {
+        if count > max {
+            return Err(ApiError::Invalid(format!(
+                "{what}: {count} given, at most {max} are allowed"
+            )));
+        }
+    }
+    if spec.termination_grace_period_seconds > MAX_SECONDS {
+        return Err(ApiError::Invalid(format!(
+            "spec.terminationGracePeriodSeconds: at most {MAX_SECONDS} (a day)"
+        )));
+    }
     if !spec.node_name.is_empty() {
         check_dns_subdomain("spec.nodeName", &spec.node_name)?;
     }
@@ -223,6 +286,12 @@ fn default_probe(container: &str, kind: &str, probe: &mut Option<Probe>) -> Resu
     if p.initial_delay_seconds < 0 {
         return Err(bad("initialDelaySeconds must not be negative"));
     }
+    let longest = [p.initial_delay_seconds, p.period_seconds, p.timeout_seconds];
+    if longest.iter().any(|s| i64::from(*s) > MAX_SECONDS) {
+        return Err(bad(
+            "initialDelaySeconds, periodSeconds and timeoutSeconds: at most 86400 (a day)",
+        ));
+    }
     // Kubernetes requires successThreshold 1 for liveness and startup probes.
     if kind != "readinessProbe" && p.success_threshold != 1 {
         return Err(bad("successThreshold must be 1"));
@@ -249,6 +318,51 @@ fn default_container(c: &mut Container) -> Result<(), ApiError> {
             "container {:?}: image is required",
             c.name
         )));
+    }
+    if let Err(e) = c.image.parse::<oci_client::Reference>() {
+        return Err(ApiError::Invalid(format!(
+            "container {:?}: image {:?} is not a valid reference ({e}; example: registry.example:5000/app:1.0)",
+            c.name, c.image
+        )));
+    }
+    if c.env.len() > MAX_ENV {
+        return Err(ApiError::Invalid(format!(
+            "container {:?}: env: {} variables given, at most {MAX_ENV} are allowed",
+            c.name,
+            c.env.len()
+        )));
+    }
+    for e in &c.env {
+        let valid = !e.name.is_empty()
+            && !e.name.contains('=')
+            && !e.name.starts_with(|ch: char| ch.is_ascii_digit())
+            && e.name.bytes().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return Err(ApiError::Invalid(format!(
+                "container {:?}: env name {:?}: must be printable, without '=' or spaces, not starting with a digit",
+                c.name, e.name
+            )));
+        }
+    }
+    if let Some(r) = &c.resources {
+        let over = [
+            ("cpu", r.cpu_request_millis, r.cpu_limit_millis),
+            ("memory", r.memory_request_bytes, r.memory_limit_bytes),
+        ];
+        for (what, request, limit) in over {
+            if request < 0 || limit < 0 {
+                return Err(ApiError::Invalid(format!(
+                    "container {:?}: resources: {what} must not be negative",
+                    c.name
+                )));
+            }
+            if limit > 0 && request > limit {
+                return Err(ApiError::Invalid(format!(
+                    "container {:?}: resources.requests.{what}: must be less than or equal to the {what} limit",
+                    c.name
+                )));
+            }
+        }
     }
     match c.image_pull_policy.as_str() {
         // Kubernetes' default: Always for `:latest` or no tag, IfNotPresent otherwise.
@@ -283,6 +397,74 @@ mod tests {
         assert!(check_dns_subdomain("pod name", "Web").is_err());
         assert!(check_dns_subdomain("pod name", "-a").is_err());
         assert!(check_dns_label("container name", "a.b").is_err());
+    }
+
+    #[test]
+    fn labels_follow_kubernetes_rules() {
+        let ok: std::collections::HashMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("example.com/tier".to_string(), "".to_string()),
+        ]
+        .into();
+        assert!(check_labels(&ok).is_ok());
+        for (k, v) in [
+            ("-app", "x"),
+            ("a/b/c", "x"),
+            ("app", "has space"),
+            ("Bad_/x", "y"),
+        ] {
+            let bad: std::collections::HashMap<String, String> =
+                [(k.to_string(), v.to_string())].into();
+            assert!(check_labels(&bad).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn images_requests_and_counts_are_checked() {
+        let pod = |c: Container| Pod {
+            metadata: Some(kubelab_proto::v1::ObjectMeta {
+                name: "p".into(),
+                ..Default::default()
+            }),
+            spec: Some(kubelab_proto::v1::PodSpec {
+                containers: vec![c],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let base = Container {
+            name: "c".into(),
+            image: "127.0.0.1:5000/busybox:1".into(),
+            ..Default::default()
+        };
+        assert!(validate_and_default_pod(pod(base.clone()), Admission::default()).is_ok());
+        let bad_image = Container {
+            image: "UPPER/Case::x".into(),
+            ..base.clone()
+        };
+        let e = validate_and_default_pod(pod(bad_image), Admission::default()).unwrap_err();
+        assert!(e.to_string().contains("not a valid reference"), "{e}");
+        let over = Container {
+            resources: Some(kubelab_proto::v1::ResourceRequirements {
+                cpu_request_millis: 2000,
+                cpu_limit_millis: 1000,
+                ..Default::default()
+            }),
+            ..base.clone()
+        };
+        let e = validate_and_default_pod(pod(over), Admission::default()).unwrap_err();
+        assert!(e.to_string().contains("less than or equal"), "{e}");
+        let many_env = Container {
+            env: (0..2000)
+                .map(|i| kubelab_proto::v1::EnvVar {
+                    name: format!("V{i}"),
+                    value: String::new(),
+                })
+                .collect(),
+            ..base
+        };
+        let e = validate_and_default_pod(pod(many_env), Admission::default()).unwrap_err();
+        assert!(e.to_string().contains("at most 1024"), "{e}");
     }
 
     #[test]
