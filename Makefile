@@ -16,7 +16,7 @@ export KUBELAB_SERVER := $(SERVER)
 # Root's tools (ip, iptables) live in sbin, which a plain PATH may lack.
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-.PHONY: demo test deps build registry up down bench lint clean
+.PHONY: demo test deps build registry up down bench lint fuzz clean
 
 ## Install the Debian packages kubelab and its tests need (only the missing ones).
 deps:
@@ -92,6 +92,17 @@ test: deps
 ## Speed figures (pod start vs runc); prints a table. Not a test.
 bench: build
 	cargo run --release -p kubelab-tests --bin bench
+
+## Fuzz the parsers of hostile input (manifests, image layers) for FUZZ_SECONDS each.
+## New inputs that reach new code land in fuzz/corpus/, which `make test` replays.
+## cargo-fuzz wants a nightly compiler; RUSTC_BOOTSTRAP lets the stable one build it
+## without sanitizers (a panic is still a crash).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	cd fuzz && for target in manifest unpack_layer; do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target --fuzz-dir . --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 lint:
 	cargo fmt --all -- --check

@@ -427,6 +427,26 @@ mod tests {
         assert_eq!(warnings, ["spec.hostIPC", "spec.containers[0].ports"]);
     }
 
+    /// What `make fuzz` found worth keeping replays here: every input parses or is
+    /// refused, none panics.
+    #[test]
+    fn the_fuzz_corpus_replays_without_panics() {
+        let corpus =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/manifest");
+        let mut replayed = 0;
+        for input in std::fs::read_dir(&corpus)
+            .expect("fuzz/corpus/manifest")
+            .flatten()
+        {
+            let data = std::fs::read(input.path()).expect("input");
+            if let Ok(text) = std::str::from_utf8(&data) {
+                let _ = parse_pods(text);
+            }
+            replayed += 1;
+        }
+        assert!(replayed > 0);
+    }
+
     #[test]
     fn broken_yaml_names_the_line() {
         let e = parse_pods("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [a\n")
