@@ -461,6 +461,48 @@ impl Lab {
         reference
     }
 
+    /// Pushes an image made of these raw (uncompressed) tar layers, bottom first, as they
+    /// are — hostile ones included, which `kubelab image push` would never make.
+    pub fn push_raw_layers(&self, tag: &str, layers: Vec<Vec<u8>>) -> String {
+        use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+        use sha2::Digest;
+        let reference = format!("{}/raw:{tag}", self.registry);
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| format!("sha256:{}", hex::encode(sha2::Sha256::digest(l))))
+            .collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let layers: Vec<ImageLayer> = layers
+            .into_iter()
+            .map(|l| ImageLayer::new(l, oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE.into(), None))
+            .collect();
+        let config = Config::new(
+            serde_json::to_vec(&config).expect("config"),
+            oci_client::manifest::IMAGE_CONFIG_MEDIA_TYPE.into(),
+            None,
+        );
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..Default::default()
+        });
+        let parsed: oci_client::Reference = reference.parse().expect("reference");
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(client.push(
+                &parsed,
+                &layers,
+                config,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            ))
+            .expect("push");
+        reference
+    }
+
     /// The pod as `kubelab get pod NAME -o json` prints it (Kubernetes' shape).
     pub fn pod_json(&self, name: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).expect("pod JSON")

@@ -163,3 +163,53 @@ fn a_docker_schema2_image_runs() {
     lab.wait_for("docker", "Succeeded");
     assert_eq!(lab.ok(&["logs", "docker"]), "schema2\n");
 }
+
+/// A layer built to reach the node's files — a symlink to a host directory, then a
+/// whiteout and a file through it, and a hard link to a host file — is refused when
+/// pulled, and nothing of the host is touched.
+#[test]
+fn a_malicious_layer_is_refused_and_the_host_is_untouched() {
+    let lab = Lab::start(1);
+    let host = lab.dir.path().join("host-files");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("victim"), "precious").expect("victim");
+    let host_dir = host.to_str().expect("path").to_string();
+    let victim = host.join("victim").to_str().expect("path").to_string();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut entry = |path: &str, kind: tar::EntryType, link: &str| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        let name = &mut header.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        if !link.is_empty() {
+            let linkname = &mut header.as_old_mut().linkname;
+            linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        header.set_cksum();
+        tar.append(&header, std::io::empty()).expect("entry");
+    };
+    entry("bin", tar::EntryType::Directory, "");
+    entry("evil", tar::EntryType::Symlink, &host_dir);
+    entry("evil/.wh.victim", tar::EntryType::Regular, "");
+    entry("evil/planted", tar::EntryType::Regular, "");
+    entry("stolen", tar::EntryType::Link, &victim);
+    let layer = tar.into_inner().expect("tar");
+    let image = lab.push_raw_layers("evil", vec![layer]);
+    lab.apply_ok(&pod_manifest("evil", &image, "Never", "true"));
+    lab.wait_status("evil", "ErrImagePull", Duration::from_secs(20));
+    let describe = lab.ok(&["describe", "pod", "evil"]);
+    assert!(describe.contains("outside the layer"), "{describe}");
+    assert_eq!(
+        std::fs::read_to_string(host.join("victim")).expect("victim"),
+        "precious"
+    );
+    assert_eq!(
+        std::fs::read_dir(&host).expect("host dir").count(),
+        1,
+        "nothing planted"
+    );
+}
