@@ -12,7 +12,6 @@ KUBELAB := $(RELEASE)/kubelab
 KUBELABD := $(RELEASE)/kubelabd
 DEB_PACKAGES := curl iproute2 docker-registry busybox-static containernetworking-plugins iptables libseccomp-dev pkg-config runc
 
-export KUBELAB_SERVER := $(SERVER)
 # Root's tools (ip, iptables) live in sbin, which a plain PATH may lack.
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
@@ -48,7 +47,7 @@ registry: deps
 ## The lab: apiserver + scheduler + two agents, in the background (log: $(LAB)/up.log).
 up: build registry
 	@if [ -f $(LAB)/up.pid ] && kill -0 $$(cat $(LAB)/up.pid) 2>/dev/null; then echo "the lab is already up"; exit 0; fi; \
-	if $(KUBELAB) get nodes >/dev/null 2>&1; then \
+	if $(KUBELAB) --server $(SERVER) get nodes >/dev/null 2>&1; then \
 	  echo "error: an apiserver this Makefile did not start already answers on $(SERVER): stop it, or choose another address: make demo SERVER=127.0.0.1:6444" >&2; exit 1; fi; \
 	$(KUBELABD) up --agents 2 --listen $(SERVER) --data-dir $(LAB)/data > $(LAB)/up.log 2>&1 & echo $$! > $(LAB)/up.pid; \
 	for i in $$(seq 100); do \

@@ -7,36 +7,49 @@ use kubelab_proto::v1::events_client::EventsClient;
 use kubelab_proto::v1::nodes_client::NodesClient;
 use kubelab_proto::v1::pods_client::PodsClient;
 use kubelab_proto::v1::{ObjectKey, Pod, PodWatchEvent, WatchRequest};
-use tonic::transport::Channel;
+use std::path::PathBuf;
+
+use kubelab_proto::credential::{AuthChannel, Bearer, Credential};
+use tonic::service::interceptor::InterceptedService;
+
+/// Which apiserver, with which credential: `--kubeconfig` (or KUBELAB_CONFIG, or
+/// `~/.kubelab/config`), and `--server` to point it elsewhere.
+pub struct Connection {
+    pub kubeconfig: PathBuf,
+    pub server: Option<String>,
+}
 
 pub struct Api {
     pub server: String,
-    pub pods: PodsClient<Channel>,
-    pub nodes: NodesClient<Channel>,
-    pub events: EventsClient<Channel>,
+    pub pods: PodsClient<AuthChannel>,
+    pub nodes: NodesClient<AuthChannel>,
+    pub events: EventsClient<AuthChannel>,
 }
 
 impl Api {
     /// Connects now, so that a lab that is not running is reported before anything else.
-    pub async fn connect(server: &str) -> anyhow::Result<Api> {
-        let url = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .with_context(|| format!("invalid --server {server:?} (expected HOST:PORT)"))?
+    pub async fn connect(to: &Connection) -> anyhow::Result<Api> {
+        let credential = Credential::load(&to.kubeconfig)
+            .map_err(|e| anyhow::anyhow!("{e} (the apiserver writes it when it starts: run `make demo` or `kubelabd up`, or choose one with --kubeconfig / KUBELAB_CONFIG)"))?
+            .with_server(to.server.as_deref());
+        let server = credential.server.clone();
+        let endpoint = credential
+            .endpoint()
+            .with_context(|| format!("invalid server {server:?} (expected HOST:PORT)"))?;
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|_| {
+            .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot reach the apiserver at {server}: is the lab running? Start it with `make demo` or `kubelabd up`, or point --server (KUBELAB_SERVER) at it"
+                    "cannot reach the apiserver at {server}: is the lab running? Start it with `make demo` or `kubelabd up`, or point --server (KUBELAB_SERVER) at it ({})",
+                    kubelab_proto::error_chain(&e)
                 )
             })?;
+        let channel = InterceptedService::new(channel, Bearer::new(&credential.token));
         Ok(Api {
-            server: server.to_string(),
+            server,
             pods: PodsClient::new(channel.clone()),
             nodes: NodesClient::new(channel.clone()),
             events: EventsClient::new(channel),

@@ -25,14 +25,12 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "kubelab's command-line client (kubectl's verbs, smaller)"
 )]
 struct Cli {
-    /// The apiserver's address.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:6443",
-        env = "KUBELAB_SERVER"
-    )]
-    server: String,
+    /// The credential file the apiserver wrote (default: ~/.kubelab/config).
+    #[arg(long, global = true, env = "KUBELAB_CONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The apiserver's address (default: the one in the credential file).
+    #[arg(long, global = true, env = "KUBELAB_SERVER")]
+    server: Option<String>,
     /// The namespace to act in.
     #[arg(short = 'n', long, global = true, default_value = "default")]
     namespace: String,
@@ -129,6 +127,7 @@ enum ImageCommand {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    kubelab_proto::credential::init_tls();
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -136,7 +135,17 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (server, ns) = (cli.server.as_str(), cli.namespace.as_str());
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    let connection = api::Connection {
+        kubeconfig: cli
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| home.join(".kubelab").join("config")),
+        server: cli.server.clone(),
+    };
+    let (server, ns) = (&connection, cli.namespace.as_str());
     match cli.command {
         Command::Image {
             command: ImageCommand::Push(args),

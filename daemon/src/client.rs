@@ -2,33 +2,26 @@
 //!
 //! The scheduler and the agents reach the cluster only through here.
 
+use kubelab_proto::credential::{AuthChannel, Credential, CredentialError};
 use kubelab_proto::v1::events_client::EventsClient;
 use kubelab_proto::v1::nodes_client::NodesClient;
 use kubelab_proto::v1::pods_client::PodsClient;
 use kubelab_proto::v1::{Event, ObjectReference, Pod};
-use tonic::transport::Channel;
 
-/// The API's three clients over one HTTP/2 connection. Cheap to clone.
+/// The API's three clients over one HTTP/2 connection (TLS, with the credential's token
+/// on every call). Cheap to clone.
 #[derive(Clone)]
 pub struct ApiClient {
-    pub pods: PodsClient<Channel>,
-    pub nodes: NodesClient<Channel>,
-    pub events: EventsClient<Channel>,
+    pub pods: PodsClient<AuthChannel>,
+    pub nodes: NodesClient<AuthChannel>,
+    pub events: EventsClient<AuthChannel>,
 }
 
 impl ApiClient {
     /// A lazily connected client: the first call connects, and a lost connection is
     /// re-established by later calls, so components survive an apiserver restart.
-    pub fn new(server: &str) -> Result<Self, tonic::transport::Error> {
-        let url = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let channel = tonic::transport::Endpoint::from_shared(url)?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+    pub fn new(credential: &Credential) -> Result<Self, CredentialError> {
+        let channel = credential.channel()?;
         Ok(ApiClient {
             pods: PodsClient::new(channel.clone()),
             nodes: NodesClient::new(channel.clone()),

@@ -40,9 +40,9 @@ enum Command {
     Apiserver(apiserver::ApiserverArgs),
     /// Bind unbound pods to nodes.
     Scheduler {
-        /// The apiserver's address.
-        #[arg(long, default_value = "127.0.0.1:6443", env = "KUBELAB_SERVER")]
-        server: String,
+        /// The scheduler's credential, as the apiserver wrote it.
+        #[arg(long, default_value = "/var/lib/kubelab/apiserver/scheduler.conf")]
+        config: std::path::PathBuf,
     },
     /// Run the node agent (kubelet) for one node.
     Agent(agent::AgentArgs),
@@ -66,6 +66,7 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    kubelab_proto::credential::init_tls();
     // The shim and the exec helper must stay single-threaded (libcontainer forks them):
     // no async runtime for them.
     let command = match cli.command {
@@ -86,9 +87,10 @@ fn run() -> anyhow::Result<()> {
             Command::Apiserver(args) => apiserver::run(args, shutdown_signal())
                 .await
                 .context("apiserver"),
-            Command::Scheduler { server } => {
-                let api = client::ApiClient::new(&server)
-                    .with_context(|| format!("invalid --server {server:?}"))?;
+            Command::Scheduler { config } => {
+                let credential =
+                    kubelab_proto::credential::Credential::load(&config).context("scheduler")?;
+                let api = client::ApiClient::new(&credential).context("scheduler")?;
                 tokio::select! {
                     r = scheduler::run(api) => r.context("scheduler"),
                     _ = shutdown_signal() => Ok(()),

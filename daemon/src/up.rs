@@ -39,6 +39,9 @@ pub struct UpArgs {
     /// Let pods mount hostPath volumes.
     #[arg(long)]
     pub allow_host_path: bool,
+    /// Where to write the admin credential the CLI reads (default: ~/.kubelab/config).
+    #[arg(long)]
+    pub admin_config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +83,15 @@ pub async fn run(
             .arg("--cluster-cidr")
             .arg(&args.cluster_cidr)
             .args(args.allow_privileged.then_some("--allow-privileged"))
-            .args(args.allow_host_path.then_some("--allow-host-path")),
+            .args(args.allow_host_path.then_some("--allow-host-path"))
+            .args(
+                args.admin_config
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--admin-config"), p.as_os_str()]),
+            ),
     )?;
-    let api = ApiClient::new(&args.listen.to_string())
-        .map_err(|e| UpError::Apiserver(args.listen, e.to_string()))?;
-    wait_for_apiserver(&api, &mut apiserver, args.listen).await?;
+    let credentials = args.data_dir.join("apiserver");
+    let api = wait_for_apiserver(&credentials, &mut apiserver, args.listen).await?;
     let mut agents = Vec::new();
     for i in 1..=args.agents {
         let name = format!("node-{i}");
@@ -92,8 +99,8 @@ pub async fn run(
         cmd.arg("agent")
             .arg("--node-name")
             .arg(&name)
-            .arg("--server")
-            .arg(args.listen.to_string())
+            .arg("--bootstrap-config")
+            .arg(credentials.join("bootstrap.conf"))
             .arg("--root-dir")
             .arg(args.data_dir.join("agents").join(&name))
             .arg("--cluster-cidr")
@@ -133,28 +140,35 @@ fn terminate(child: &Child) {
     }
 }
 
+/// Waits until the apiserver has written its credentials and answers; returns a client
+/// with the scheduler's credential (the scheduler runs in this process).
 async fn wait_for_apiserver(
-    api: &ApiClient,
+    credentials: &std::path::Path,
     apiserver: &mut Child,
     addr: std::net::SocketAddr,
-) -> Result<(), UpError> {
-    for _ in 0..100 {
+) -> Result<ApiClient, UpError> {
+    for _ in 0..200 {
         if let Ok(Some(status)) = apiserver.try_wait() {
             return Err(UpError::Apiserver(
                 addr,
                 format!("it exited with {status} (see its log above)"),
             ));
         }
-        if api
-            .nodes
-            .clone()
-            .list(kubelab_proto::v1::ListNodesRequest {})
-            .await
-            .is_ok()
+        let credential =
+            kubelab_proto::credential::Credential::load(&credentials.join("scheduler.conf"));
+        if let Ok(api) = credential.map(|c| ApiClient::new(&c.with_server(Some(&addr.to_string()))))
         {
-            return Ok(());
+            let api = api.map_err(|e| UpError::Apiserver(addr, e.to_string()))?;
+            let answered = api
+                .nodes
+                .clone()
+                .list(kubelab_proto::v1::ListNodesRequest {})
+                .await;
+            if answered.is_ok() {
+                return Ok(api);
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(UpError::Apiserver(addr, "no answer after 5 s".into()))
+    Err(UpError::Apiserver(addr, "no answer after 10 s".into()))
 }

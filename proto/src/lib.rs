@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod credential;
+
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.
 pub mod v1 {
     tonic::include_proto!("kubelab.v1");

@@ -255,17 +255,26 @@ impl Lab {
         }
         lab.scheduler = Some(Proc::spawn(
             "scheduler",
-            Command::new(bin("kubelabd")).args(["scheduler", "--server", &lab.server]),
+            Command::new(bin("kubelabd"))
+                .args(["scheduler", "--config"])
+                .arg(lab.dir.path().join("apiserver/scheduler.conf")),
             &lab.dir.path().join("scheduler.log"),
         ));
         let n = agents;
-        wait_until("the nodes to be Ready", Duration::from_secs(20), || {
+        let start = Instant::now();
+        loop {
             let out = lab.kubelab(&["get", "nodes"]);
-            String::from_utf8_lossy(&out.stdout)
-                .matches(" Ready ")
-                .count()
-                == n
-        });
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.matches(" Ready ").count() == n {
+                break;
+            }
+            let last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out after 20s waiting for the nodes to be Ready; `get nodes` said:\n{last}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         lab
     }
 
@@ -304,6 +313,8 @@ impl Lab {
                 .arg(&data)
                 .arg("--cluster-cidr")
                 .arg(&self.cluster_cidr)
+                .arg("--admin-config")
+                .arg(self.admin_config())
                 .args(&self.apiserver_args),
             &self.dir.path().join("apiserver.log"),
         ));
@@ -354,7 +365,8 @@ impl Lab {
         Proc::spawn(
             &format!("agent {name}"),
             Command::new(bin("kubelabd"))
-                .args(["agent", "--node-name", name, "--server", &self.server])
+                .args(["agent", "--node-name", name, "--bootstrap-config"])
+                .arg(self.dir.path().join("apiserver/bootstrap.conf"))
                 // Short back-off keeps restart tests fast: 1s, 2s, 4s (the kubelet: 10s to 5m).
                 .args(["--backoff-initial", "1s", "--backoff-max", "4s"])
                 .args(["--cluster-cidr", &self.cluster_cidr])
@@ -365,6 +377,20 @@ impl Lab {
                 .env("RUST_LOG", &self.agent_log),
             &log,
         )
+    }
+
+    /// The admin credential the lab's apiserver writes (what the CLI uses).
+    pub fn admin_config(&self) -> PathBuf {
+        self.dir.path().join("admin.conf")
+    }
+
+    /// The lab's pods API, as the admin (for benchmarks and raw gRPC calls).
+    pub fn pods_client(
+        &self,
+    ) -> kubelab_proto::v1::pods_client::PodsClient<kubelab_proto::credential::AuthChannel> {
+        let credential = kubelab_proto::credential::Credential::load(&self.admin_config())
+            .expect("admin credential");
+        kubelab_proto::v1::pods_client::PodsClient::new(credential.channel().expect("channel"))
     }
 
     /// The CNI bridge of an agent of this lab: `klt<N>-<i>`.
@@ -384,7 +410,9 @@ impl Lab {
     pub fn kubelab(&self, args: &[&str]) -> Output {
         Command::new(bin("kubelab"))
             .args(args)
-            .env("KUBELAB_SERVER", &self.server)
+            .env("KUBELAB_CONFIG", self.admin_config())
+            // The lab's own apiserver, whatever the caller's environment says.
+            .env_remove("KUBELAB_SERVER")
             .output()
             .expect("run kubelab")
     }
@@ -416,7 +444,9 @@ impl Lab {
     pub fn apply(&self, manifest: &str) -> Output {
         let mut child = Command::new(bin("kubelab"))
             .args(["apply", "-f", "-"])
-            .env("KUBELAB_SERVER", &self.server)
+            .env("KUBELAB_CONFIG", self.admin_config())
+            // The lab's own apiserver, whatever the caller's environment says.
+            .env_remove("KUBELAB_SERVER")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

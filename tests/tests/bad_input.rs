@@ -90,9 +90,18 @@ fn unsupported_fields_are_named_in_warnings() {
 #[test]
 fn a_server_that_is_not_running_gets_a_clear_error() {
     let port = free_port();
+    // A credential for an apiserver that is not there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(r#"{{"server": "127.0.0.1:{port}", "ca": "", "token": "t"}}"#),
+    )
+    .expect("config");
     let out = std::process::Command::new(bin("kubelab"))
         .args(["get", "pods"])
-        .env("KUBELAB_SERVER", format!("127.0.0.1:{port}"))
+        .env("KUBELAB_CONFIG", &config)
+        .env_remove("KUBELAB_SERVER")
         .output()
         .expect("run kubelab");
     assert!(!out.status.success());

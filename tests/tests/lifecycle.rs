@@ -540,17 +540,9 @@ fn exec_runs_a_command_in_the_container_with_its_exit_code() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
     let mut child = std::process::Command::new(kubelab_tests::bin("kubelab"))
-        .args([
-            "--server",
-            &lab.server,
-            "exec",
-            "-i",
-            "target",
-            "--",
-            "tr",
-            "a-z",
-            "A-Z",
-        ])
+        .env("KUBELAB_CONFIG", lab.admin_config())
+        .env_remove("KUBELAB_SERVER")
+        .args(["exec", "-i", "target", "--", "tr", "a-z", "A-Z"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

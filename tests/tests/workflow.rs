@@ -346,6 +346,8 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
         "kubelabd up",
         std::process::Command::new(bin("kubelabd"))
             .args(["up", "--agents", "2", "--listen", &server])
+            .arg("--admin-config")
+            .arg(lab.dir.path().join("up-admin.conf"))
             // The lab with no agents lends its addresses too: no other lab uses them.
             .args(["--cluster-cidr", &lab.cluster_cidr])
             .arg("--data-dir")
@@ -355,7 +357,8 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
     let kubelab = |args: &[&str]| {
         std::process::Command::new(bin("kubelab"))
             .args(args)
-            .env("KUBELAB_SERVER", &server)
+            .env("KUBELAB_CONFIG", lab.dir.path().join("up-admin.conf"))
+            .env_remove("KUBELAB_SERVER")
             .output()
             .expect("kubelab")
     };

@@ -5,10 +5,10 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use kubelab_proto::v1::{ObjectKey, PodSpec};
 
-use crate::api::Api;
+use crate::api::{Api, Connection};
 use crate::manifest;
 
-pub async fn run(server: &str, namespace: &str, file: &Path) -> anyhow::Result<()> {
+pub async fn run(server: &Connection, namespace: &str, file: &Path) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
             .context("reading the manifest from standard input")?

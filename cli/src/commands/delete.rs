@@ -8,7 +8,7 @@ use futures::StreamExt;
 use kubelab_proto::v1::{DeletePodRequest, ObjectKey, Pod, WatchEventType};
 
 use super::check_pod_kind;
-use crate::api::Api;
+use crate::api::{Api, Connection};
 
 pub struct DeleteOptions {
     pub grace_period: Option<i64>,
@@ -17,7 +17,7 @@ pub struct DeleteOptions {
 }
 
 pub async fn run(
-    server: &str,
+    server: &Connection,
     namespace: &str,
     kind: &str,
     name: &str,

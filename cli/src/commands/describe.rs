@@ -3,10 +3,15 @@
 use kubelab_proto::v1::ListEventsRequest;
 
 use super::check_pod_kind;
-use crate::api::Api;
+use crate::api::{Api, Connection};
 use crate::output;
 
-pub async fn run(server: &str, namespace: &str, kind: &str, name: &str) -> anyhow::Result<()> {
+pub async fn run(
+    server: &Connection,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     check_pod_kind(kind)?;
     let mut api = Api::connect(server).await?;
     let pod = api.get_pod(namespace, name).await?;

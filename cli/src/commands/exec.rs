@@ -6,7 +6,7 @@ use futures::StreamExt;
 use kubelab_proto::v1::ExecRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::api::Api;
+use crate::api::{Api, Connection};
 
 #[derive(Debug, clap::Args)]
 pub struct ExecOptions {
@@ -22,7 +22,7 @@ pub struct ExecOptions {
 }
 
 pub async fn run(
-    server: &str,
+    server: &Connection,
     namespace: &str,
     name: &str,
     options: ExecOptions,

@@ -4,12 +4,12 @@ use anyhow::bail;
 use kubelab_proto::v1::{ListNodesRequest, ListPodsRequest, ObjectKey};
 
 use super::is_pod_kind;
-use crate::api::Api;
+use crate::api::{Api, Connection};
 use crate::output;
 use crate::OutputFormat;
 
 pub async fn run(
-    server: &str,
+    server: &Connection,
     namespace: &str,
     kind: &str,
     name: Option<String>,

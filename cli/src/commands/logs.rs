@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use kubelab_proto::v1::LogsRequest;
 
-use crate::api::Api;
+use crate::api::{Api, Connection};
 
 #[derive(Debug, clap::Args)]
 pub struct LogsOptions {
@@ -27,7 +27,7 @@ pub struct LogsOptions {
 }
 
 pub async fn run(
-    server: &str,
+    server: &Connection,
     namespace: &str,
     name: &str,
     options: LogsOptions,

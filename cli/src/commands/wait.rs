@@ -7,11 +7,11 @@ use futures::StreamExt;
 use kubelab_proto::v1::WatchEventType;
 
 use super::check_pod_kind;
-use crate::api::Api;
+use crate::api::{Api, Connection};
 use crate::output;
 
 pub async fn run(
-    server: &str,
+    server: &Connection,
     namespace: &str,
     kind: &str,
     name: &str,

@@ -38,6 +38,7 @@ use kubelab_proto::v1::{
 
 use crate::client::{ApiClient, EventRecorder};
 use image::ImageManager;
+use kubelab_proto::credential::Credential;
 use pod_workers::PodWorkers;
 use runtime::RuntimeService;
 use status_manager::StatusManager;
@@ -50,9 +51,10 @@ pub struct AgentArgs {
     /// This node's name (a DNS-1123 subdomain).
     #[arg(long, env = "KUBELAB_NODE_NAME")]
     pub node_name: String,
-    /// The apiserver's address.
-    #[arg(long, default_value = "127.0.0.1:6443", env = "KUBELAB_SERVER")]
-    pub server: String,
+    /// The bootstrap credential the apiserver wrote: used once, to join the cluster and
+    /// get this node's own credential (kept in the root directory as `node.conf`).
+    #[arg(long, default_value = "/var/lib/kubelab/apiserver/bootstrap.conf")]
+    pub bootstrap_config: PathBuf,
     /// Where this agent keeps images, pods and logs (default /var/lib/kubelab/agents/NODE).
     #[arg(long)]
     pub root_dir: Option<PathBuf>,
@@ -139,8 +141,8 @@ pub struct Kubelet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("invalid --server {0:?}: {1}")]
-    Server(String, tonic::transport::Error),
+    #[error("credentials: {0}")]
+    Credential(#[from] kubelab_proto::credential::CredentialError),
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]
@@ -149,6 +151,8 @@ pub enum AgentError {
     RootDirInUse(PathBuf),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("cannot serve on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -161,9 +165,9 @@ pub async fn run(
         .root_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/var/lib/kubelab/agents").join(&args.node_name));
-    let api =
-        ApiClient::new(&args.server).map_err(|e| AgentError::Server(args.server.clone(), e))?;
     let _lock = lock_root_dir(&root)?;
+    let credential = node_credential(&args, &root).await?;
+    let api = ApiClient::new(&credential)?;
     let runtime = Arc::new(RuntimeService::new(
         root.clone(),
         args.node_name.clone(),
@@ -220,6 +224,7 @@ pub async fn run(
         tonic::transport::Server::builder()
             .add_service(AgentServer::new(server::AgentService {
                 runtime: runtime.clone(),
+                peer_token: credential.peer_token.clone(),
             }))
             .serve_with_incoming(crate::net::incoming(listener)),
     );
@@ -330,6 +335,46 @@ async fn list_and_watch(
         }
     }
     Err(tonic::Status::unavailable("watch stream ended"))
+}
+
+/// This node's credential: the one it got when it joined (`<root>/node.conf`), or, the
+/// first time, a new one the apiserver issues for the bootstrap credential (retrying until
+/// the apiserver answers).
+async fn node_credential(
+    args: &AgentArgs,
+    root: &std::path::Path,
+) -> Result<Credential, AgentError> {
+    let path = root.join("node.conf");
+    if let Ok(credential) = Credential::load(&path) {
+        return Ok(credential);
+    }
+    let bootstrap = Credential::load(&args.bootstrap_config)?;
+    let mut nodes = kubelab_proto::v1::nodes_client::NodesClient::new(bootstrap.channel()?);
+    let mut delay = Duration::from_millis(100);
+    let joined = loop {
+        let request = kubelab_proto::v1::JoinRequest {
+            node_name: args.node_name.clone(),
+        };
+        match nodes.join(request).await {
+            Ok(joined) => break joined.into_inner(),
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                tracing::warn!(error = %e.message(), "cannot join the cluster yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(AgentError::Join(e.message().to_string()));
+            }
+        }
+    };
+    let credential = Credential {
+        token: joined.token,
+        peer_token: joined.peer_token,
+        ..bootstrap
+    };
+    credential.save(&path)?;
+    tracing::info!("joined the cluster: node credential saved");
+    Ok(credential)
 }
 
 /// Registers the node (retrying until the apiserver answers); returns it as stored.

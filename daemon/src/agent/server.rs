@@ -19,11 +19,27 @@ use super::runtime::RuntimeService;
 
 pub struct AgentService {
     pub runtime: Arc<RuntimeService>,
+    /// What the apiserver presents; no one else may read logs or run commands here.
+    pub peer_token: String,
 }
 
 type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
 impl AgentService {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if !self.peer_token.is_empty() && token == self.peer_token => Ok(()),
+            _ => Err(Status::unauthenticated(
+                "only the apiserver may call an agent (kubelab logs and exec go through it)",
+            )),
+        }
+    }
+
     /// The pod's log directory and uid (the newest pod of that name on this node).
     fn find_pod(&self, namespace: &str, name: &str) -> Result<(PathBuf, String), Status> {
         let dir = self.runtime.find_pod_logs(namespace, name).ok_or_else(|| {
@@ -64,6 +80,7 @@ impl Agent for AgentService {
         &self,
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        self.authenticate(&request)?;
         let r = request.into_inner();
         check_container_name(&r.container)?;
         let (dir, uid) = self.find_pod(&r.namespace, &r.name)?;
@@ -112,6 +129,7 @@ impl Agent for AgentService {
         &self,
         request: Request<tonic::Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        self.authenticate(&request)?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()

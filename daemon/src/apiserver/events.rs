@@ -11,23 +11,34 @@ use kubelab_proto::v1::events_server::Events;
 use kubelab_proto::v1::{Event, EventList, ListEventsRequest};
 use tonic::{Request, Response, Status};
 
+use super::auth::{Authenticator, Identity};
 use super::store::{key, prefix, Store};
 use super::ApiError;
 
 pub struct EventsService {
     store: Arc<Store>,
+    auth: Arc<Authenticator>,
 }
 
 impl EventsService {
-    pub fn new(store: Arc<Store>) -> Self {
-        EventsService { store }
+    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>) -> Self {
+        EventsService { store, auth }
     }
 }
 
 #[tonic::async_trait]
 impl Events for EventsService {
     async fn create(&self, request: Request<Event>) -> Result<Response<Event>, Status> {
+        let who = self.auth.identify(&request)?;
         let mut event = request.into_inner();
+        // A node reports in its own name only.
+        match &who {
+            Identity::Node(name) if *name != event.source => {
+                return Err(who.denied(&format!("record events as {:?}", event.source)))
+            }
+            Identity::Bootstrap => return Err(who.denied("record events")),
+            _ => {}
+        }
         let involved = event.involved_object.clone().unwrap_or_default();
         if involved.name.is_empty() || event.reason.is_empty() {
             return Err(ApiError::Invalid(
@@ -86,6 +97,9 @@ impl Events for EventsService {
         &self,
         request: Request<ListEventsRequest>,
     ) -> Result<Response<EventList>, Status> {
+        self.auth
+            .identify(&request)?
+            .require_cluster("list events")?;
         let r = request.into_inner();
         let (mut items, _) = self.store.list::<Event>(&prefix::<Event>(&r.namespace))?;
         if !r.involved_uid.is_empty() {

@@ -7,6 +7,7 @@
 //! Layout: `store` (sled, revisions, watch feed), `validation` (names and defaults),
 //! `pods`, `nodes`, `events` (one gRPC service each).
 
+pub mod auth;
 mod events;
 pub mod node_ipam;
 mod nodes;
@@ -91,6 +92,14 @@ pub struct ApiserverArgs {
     /// Let pods mount hostPath volumes (the node's own files).
     #[arg(long)]
     pub allow_host_path: bool,
+    /// Where to write the admin credential the CLI reads (default: ~/.kubelab/config).
+    #[arg(long)]
+    pub admin_config: Option<PathBuf>,
+}
+
+/// The admin credential's default place: `~/.kubelab/config`, as kubectl's is `~/.kube/config`.
+pub fn default_admin_config() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kubelab").join("config"))
 }
 
 /// The largest request the API accepts: a pod is far smaller (Kubernetes' objects are
@@ -111,10 +120,15 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| ApiserverError::Bind(args.listen, e))?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), "apiserver serving");
+    let (auth, server_identity) = auth::Authenticator::load_or_create(&args.data_dir)?;
+    let admin_config = args.admin_config.clone().or_else(default_admin_config);
+    auth.write_credentials(&args.data_dir, &addr.to_string(), admin_config.as_deref())?;
+    let auth = Arc::new(auth);
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), admin_config = ?admin_config, "apiserver serving (TLS)");
     let stop = Arc::new(tokio::sync::Notify::new());
     let pods = PodsServer::new(pods::PodsService::new(
         store.clone(),
+        auth.clone(),
         validation::Admission {
             allow_privileged: args.allow_privileged,
             allow_host_path: args.allow_host_path,
@@ -122,11 +136,17 @@ pub async fn run(
     ));
     let nodes = NodesServer::new(nodes::NodesService::new(
         store.clone(),
+        auth.clone(),
         args.cluster_cidr,
         args.node_cidr_mask_size,
     ));
-    let events = EventsServer::new(events::EventsService::new(store));
+    let events = EventsServer::new(events::EventsService::new(store, auth));
+    let tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&server_identity.cert, &server_identity.key),
+    );
     let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(ApiserverError::Serve)?
         .add_service(pods.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(nodes.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(events.max_decoding_message_size(MAX_REQUEST_BYTES))
@@ -161,6 +181,8 @@ pub enum ApiserverError {
     Bind(SocketAddr, std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(tonic::transport::Error),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
 /// A gRPC stream of watch events, as returned by the Watch RPCs.

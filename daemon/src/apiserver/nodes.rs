@@ -8,10 +8,12 @@ use std::sync::Arc;
 use kubelab_proto::now_ms;
 use kubelab_proto::v1::nodes_server::Nodes;
 use kubelab_proto::v1::{
-    HeartbeatRequest, ListNodesRequest, Node, NodeList, NodeWatchEvent, ObjectKey, WatchRequest,
+    HeartbeatRequest, JoinRequest, JoinResponse, ListNodesRequest, Node, NodeList, NodeWatchEvent,
+    ObjectKey, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
+use super::auth::{Authenticator, Identity};
 use super::node_ipam::{allocate, Cidr};
 use super::store::{key, prefix, Store};
 use super::validation::check_dns_subdomain;
@@ -19,6 +21,7 @@ use super::{watch_stream, ApiError, WatchStream};
 
 pub struct NodesService {
     store: Arc<Store>,
+    auth: Arc<Authenticator>,
     cluster_cidr: Cidr,
     node_prefix: u8,
     /// One registration at a time picks a pod CIDR, so that two never get the same.
@@ -26,9 +29,24 @@ pub struct NodesService {
 }
 
 impl NodesService {
-    pub fn new(store: Arc<Store>, cluster_cidr: Cidr, node_prefix: u8) -> Self {
+    /// Nodes are read by everyone in the cluster (not by the bootstrap credential).
+    fn reader<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
+        let who = self.auth.identify(request)?;
+        if who == Identity::Bootstrap {
+            return Err(who.denied("read nodes"));
+        }
+        Ok(who)
+    }
+
+    pub fn new(
+        store: Arc<Store>,
+        auth: Arc<Authenticator>,
+        cluster_cidr: Cidr,
+        node_prefix: u8,
+    ) -> Self {
         NodesService {
             store,
+            auth,
             cluster_cidr,
             node_prefix,
             allocating: tokio::sync::Mutex::new(()),
@@ -38,10 +56,33 @@ impl NodesService {
 
 #[tonic::async_trait]
 impl Nodes for NodesService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let who = self.auth.identify(&request)?;
+        who.require(
+            &[Identity::Bootstrap],
+            "join nodes (that takes the bootstrap credential)",
+        )?;
+        let name = request.into_inner().node_name;
+        check_dns_subdomain("node name", &name)?;
+        let (token, peer_token) = self
+            .auth
+            .issue_node_token(&name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(node = %name, "node joined: credential issued");
+        Ok(Response::new(JoinResponse { token, peer_token }))
+    }
+
     async fn register(&self, request: Request<Node>) -> Result<Response<Node>, Status> {
+        let who = self.auth.identify(&request)?;
         let mut node = request.into_inner();
         let meta = node.metadata.get_or_insert_with(Default::default);
         check_dns_subdomain("node name", &meta.name)?;
+        if who != Identity::Node(meta.name.clone()) {
+            return Err(who.denied(&format!(
+                "register node {:?} (only that node may)",
+                meta.name
+            )));
+        }
         meta.namespace.clear();
         let key = key::<Node>("", &meta.name);
         let _allocating = self.allocating.lock().await;
@@ -95,7 +136,11 @@ impl Nodes for NodesService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<Node>, Status> {
+        let who = self.auth.identify(&request)?;
         let name = request.into_inner().name;
+        if who != Identity::Node(name.clone()) {
+            return Err(who.denied(&format!("heartbeat for node {name:?} (only that node may)")));
+        }
         let key = key::<Node>("", &name);
         let node = self
             .store
@@ -115,6 +160,7 @@ impl Nodes for NodesService {
     }
 
     async fn get(&self, request: Request<ObjectKey>) -> Result<Response<Node>, Status> {
+        self.reader(&request)?;
         let name = request.into_inner().name;
         let key = key::<Node>("", &name);
         match self.store.get::<Node>(&key)? {
@@ -123,10 +169,8 @@ impl Nodes for NodesService {
         }
     }
 
-    async fn list(
-        &self,
-        _request: Request<ListNodesRequest>,
-    ) -> Result<Response<NodeList>, Status> {
+    async fn list(&self, request: Request<ListNodesRequest>) -> Result<Response<NodeList>, Status> {
+        self.reader(&request)?;
         let (items, resource_version) = self.store.list::<Node>(&prefix::<Node>(""))?;
         Ok(Response::new(NodeList {
             items,
@@ -140,6 +184,7 @@ impl Nodes for NodesService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.reader(&request)?;
         let r = request.into_inner();
         let stream = watch_stream::<Node, _>(
             &self.store,

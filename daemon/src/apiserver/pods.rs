@@ -16,36 +16,47 @@ use kubelab_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::auth::{Authenticator, Identity};
 use super::store::{key, prefix, Store};
 use super::validation::{validate_and_default_pod, Admission};
 use super::{watch_stream, ApiError, WatchStream};
+use kubelab_proto::credential::{AuthChannel, Bearer};
 
 pub struct PodsService {
     store: Arc<Store>,
+    auth: Arc<Authenticator>,
     admission: Admission,
     /// One lazily connected channel per agent endpoint, reused by every logs call.
     agents: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl PodsService {
-    pub fn new(store: Arc<Store>, admission: Admission) -> Self {
+    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>, admission: Admission) -> Self {
         PodsService {
             store,
+            auth,
             admission,
             agents: Mutex::new(HashMap::new()),
         }
     }
 
-    fn agent(&self, endpoint: &str) -> Result<AgentClient<tonic::transport::Channel>, Status> {
+    /// A client for an agent, presenting the peer token agents ask of the apiserver.
+    fn agent(&self, endpoint: &str) -> Result<AgentClient<AuthChannel>, Status> {
         let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = agents.get(endpoint) {
-            return Ok(AgentClient::new(channel.clone()));
-        }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| Status::internal(format!("bad agent endpoint {endpoint:?}: {e}")))?
-            .connect_lazy();
-        agents.insert(endpoint.to_string(), channel.clone());
-        Ok(AgentClient::new(channel))
+        let channel = match agents.get(endpoint) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                    .map_err(|e| Status::internal(format!("bad agent endpoint {endpoint:?}: {e}")))?
+                    .connect_lazy();
+                agents.insert(endpoint.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(AgentClient::with_interceptor(
+            channel,
+            Bearer::new(&self.auth.peer_token()),
+        ))
     }
 }
 
@@ -59,6 +70,45 @@ fn namespace_or_default(ns: &str) -> &str {
 
 fn pod_key(namespace: &str, name: &str) -> String {
     key::<Pod>(namespace_or_default(namespace), name)
+}
+
+/// Node restriction: a node reads and writes only the pods bound to it.
+fn own_pod(who: &Identity, pod: &Pod, key: &str) -> Result<(), ApiError> {
+    let Identity::Node(node) = who else {
+        return Ok(());
+    };
+    let bound_to = pod
+        .spec
+        .as_ref()
+        .map(|s| s.node_name.as_str())
+        .unwrap_or("");
+    if bound_to == node {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{who} may only act on pods bound to it, and {key} is not"
+        )))
+    }
+}
+
+fn may_see(who: &Identity, pod: &Pod, key: &str) -> Result<(), Status> {
+    match who {
+        Identity::Admin | Identity::Scheduler => Ok(()),
+        Identity::Node(_) => own_pod(who, pod, key).map_err(Status::from),
+        Identity::Bootstrap => Err(who.denied("read pods")),
+    }
+}
+
+/// A node lists and watches only its own pods (`node_name` set to itself).
+fn may_list(who: &Identity, node_name: &str) -> Result<(), Status> {
+    match who {
+        Identity::Admin | Identity::Scheduler => Ok(()),
+        Identity::Node(node) if node == node_name => Ok(()),
+        Identity::Node(_) => {
+            Err(who.denied("list pods other than its own (set node_name to itself)"))
+        }
+        Identity::Bootstrap => Err(who.denied("list pods")),
+    }
 }
 
 /// The pod a write applies to: it must exist and, when the caller names a uid, be that
@@ -81,6 +131,9 @@ fn existing(current: Option<Pod>, key: &str, uid: &str) -> Result<Pod, ApiError>
 #[tonic::async_trait]
 impl Pods for PodsService {
     async fn create(&self, request: Request<Pod>) -> Result<Response<Pod>, Status> {
+        self.auth
+            .identify(&request)?
+            .require(&[Identity::Admin], "create pods")?;
         let mut pod = validate_and_default_pod(request.into_inner(), self.admission)?;
         let meta = pod.metadata.get_or_insert_with(Default::default);
         let key = pod_key(&meta.namespace, &meta.name);
@@ -103,16 +156,22 @@ impl Pods for PodsService {
     }
 
     async fn get(&self, request: Request<ObjectKey>) -> Result<Response<Pod>, Status> {
+        let who = self.auth.identify(&request)?;
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
         match self.store.get::<Pod>(&key)? {
-            Some(pod) => Ok(Response::new(pod)),
+            Some(pod) => {
+                may_see(&who, &pod, &key)?;
+                Ok(Response::new(pod))
+            }
             None => Err(ApiError::NotFound(key).into()),
         }
     }
 
     async fn list(&self, request: Request<ListPodsRequest>) -> Result<Response<PodList>, Status> {
+        let who = self.auth.identify(&request)?;
         let r = request.into_inner();
+        may_list(&who, &r.node_name)?;
         let (mut items, resource_version) = self.store.list::<Pod>(&prefix::<Pod>(&r.namespace))?;
         if !r.node_name.is_empty() {
             items.retain(|p| p.spec.as_ref().is_some_and(|s| s.node_name == r.node_name));
@@ -124,13 +183,22 @@ impl Pods for PodsService {
     }
 
     async fn delete(&self, request: Request<DeletePodRequest>) -> Result<Response<Pod>, Status> {
+        let who = self.auth.identify(&request)?;
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
+        // A node only finishes the deletes of its own pods (forced, once they are stopped).
+        let finishing = r.force && r.grace_period_seconds == Some(0);
+        match &who {
+            Identity::Admin => {}
+            Identity::Node(_) if finishing => {}
+            _ => return Err(who.denied("delete pods")),
+        }
         let mut removed = false;
         let pod = self
             .store
             .update::<Pod, _>(&key, |current| {
                 let mut pod = existing(current, &key, &r.uid)?;
+                own_pod(&who, &pod, &key)?;
                 let bound = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
                 // An unbound pod has no containers to stop; a forced delete skips the wait.
                 if !bound || (r.force && r.grace_period_seconds == Some(0)) {
@@ -164,6 +232,9 @@ impl Pods for PodsService {
     }
 
     async fn bind(&self, request: Request<BindRequest>) -> Result<Response<Pod>, Status> {
+        self.auth
+            .identify(&request)?
+            .require_cluster("bind pods to nodes")?;
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
         if self.store.get::<Node>(&key_node(&r.node_name))?.is_none() {
@@ -200,12 +271,17 @@ impl Pods for PodsService {
         &self,
         request: Request<UpdatePodStatusRequest>,
     ) -> Result<Response<Pod>, Status> {
+        let who = self.auth.identify(&request)?;
+        if !matches!(who, Identity::Node(_)) {
+            return Err(who.denied("write pod status (only the pod's node does)"));
+        }
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
         let pod = self
             .store
             .update::<Pod, _>(&key, |current| {
                 let mut pod = existing(current, &key, &r.uid)?;
+                own_pod(&who, &pod, &key)?;
                 pod.status = r.status;
                 Ok(Some(pod))
             })
@@ -219,7 +295,9 @@ impl Pods for PodsService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = self.auth.identify(&request)?;
         let r = request.into_inner();
+        may_list(&who, &r.node_name)?;
         let node = r.node_name;
         let stream = watch_stream::<Pod, _>(
             &self.store,
@@ -245,6 +323,9 @@ impl Pods for PodsService {
         &self,
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        self.auth
+            .identify(&request)?
+            .require(&[Identity::Admin], "read container logs")?;
         let r = request.into_inner();
         let target = self.container_target(&r.namespace, &r.name, &r.container, "logs")?;
         let forwarded = LogsRequest {
@@ -267,6 +348,9 @@ impl Pods for PodsService {
         &self,
         request: Request<tonic::Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        self.auth
+            .identify(&request)?
+            .require(&[Identity::Admin], "run commands in containers")?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -310,7 +394,7 @@ struct ContainerTarget {
     container: String,
     node_name: String,
     endpoint: String,
-    agent: AgentClient<tonic::transport::Channel>,
+    agent: AgentClient<AuthChannel>,
 }
 
 impl ContainerTarget {

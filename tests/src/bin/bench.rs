@@ -63,7 +63,7 @@ enum Via<'a> {
 
 async fn start_one(
     via: Via<'_>,
-    pods: &mut PodsClient<tonic::transport::Channel>,
+    pods: &mut PodsClient<kubelab_proto::credential::AuthChannel>,
     name: &str,
     image: &str,
 ) -> Duration {
@@ -194,9 +194,7 @@ fn runc_run(rootfs: &std::path::Path, runs: usize, how: Runc) -> Option<Vec<Dura
 async fn main() {
     let lab = Lab::start_with_agent_log(1, "info");
     let image = lab.push_busybox("bench");
-    let mut pods = PodsClient::connect(format!("http://{}", lab.server))
-        .await
-        .expect("connect");
+    let mut pods = lab.pods_client();
     // Warm-up: pulls and unpacks the image once, so every measured start finds it cached.
     start_one(Via::Api, &mut pods, "warmup", &image).await;
     let mut starts = Vec::new();

@@ -1,0 +1,276 @@
+//! Who is calling: the cluster's keys, its bearer tokens, and the identity behind each.
+//!
+//! Made once in `<data-dir>/pki/`: a CA and the apiserver's certificate (rcgen), and the
+//! tokens — admin (the CLI), scheduler, bootstrap (for nodes joining), peer (what the
+//! apiserver shows agents), and one per node, issued when it joins. Every call must carry
+//! `authorization: Bearer TOKEN`; none gets past `UNAUTHENTICATED` without a valid one.
+//! What each identity may do is decided by the services (`may` helpers here). Never
+//! stores anything but the pki directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use kubelab_proto::credential::{Credential, SERVER_NAME};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("making the cluster's certificates: {0}")]
+    Certificate(String),
+    #[error("{0}")]
+    Credential(#[from] kubelab_proto::credential::CredentialError),
+}
+
+/// Who a call comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    Admin,
+    Scheduler,
+    /// May only join a node (and get that node's own credential).
+    Bootstrap,
+    Node(String),
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Admin => write!(f, "the admin"),
+            Identity::Scheduler => write!(f, "the scheduler"),
+            Identity::Bootstrap => write!(f, "the bootstrap credential"),
+            Identity::Node(name) => write!(f, "node {name:?}"),
+        }
+    }
+}
+
+impl Identity {
+    /// Refused: `PERMISSION_DENIED`, naming who and what.
+    pub fn denied(&self, what: &str) -> Status {
+        Status::permission_denied(format!("{self} may not {what}"))
+    }
+
+    /// Only these identities may do `what`.
+    pub fn require(&self, allowed: &[Identity], what: &str) -> Result<(), Status> {
+        if allowed.contains(self) {
+            Ok(())
+        } else {
+            Err(self.denied(what))
+        }
+    }
+
+    /// Admin or scheduler: the cluster-wide readers and writers.
+    pub fn require_cluster(&self, what: &str) -> Result<(), Status> {
+        self.require(&[Identity::Admin, Identity::Scheduler], what)
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Tokens {
+    admin: String,
+    scheduler: String,
+    bootstrap: String,
+    peer: String,
+    nodes: BTreeMap<String, String>,
+}
+
+/// The certificate and key the apiserver serves with, PEM.
+pub struct ServerIdentity {
+    pub cert: String,
+    pub key: String,
+}
+
+pub struct Authenticator {
+    dir: PathBuf,
+    ca: String,
+    tokens: RwLock<Tokens>,
+}
+
+fn new_token() -> String {
+    // Two v4 UUIDs: 244 random bits from the OS, in hex.
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| AuthError::Io(path.to_path_buf(), e);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(data).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+impl Authenticator {
+    /// Loads `<data-dir>/pki/`, making the CA, the server certificate and the tokens the
+    /// first time.
+    pub fn load_or_create(data_dir: &Path) -> Result<(Authenticator, ServerIdentity), AuthError> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).map_err(|e| AuthError::Io(dir.clone(), e))?;
+        let paths = ["ca.pem", "server.pem", "server-key.pem", "tokens.json"].map(|f| dir.join(f));
+        if !paths.iter().all(|p| p.exists()) {
+            Self::create(&dir)?;
+        }
+        let read =
+            |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| AuthError::Io(p.clone(), e));
+        let ca = read(&paths[0])?;
+        let server = ServerIdentity {
+            cert: read(&paths[1])?,
+            key: read(&paths[2])?,
+        };
+        let tokens: Tokens = serde_json::from_str(&read(&paths[3])?)
+            .map_err(|e| AuthError::Io(paths[3].clone(), std::io::Error::other(e)))?;
+        Ok((
+            Authenticator {
+                dir,
+                ca,
+                tokens: RwLock::new(tokens),
+            },
+            server,
+        ))
+    }
+
+    fn create(dir: &Path) -> Result<(), AuthError> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let err = |e: rcgen::Error| AuthError::Certificate(e.to_string());
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "kubelab CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+        let key = KeyPair::generate().map_err(err)?;
+        // The apiserver listens on loopback by default; clients name it `localhost`.
+        let names = vec![
+            SERVER_NAME.to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        let mut params = CertificateParams::new(names).map_err(err)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kubelab apiserver");
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(err)?;
+        let tokens = Tokens {
+            admin: new_token(),
+            scheduler: new_token(),
+            bootstrap: new_token(),
+            peer: new_token(),
+            nodes: BTreeMap::new(),
+        };
+        write_private(&dir.join("ca.pem"), ca.pem().as_bytes())?;
+        write_private(&dir.join("ca-key.pem"), ca_key.serialize_pem().as_bytes())?;
+        write_private(&dir.join("server.pem"), cert.pem().as_bytes())?;
+        write_private(&dir.join("server-key.pem"), key.serialize_pem().as_bytes())?;
+        let text = serde_json::to_vec_pretty(&tokens)
+            .map_err(|e| AuthError::Io(dir.into(), std::io::Error::other(e)))?;
+        write_private(&dir.join("tokens.json"), &text)?;
+        tracing::info!(dir = %dir.display(), "made the cluster's CA, certificate and tokens");
+        Ok(())
+    }
+
+    /// Writes the admin, scheduler and bootstrap credentials for an apiserver at `server`:
+    /// `<data-dir>/{admin,scheduler,bootstrap}.conf`, and the admin one at `admin_config`.
+    pub fn write_credentials(
+        &self,
+        data_dir: &Path,
+        server: &str,
+        admin_config: Option<&Path>,
+    ) -> Result<(), AuthError> {
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let credential = |token: &str| Credential {
+            server: server.to_string(),
+            ca: self.ca.clone(),
+            token: token.to_string(),
+            peer_token: String::new(),
+        };
+        credential(&tokens.admin).save(&data_dir.join("admin.conf"))?;
+        credential(&tokens.scheduler).save(&data_dir.join("scheduler.conf"))?;
+        credential(&tokens.bootstrap).save(&data_dir.join("bootstrap.conf"))?;
+        if let Some(path) = admin_config {
+            credential(&tokens.admin).save(path)?;
+        }
+        Ok(())
+    }
+
+    /// The identity behind the call's bearer token.
+    pub fn identify<T>(&self, request: &tonic::Request<T>) -> Result<Identity, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no credentials: use a credential file the apiserver wrote (kubelab --kubeconfig FILE)",
+                )
+            })?;
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        let known = [
+            (&tokens.admin, Identity::Admin),
+            (&tokens.scheduler, Identity::Scheduler),
+            (&tokens.bootstrap, Identity::Bootstrap),
+        ];
+        if let Some((_, who)) = known.into_iter().find(|(t, _)| same(t, token)) {
+            return Ok(who);
+        }
+        tokens
+            .nodes
+            .iter()
+            .find(|(_, t)| same(t, token))
+            .map(|(node, _)| Identity::Node(node.clone()))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "invalid token: this credential is not (or no longer) valid for this cluster",
+                )
+            })
+    }
+
+    /// A node joins: it gets a token of its own (a new one replaces any earlier one) and
+    /// the peer token it will ask of the apiserver.
+    pub fn issue_node_token(&self, node: &str) -> Result<(String, String), AuthError> {
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let token = new_token();
+        tokens.nodes.insert(node.to_string(), token.clone());
+        let text = serde_json::to_vec_pretty(&*tokens)
+            .map_err(|e| AuthError::Io(self.dir.clone(), std::io::Error::other(e)))?;
+        write_private(&self.dir.join("tokens.json"), &text)?;
+        Ok((token, tokens.peer.clone()))
+    }
+
+    /// What the apiserver presents to agents.
+    pub fn peer_token(&self) -> String {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .peer
+            .clone()
+    }
+}

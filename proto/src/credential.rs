@@ -1,0 +1,144 @@
+//! Credentials: where the API is and how to be let in (the kubeconfig idea).
+//!
+//! A credential file holds the apiserver's address, the CA that signed its certificate,
+//! and a bearer token. The apiserver writes one for the admin (the CLI's), one for the
+//! scheduler and one for bootstrapping nodes; an agent trades the bootstrap one for its
+//! node's own. Clients connect over TLS, checking the server against that CA, and send
+//! the token with every call. Owns the file format and the connection; decides nothing
+//! about who may do what (the apiserver's `auth.rs` does).
+
+use std::path::Path;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Chooses rustls' cryptography (ring) for this process. Two providers end up linked
+/// (the registry client brings the other), and rustls will not guess between them; call
+/// once at start, before any TLS connection. Calling again does nothing.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The name the apiserver's certificate is issued to (with its loopback addresses).
+pub const SERVER_NAME: &str = "localhost";
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Credential {
+    /// `HOST:PORT` of the apiserver.
+    pub server: String,
+    /// The cluster's CA certificate, PEM.
+    pub ca: String,
+    pub token: String,
+    /// For a node: the token the apiserver presents when it calls this agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peer_token: String,
+}
+
+#[derive(Debug)]
+pub enum CredentialError {
+    Read(String, std::io::Error),
+    Parse(String, serde_json::Error),
+    Write(String, std::io::Error),
+    Connect(String),
+}
+
+impl std::fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialError::Read(path, e) => write!(f, "cannot read credentials {path}: {e}"),
+            CredentialError::Parse(path, e) => write!(f, "credentials {path} are not valid: {e}"),
+            CredentialError::Write(path, e) => write!(f, "cannot write credentials {path}: {e}"),
+            CredentialError::Connect(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CredentialError {}
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+impl Bearer {
+    pub fn new(token: &str) -> Bearer {
+        let value = format!("Bearer {token}")
+            .parse()
+            .unwrap_or_else(|_| MetadataValue::from_static("Bearer invalid"));
+        Bearer(value)
+    }
+}
+
+/// A connection that sends its credential's token with every call.
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+impl Credential {
+    pub fn load(path: &Path) -> Result<Credential, CredentialError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read(path).map_err(|e| CredentialError::Read(shown.clone(), e))?;
+        serde_json::from_slice(&text).map_err(|e| CredentialError::Parse(shown, e))
+    }
+
+    /// Written readable by its owner only (mode 0600): a token is a password.
+    pub fn save(&self, path: &Path) -> Result<(), CredentialError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let shown = path.display().to_string();
+        let io = |e| CredentialError::Write(shown.clone(), e);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        let text = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        file.write_all(&text).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// This credential pointed at another address (`--server`).
+    pub fn with_server(mut self, server: Option<&str>) -> Credential {
+        if let Some(server) = server.filter(|s| !s.is_empty()) {
+            self.server = server.to_string();
+        }
+        self
+    }
+
+    /// A TLS endpoint for the apiserver, checked against the credential's CA.
+    pub fn endpoint(&self) -> Result<Endpoint, CredentialError> {
+        let server = self.server.trim_start_matches("https://");
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca))
+            .domain_name(SERVER_NAME);
+        Endpoint::from_shared(format!("https://{server}"))
+            .and_then(|e| e.tls_config(tls))
+            .map_err(|e| CredentialError::Connect(format!("invalid server {server:?}: {e}")))
+    }
+
+    /// A lazily connected channel carrying this credential's token.
+    pub fn channel(&self) -> Result<AuthChannel, CredentialError> {
+        let channel = self
+            .endpoint()?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(InterceptedService::new(channel, Bearer::new(&self.token)))
+    }
+}
