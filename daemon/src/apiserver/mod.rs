@@ -95,6 +95,10 @@ pub struct ApiserverArgs {
     /// Where to write the admin credential the CLI reads (default: ~/.kubelab/config).
     #[arg(long)]
     pub admin_config: Option<PathBuf>,
+    /// Make the CA, certificate, tokens and credentials (as every start does when they are
+    /// missing), say where they are, and exit without serving.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// The admin credential's default place: `~/.kubelab/config`, as kubectl's is `~/.kube/config`.
@@ -123,6 +127,19 @@ pub async fn run(
     let (auth, server_identity) = auth::Authenticator::load_or_create(&args.data_dir)?;
     let admin_config = args.admin_config.clone().or_else(default_admin_config);
     auth.write_credentials(&args.data_dir, &addr.to_string(), admin_config.as_deref())?;
+    if args.init {
+        println!(
+            "credentials written: {} (admin, also at {}), {}, {}",
+            args.data_dir.join("admin.conf").display(),
+            admin_config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into()),
+            args.data_dir.join("scheduler.conf").display(),
+            args.data_dir.join("bootstrap.conf").display(),
+        );
+        return Ok(());
+    }
     let auth = Arc::new(auth);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), admin_config = ?admin_config, "apiserver serving (TLS)");
     let stop = Arc::new(tokio::sync::Notify::new());
