@@ -56,6 +56,22 @@ impl std::fmt::Display for CredentialError {
 
 impl std::error::Error for CredentialError {}
 
+/// Writes a secret: mode 0600 from the start, under a temporary name renamed into place
+/// (a reader never sees half of it).
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Adds `authorization: Bearer TOKEN` to every call.
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<Ascii>);
@@ -93,24 +109,13 @@ impl Credential {
 
     /// Written readable by its owner only (mode 0600): a token is a password.
     pub fn save(&self, path: &Path) -> Result<(), CredentialError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let shown = path.display().to_string();
         let io = |e| CredentialError::Write(shown.clone(), e);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
         let text = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        file.write_all(&text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        write_private(path, &text).map_err(io)
     }
 
     /// This credential pointed at another address (`--server`).

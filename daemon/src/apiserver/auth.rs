@@ -107,19 +107,8 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e| AuthError::Io(path.to_path_buf(), e);
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(data).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    kubelab_proto::credential::write_private(path, data)
+        .map_err(|e| AuthError::Io(path.to_path_buf(), e))
 }
 
 impl Authenticator {
