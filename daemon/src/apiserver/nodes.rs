@@ -1,4 +1,5 @@
-//! The Nodes service: agents register their node and heartbeat; everyone else reads.
+//! The Nodes service: agents join (bootstrap credential in, node credential out), register
+//! their node and heartbeat, each for its own node only; everyone else reads.
 //!
 //! Owns Node objects only. Readiness is derived from the last heartbeat
 //! (`kubelab_proto::node_is_ready`); nothing here talks to an agent.

@@ -1,7 +1,9 @@
-//! The Pods service: create, read, bind, status, graceful delete, watch, and the logs proxy.
+//! The Pods service: create, read, bind, status, graceful delete, watch, and the logs and
+//! exec proxy to agents.
 //!
-//! Owns the rules of a pod's life in the API (who may set what, and when it is really
-//! removed). It never runs containers: deleting a bound pod only marks it, and the agent
+//! Owns the rules of a pod's life in the API (who may set what — the admin creates and
+//! deletes, the scheduler binds, a node reads and writes only the pods bound to it — and
+//! when a pod is really removed). It never runs containers: deleting a bound pod only marks it, and the agent
 //! of its node finishes the delete once the containers are stopped.
 
 use std::collections::HashMap;
