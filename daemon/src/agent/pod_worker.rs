@@ -285,7 +285,10 @@ impl PodWorker {
             }
         }
         if self.k.runtime.sandbox_exists(&uid) {
-            let volumes = self.k.runtime.prepare_pod(&self.pod);
+            let volumes = self
+                .k
+                .runtime
+                .prepare_pod(&self.pod, self.k.config.pod_pids_limit);
             self.volumes = volumes.ok();
             if let Some(ip) = NetworkManager::pod_ip(&self.k.runtime.network_record(&uid)) {
                 self.pod_ip = ip;
@@ -410,7 +413,7 @@ impl PodWorker {
         let volumes = self
             .k
             .runtime
-            .prepare_pod(&self.pod)
+            .prepare_pod(&self.pod, self.k.config.pod_pids_limit)
             .map_err(|e| e.to_string())?;
         let uid = uid_of(&self.pod);
         if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
@@ -580,7 +583,6 @@ impl PodWorker {
             restart_count,
             sandbox: &k.runtime.sandbox_dir(&uid_of(&pod)),
             volumes: self.volumes.as_ref().unwrap_or(&no_volumes),
-            pids_limit: k.config.pod_pids_limit,
         };
         let created = k
             .runtime

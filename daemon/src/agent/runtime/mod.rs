@@ -118,7 +118,6 @@ pub struct PodContext<'a> {
     pub sandbox: &'a Path,
     /// Volume name → the host directory or file it is.
     pub volumes: &'a HashMap<String, PathBuf>,
-    pub pids_limit: i64,
 }
 
 pub struct RuntimeService {
@@ -167,10 +166,16 @@ impl RuntimeService {
         self.sandbox_dir(uid).exists()
     }
 
-    /// Makes the pod's sandbox (shared namespaces) and volumes; returns the volumes' host
-    /// paths by name. Safe to call again: what exists is kept.
-    pub fn prepare_pod(&self, pod: &Pod) -> Result<HashMap<String, PathBuf>, RuntimeError> {
+    /// Makes the pod's sandbox (shared namespaces), its cgroup's process limit and its
+    /// volumes; returns the volumes' host paths by name. Done once per pod, before its
+    /// first container; safe to call again: what exists is kept.
+    pub fn prepare_pod(
+        &self,
+        pod: &Pod,
+        pids_limit: i64,
+    ) -> Result<HashMap<String, PathBuf>, RuntimeError> {
         let meta = pod.metadata.clone().unwrap_or_default();
+        cgroups::set_pids_limit(&self.pod_cgroup(&meta.uid), pids_limit);
         // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
         let hostname: String = meta.name.chars().take(63).collect();
         let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
@@ -289,7 +294,6 @@ impl RuntimeService {
         self.mount_rootfs(&dir, &rootfs, image, images)?;
         let created = async {
             let pod_cgroup = self.pod_cgroup(&uid);
-            cgroups::set_pids_limit(&pod_cgroup, ctx.pids_limit);
             let spec = spec::build(
                 pod,
                 container,
