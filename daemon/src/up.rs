@@ -29,19 +29,8 @@ pub struct UpArgs {
     /// Registries (HOST:PORT) the agents speak plain HTTP to; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-    /// The pods' addresses (each node gets a /24 of it). Two labs on one host need
-    /// different ones.
-    #[arg(long, default_value = "10.88.0.0/16")]
-    pub cluster_cidr: String,
-    /// Let pods have privileged containers.
-    #[arg(long)]
-    pub allow_privileged: bool,
-    /// Let pods mount hostPath volumes.
-    #[arg(long)]
-    pub allow_host_path: bool,
-    /// Where to write the admin credential the CLI reads (default: ~/.kubelab/config).
-    #[arg(long)]
-    pub admin_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::apiserver::ClusterArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,15 +69,7 @@ pub async fn run(
             .arg(args.listen.to_string())
             .arg("--data-dir")
             .arg(args.data_dir.join("apiserver"))
-            .arg("--cluster-cidr")
-            .arg(&args.cluster_cidr)
-            .args(args.allow_privileged.then_some("--allow-privileged"))
-            .args(args.allow_host_path.then_some("--allow-host-path"))
-            .args(
-                args.admin_config
-                    .iter()
-                    .flat_map(|p| [std::ffi::OsStr::new("--admin-config"), p.as_os_str()]),
-            ),
+            .args(args.cluster.forwarded()),
     )?;
     let credentials = args.data_dir.join("apiserver");
     let api = wait_for_apiserver(&credentials, &mut apiserver, args.listen).await?;
@@ -104,7 +85,7 @@ pub async fn run(
             .arg("--root-dir")
             .arg(args.data_dir.join("agents").join(&name))
             .arg("--cluster-cidr")
-            .arg(&args.cluster_cidr);
+            .arg(args.cluster.cluster_cidr.to_string());
         for r in &args.insecure_registries {
             cmd.arg("--insecure-registry").arg(r);
         }

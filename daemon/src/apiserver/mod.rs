@@ -80,12 +80,25 @@ pub struct ApiserverArgs {
     /// Directory of the sled database.
     #[arg(long, default_value = "/var/lib/kubelab/apiserver")]
     pub data_dir: PathBuf,
-    /// The pods' addresses; each node gets a range of it when it registers.
-    #[arg(long, default_value = "10.88.0.0/16")]
-    pub cluster_cidr: node_ipam::Cidr,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The size of each node's range (a /24 holds 254 pods).
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// Make the CA, certificate, tokens and credentials (as every start does when they are
+    /// missing), say where they are, and exit without serving.
+    #[arg(long)]
+    pub init: bool,
+}
+
+/// What the apiserver decides for the whole cluster; `kubelabd up` takes the same flags
+/// and hands them on (`forwarded`).
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// The pods' addresses; each node gets a range of it when it registers. Two labs on
+    /// one host need different ones.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub cluster_cidr: node_ipam::Cidr,
     /// Let pods have privileged containers (all capabilities, no seccomp filter).
     #[arg(long)]
     pub allow_privileged: bool,
@@ -95,10 +108,27 @@ pub struct ApiserverArgs {
     /// Where to write the admin credential the CLI reads (default: ~/.kubelab/config).
     #[arg(long)]
     pub admin_config: Option<PathBuf>,
-    /// Make the CA, certificate, tokens and credentials (as every start does when they are
-    /// missing), say where they are, and exit without serving.
-    #[arg(long)]
-    pub init: bool,
+}
+
+impl ClusterArgs {
+    /// These flags as arguments for an apiserver started by another command.
+    pub fn forwarded(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--cluster-cidr".into(),
+            self.cluster_cidr.to_string().into(),
+        ];
+        if self.allow_privileged {
+            args.push("--allow-privileged".into());
+        }
+        if self.allow_host_path {
+            args.push("--allow-host-path".into());
+        }
+        if let Some(path) = &self.admin_config {
+            args.push("--admin-config".into());
+            args.push(path.into());
+        }
+        args
+    }
 }
 
 /// The admin credential's default place: `~/.kubelab/config`, as kubectl's is `~/.kube/config`.
@@ -125,7 +155,11 @@ pub async fn run(
         .local_addr()
         .map_err(|e| ApiserverError::Bind(args.listen, e))?;
     let (auth, server_identity) = auth::Authenticator::load_or_create(&args.data_dir)?;
-    let admin_config = args.admin_config.clone().or_else(default_admin_config);
+    let admin_config = args
+        .cluster
+        .admin_config
+        .clone()
+        .or_else(default_admin_config);
     auth.write_credentials(&args.data_dir, &addr.to_string(), admin_config.as_deref())?;
     if args.init {
         println!(
@@ -147,14 +181,14 @@ pub async fn run(
         store.clone(),
         auth.clone(),
         validation::Admission {
-            allow_privileged: args.allow_privileged,
-            allow_host_path: args.allow_host_path,
+            allow_privileged: args.cluster.allow_privileged,
+            allow_host_path: args.cluster.allow_host_path,
         },
     ));
     let nodes = NodesServer::new(nodes::NodesService::new(
         store.clone(),
         auth.clone(),
-        args.cluster_cidr,
+        args.cluster.cluster_cidr,
         args.node_cidr_mask_size,
     ));
     let events = EventsServer::new(events::EventsService::new(store, auth));
