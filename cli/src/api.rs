@@ -75,7 +75,7 @@ impl Api {
         let request = WatchRequest {
             from_revision,
             namespace: namespace.into(),
-            node_name: String::new(),
+            ..Default::default()
         };
         let stream = self.pods.watch(request).await.map_err(self.error())?;
         Ok(stream.into_inner())

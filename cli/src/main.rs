@@ -64,6 +64,32 @@ enum Command {
         /// Pods of every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Only objects whose labels match: `app=web`, `tier!=db`, `env in (a,b)`, `!canary`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Pods: `spec.nodeName=NODE` (the one field selector kubelab knows).
+        #[arg(long)]
+        field_selector: Option<String>,
+        /// After listing, print each change as it happens (Ctrl-C to stop).
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// Mark a node unschedulable: no new pod is placed on it.
+    Cordon { node: String },
+    /// Make a cordoned node schedulable again.
+    Uncordon { node: String },
+    /// Cordon a node and delete its pods, waiting until they are stopped.
+    Drain {
+        node: String,
+        /// Delete pods no controller will recreate (in kubelab, every pod).
+        #[arg(long)]
+        force: bool,
+        /// Seconds each pod gets to stop (default: the pod's own).
+        #[arg(long)]
+        grace_period: Option<i64>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
     /// Show a pod in detail, with its events as a timeline.
     Describe {
@@ -161,7 +187,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             output,
             all_namespaces,
-        } => commands::get::run(server, ns, &kind, name, output, all_namespaces).await,
+            selector,
+            field_selector,
+            watch,
+        } => {
+            let options = commands::get::GetOptions {
+                format: output,
+                all_namespaces,
+                label_selector: selector.unwrap_or_default(),
+                field_selector: field_selector.unwrap_or_default(),
+                watch,
+            };
+            commands::get::run(server, ns, &kind, name, options).await
+        }
+        Command::Cordon { node } => commands::node::cordon(server, &node, true).await,
+        Command::Uncordon { node } => commands::node::cordon(server, &node, false).await,
+        Command::Drain {
+            node,
+            force,
+            grace_period,
+            timeout,
+        } => {
+            let options = commands::node::DrainOptions {
+                force,
+                grace_period,
+                timeout,
+            };
+            commands::node::drain(server, &node, options).await
+        }
         Command::Describe { kind, name } => commands::describe::run(server, ns, &kind, &name).await,
         Command::Logs { name, options } => commands::logs::run(server, ns, &name, options).await,
         Command::Exec { name, options } => {

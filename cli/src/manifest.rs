@@ -88,6 +88,8 @@ const POD_FIELDS: &[&str] = &[
     "nodeName",
     "restartPolicy",
     "terminationGracePeriodSeconds",
+    "nodeSelector",
+    "tolerations",
 ];
 const CONTAINER_FIELDS: &[&str] = &[
     "name",
@@ -215,6 +217,18 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
             node_name: spec.node_name.unwrap_or_default(),
             restart_policy: spec.restart_policy.unwrap_or_default(),
             termination_grace_period_seconds: spec.termination_grace_period_seconds.unwrap_or(30),
+            node_selector: spec.node_selector.unwrap_or_default().into_iter().collect(),
+            tolerations: spec
+                .tolerations
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| api::Toleration {
+                    key: t.key.unwrap_or_default(),
+                    operator: t.operator.unwrap_or_default(),
+                    value: t.value.unwrap_or_default(),
+                    effect: t.effect.unwrap_or_default(),
+                })
+                .collect(),
         }),
         status: None,
     })

@@ -272,7 +272,7 @@ pub fn to_k8s_node(node: &api::Node) -> k8s::Node {
         m.insert("pods".into(), Quantity(r.pods.to_string()));
         Some(m)
     };
-    let ready = kubelab_proto::node_is_ready(node, kubelab_proto::now_ms());
+    let ready = kubelab_proto::node_is_ready(node);
     k8s::Node {
         metadata: meta(&node.metadata.clone().unwrap_or_default()),
         spec: Some(k8s::NodeSpec {
@@ -459,12 +459,11 @@ pub fn node_rows(nodes: &[api::Node], wide: bool) -> Vec<Vec<String>> {
         header.extend(["POD-CIDR", "AGENT", "OS-IMAGE", "KERNEL-VERSION"].map(String::from));
     }
     let mut rows = vec![header];
-    let now = kubelab_proto::now_ms();
     for node in nodes {
         let m = node.metadata.clone().unwrap_or_default();
         let s = node.status.clone().unwrap_or_default();
         let cap = s.capacity.unwrap_or_default();
-        let mut status = if kubelab_proto::node_is_ready(node, now) {
+        let mut status = if kubelab_proto::node_is_ready(node) {
             "Ready".to_string()
         } else {
             "NotReady".to_string()

@@ -28,6 +28,17 @@ impl ApiClient {
             events: EventsClient::new(channel),
         })
     }
+
+    /// A client over an existing connection, with its own token: many hollow nodes share
+    /// a few connections.
+    pub fn over(channel: tonic::transport::Channel, token: &str) -> Self {
+        let channel = AuthChannel::new(channel, kubelab_proto::credential::Bearer::new(token));
+        ApiClient {
+            pods: PodsClient::new(channel.clone()),
+            nodes: NodesClient::new(channel.clone()),
+            events: EventsClient::new(channel),
+        }
+    }
 }
 
 /// How long a repeated event keeps updating the first one (Kubernetes: 10 minutes).

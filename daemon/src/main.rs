@@ -7,6 +7,7 @@
 //! - `shim` — one single-threaded process per container; with `exec-helper` (one per
 //!   `kubelab exec` or exec probe), the only callers of libcontainer.
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
+//! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ mod agent;
 mod apiserver;
 mod client;
 mod cri_log;
+mod hollow;
 mod net;
 mod scheduler;
 mod shim;
@@ -34,6 +36,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (gRPC) and store objects in sled.
@@ -48,6 +52,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Start an apiserver, a scheduler and N agents together.
     Up(up::UpArgs),
+    /// Run many hollow nodes (no containers: for scale tests and benchmarks only).
+    HollowNodes(hollow::HollowNodesArgs),
     /// Internal: run one container (started by the agent).
     #[command(hide = true)]
     Shim(shim::ShimArgs),
@@ -96,7 +102,26 @@ fn run() -> anyhow::Result<()> {
                     _ = shutdown_signal() => Ok(()),
                 }
             }
+            Command::Agent(args) if args.hollow => {
+                let node = hollow::HollowNode {
+                    name: args.node_name.clone(),
+                    labels: args.node_labels.clone(),
+                    taints: args.register_with_taints.clone(),
+                };
+                let mut shape = args.hollow_shape.clone();
+                shape.hollow_max_pods = args.max_pods;
+                tokio::select! {
+                    r = hollow::run(&args.bootstrap_config, vec![node], shape) => r.context("hollow agent"),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            }
             Command::Agent(args) => agent::run(args, shutdown_signal()).await.context("agent"),
+            Command::HollowNodes(args) => {
+                tokio::select! {
+                    r = hollow::run_many(args) => r.context("hollow-nodes"),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            }
             Command::Up(args) => up::run(args, shutdown_signal()).await.context("up"),
             Command::Shim(_) | Command::ExecHelper(_) => {
                 unreachable!("handled before the runtime starts")

@@ -143,7 +143,7 @@ async fn wait_for_apiserver(
             let answered = api
                 .nodes
                 .clone()
-                .list(kubelab_proto::v1::ListNodesRequest {})
+                .list(kubelab_proto::v1::ListNodesRequest::default())
                 .await;
             if answered.is_ok() {
                 return Ok(api);

@@ -22,15 +22,10 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// How long a node may go without a heartbeat before it counts as NotReady
-/// (Kubernetes' node-monitor-grace-period).
-pub const NODE_HEARTBEAT_GRACE_MS: i64 = 40_000;
-
-/// Whether a node is Ready: it said so, and its last heartbeat is recent.
-pub fn node_is_ready(node: &v1::Node, now_ms: i64) -> bool {
-    node.status
-        .as_ref()
-        .is_some_and(|s| s.ready && now_ms - s.last_heartbeat_ms < NODE_HEARTBEAT_GRACE_MS)
+/// Whether a node is Ready: the apiserver's node lifecycle controller turns this off when
+/// the agent stops heartbeating (after `--node-monitor-grace-period`).
+pub fn node_is_ready(node: &v1::Node) -> bool {
+    node.status.as_ref().is_some_and(|s| s.ready)
 }
 
 /// Whether a registry host (`127.0.0.1:5000`, `localhost:5000`, `[::1]:5000`) is on this

@@ -83,6 +83,7 @@ fn a_node_reaches_only_its_own_pods_and_the_cli_cannot_act_as_a_node() {
                 phase: "Failed".into(),
                 ..Default::default()
             }),
+            resource_version: 0,
         };
         let err = pods.update_status(write.clone()).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
@@ -95,6 +96,7 @@ fn a_node_reaches_only_its_own_pods_and_the_cli_cannot_act_as_a_node() {
         let all = ListPodsRequest {
             namespace: String::new(),
             node_name: b.clone(),
+            label_selector: String::new(),
         };
         let err = pods.list(all).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");

@@ -34,6 +34,7 @@ pub async fn run(
         grace_period_seconds: options.grace_period,
         force: options.force,
         uid: String::new(),
+        resource_version: 0,
     };
     let pod = api
         .pods
@@ -48,7 +49,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
+pub async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let mut stream = api
         .watch_pods(&meta.namespace, meta.resource_version)

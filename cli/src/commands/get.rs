@@ -1,36 +1,82 @@
-//! `kubelab get pods|nodes [NAME] [-o wide|yaml|json|name]`.
+//! `kubelab get pods|nodes [NAME] [-o wide|yaml|json|name] [-l SELECTOR]
+//! [--field-selector spec.nodeName=NODE] [-w]`.
+//!
+//! `-w` lists, then follows a watch from the list's resource version; when the watch
+//! breaks it resumes from the last version seen, and relists when the apiserver says that
+//! version has expired — as client-go's reflector does.
+
+use std::time::Duration;
 
 use anyhow::bail;
-use kubelab_proto::v1::{ListNodesRequest, ListPodsRequest, ObjectKey};
+use futures::StreamExt;
+use kubelab_proto::v1::{ListNodesRequest, ListPodsRequest, ObjectKey, Pod, WatchRequest};
 
 use super::is_pod_kind;
 use crate::api::{Api, Connection};
 use crate::output;
 use crate::OutputFormat;
 
+pub struct GetOptions {
+    pub format: Option<OutputFormat>,
+    pub all_namespaces: bool,
+    pub label_selector: String,
+    pub field_selector: String,
+    pub watch: bool,
+}
+
+/// `spec.nodeName=NODE` → NODE; the only field selector kubelab serves.
+fn node_name_of(field_selector: &str) -> anyhow::Result<String> {
+    if field_selector.is_empty() {
+        return Ok(String::new());
+    }
+    match field_selector.split_once('=') {
+        Some(("spec.nodeName", node)) => Ok(node.trim_start_matches('=').to_string()),
+        _ => bail!(
+            "field selector {field_selector:?} is not supported: kubelab knows spec.nodeName=NODE"
+        ),
+    }
+}
+
 pub async fn run(
     server: &Connection,
     namespace: &str,
     kind: &str,
     name: Option<String>,
-    format: Option<OutputFormat>,
-    all_namespaces: bool,
+    options: GetOptions,
 ) -> anyhow::Result<()> {
+    let GetOptions {
+        format,
+        all_namespaces,
+        ..
+    } = options;
     let mut api = Api::connect(server).await?;
     let wide = format == Some(OutputFormat::Wide);
+    let node_name = node_name_of(&options.field_selector)?;
     if is_pod_kind(kind) {
+        let namespace_to_list = if all_namespaces {
+            String::new()
+        } else {
+            namespace.to_string()
+        };
+        if options.watch {
+            if name.is_some() || !matches!(format, None | Some(OutputFormat::Wide)) {
+                bail!("-w lists and watches all the pods asked for as a table: drop NAME and -o (or use -o wide)");
+            }
+            let request = ListPodsRequest {
+                namespace: namespace_to_list,
+                node_name,
+                label_selector: options.label_selector.clone(),
+            };
+            return watch_pods(&mut api, request, wide, all_namespaces).await;
+        }
         let pods = match &name {
             Some(n) => vec![api.get_pod(namespace, n).await?],
             None => {
-                let namespace = if all_namespaces {
-                    String::new()
-                } else {
-                    namespace.to_string()
-                };
                 api.pods
                     .list(ListPodsRequest {
-                        namespace,
-                        node_name: String::new(),
+                        namespace: namespace_to_list,
+                        node_name,
+                        label_selector: options.label_selector.clone(),
                     })
                     .await
                     .map_err(api.error())?
@@ -59,6 +105,9 @@ pub async fn run(
     if !matches!(kind, "node" | "nodes" | "no") {
         bail!("unknown resource type {kind:?}: kubelab knows pods (po) and nodes (no)");
     }
+    if options.watch || !node_name.is_empty() {
+        bail!("-w and --field-selector work on pods only");
+    }
     let nodes = match &name {
         Some(n) => vec![api
             .nodes
@@ -71,7 +120,9 @@ pub async fn run(
             .into_inner()],
         None => {
             api.nodes
-                .list(ListNodesRequest {})
+                .list(ListNodesRequest {
+                    label_selector: options.label_selector.clone(),
+                })
                 .await
                 .map_err(api.error())?
                 .into_inner()
@@ -114,4 +165,85 @@ fn print<T: serde::Serialize>(
         Some(OutputFormat::Wide) | None => table(),
     }
     Ok(())
+}
+
+/// Lists, prints the table, then prints a row for every change; resumes a broken watch
+/// from the last version seen, relists an expired one. Runs until interrupted.
+async fn watch_pods(
+    api: &mut Api,
+    list: ListPodsRequest,
+    wide: bool,
+    all_namespaces: bool,
+) -> anyhow::Result<()> {
+    let mut widths = Vec::new();
+    let mut print_rows = |pods: &[Pod], header: bool| {
+        let rows = output::pod_rows(pods, wide, all_namespaces);
+        let rows = if header { &rows[..] } else { &rows[1..] };
+        for row in rows {
+            widths.resize(row.len().max(widths.len()), 0);
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("{}", cells.join("   ").trim_end());
+        }
+    };
+    let mut first = true;
+    'relist: loop {
+        let listed = api
+            .pods
+            .list(list.clone())
+            .await
+            .map_err(api.error())?
+            .into_inner();
+        print_rows(&listed.items, first);
+        first = false;
+        let mut revision = listed.resource_version;
+        loop {
+            let request = WatchRequest {
+                from_revision: revision,
+                namespace: list.namespace.clone(),
+                node_name: list.node_name.clone(),
+                label_selector: list.label_selector.clone(),
+            };
+            let broken = match api.pods.watch(request).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.next().await {
+                            Some(Ok(event)) => {
+                                let Some(pod) = event.object else { continue };
+                                revision = pod
+                                    .metadata
+                                    .as_ref()
+                                    .map(|m| m.resource_version)
+                                    .unwrap_or(revision);
+                                // Like kubectl -w, a delete prints the pod's last state.
+                                print_rows(std::slice::from_ref(&pod), false);
+                            }
+                            Some(Err(status)) => break status,
+                            None => break tonic::Status::unavailable("the watch ended"),
+                        }
+                    }
+                }
+                Err(status) => status,
+            };
+            match broken.code() {
+                // Too far behind for the apiserver's history: start again from a list.
+                tonic::Code::OutOfRange => {
+                    eprintln!("watch expired ({}): relisting", broken.message());
+                    continue 'relist;
+                }
+                // The apiserver restarting: resume where we were.
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return Err(api.error()(broken)),
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod exec;
 pub mod get;
 pub mod logs;
+pub mod node;
 pub mod wait;
 
 /// `pod`, `pods` and `po` name the same resource, as in kubectl.

@@ -99,6 +99,44 @@ pub struct AgentArgs {
     /// keeps its addresses; traffic elsewhere is masqueraded.
     #[arg(long, default_value = "10.88.0.0/16")]
     pub cluster_cidr: String,
+    /// Labels for this node, KEY=VALUE,... (the kubelet's --node-labels), added to
+    /// kubernetes.io/hostname and kubernetes.io/os.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    pub node_labels: Vec<(String, String)>,
+    /// Taints the node registers with, KEY=VALUE:EFFECT,... (the kubelet's
+    /// --register-with-taints); kept only when the node is first registered.
+    #[arg(long, value_delimiter = ',', value_parser = parse_taint)]
+    pub register_with_taints: Vec<kubelab_proto::v1::Taint>,
+    /// Most pods this node takes (the kubelet's --max-pods).
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: i64,
+    /// A hollow node (like kubemark): registers and reports its pods Running without
+    /// running anything. For scale tests and benchmarks only.
+    #[arg(long)]
+    pub hollow: bool,
+    #[command(flatten)]
+    pub hollow_shape: crate::hollow::HollowShape,
+}
+
+/// `key=value` into a label.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+        None => Err(format!("invalid label {text:?}: expected KEY=VALUE")),
+    }
+}
+
+/// `key=value:NoSchedule` (or `key:PreferNoSchedule`) into a taint.
+pub fn parse_taint(text: &str) -> Result<kubelab_proto::v1::Taint, String> {
+    let (kv, effect) = text.trim().rsplit_once(':').ok_or_else(|| {
+        format!("invalid taint {text:?}: expected KEY=VALUE:EFFECT (effect NoSchedule or PreferNoSchedule)")
+    })?;
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    Ok(kubelab_proto::v1::Taint {
+        key: key.into(),
+        value: value.into(),
+        effect: effect.into(),
+    })
 }
 
 /// The agent's settings that pod workers read.
@@ -229,7 +267,12 @@ pub async fn run(
             .serve_with_incoming(crate::net::incoming(listener)),
     );
 
-    let node = node_object(&args.node_name, &endpoint.to_string());
+    let mut node = node_object(&args.node_name, &endpoint.to_string(), args.max_pods);
+    node.metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .extend(args.node_labels.clone());
+    node.spec.get_or_insert_with(Default::default).taints = args.register_with_taints.clone();
     let registered = register(&api, node.clone()).await;
     kubelet.network.set_pod_cidr(&pod_cidr_of(&registered));
     if let Err(e) = kubelet.network.ensure_masquerade().await {
@@ -290,6 +333,7 @@ async fn list_and_watch(
         .pods
         .clone()
         .list(ListPodsRequest {
+            label_selector: String::new(),
             namespace: String::new(),
             node_name: node_name.into(),
         })
@@ -330,8 +374,14 @@ async fn list_and_watch(
             continue;
         };
         match event.r#type() {
-            WatchEventType::Deleted => workers.remove_pod(&pod),
-            _ => workers.update_pod(pod),
+            WatchEventType::Deleted => {
+                kubelet.status.forget(&pod_workers::uid_of(&pod));
+                workers.remove_pod(&pod)
+            }
+            _ => {
+                kubelet.status.reconcile(&pod);
+                workers.update_pod(pod)
+            }
         }
     }
     Err(tonic::Status::unavailable("watch stream ended"))
@@ -441,7 +491,7 @@ async fn heartbeat(api: ApiClient, node: Node, kubelet: Arc<Kubelet>) {
 }
 
 /// This node as the API sees it: capacity read from the host.
-fn node_object(name: &str, endpoint: &str) -> Node {
+pub fn node_object(name: &str, endpoint: &str, max_pods: i64) -> Node {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as i64)
         .unwrap_or(1);
@@ -458,7 +508,7 @@ fn node_object(name: &str, endpoint: &str) -> Node {
     let capacity = NodeResources {
         cpu_millis: cpus * 1000,
         memory_bytes: memory,
-        pods: 110,
+        pods: max_pods,
     };
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -475,6 +525,11 @@ fn node_object(name: &str, endpoint: &str) -> Node {
     Node {
         metadata: Some(ObjectMeta {
             name: name.into(),
+            labels: [
+                ("kubernetes.io/hostname".to_string(), name.to_string()),
+                ("kubernetes.io/os".to_string(), "linux".to_string()),
+            ]
+            .into(),
             ..Default::default()
         }),
         spec: Some(NodeSpec::default()),

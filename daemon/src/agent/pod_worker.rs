@@ -959,6 +959,7 @@ impl PodWorker {
     async fn finish_delete(&self) {
         let meta = self.pod.metadata.clone().unwrap_or_default();
         let request = DeletePodRequest {
+            resource_version: 0,
             namespace: meta.namespace,
             name: meta.name,
             uid: meta.uid,

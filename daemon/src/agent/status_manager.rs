@@ -2,7 +2,9 @@
 //!
 //! Workers hand it the newest status of their pod and go on at once; it writes them in the
 //! background, keeping only the newest per pod when the apiserver is slow or down (a
-//! status is a snapshot, so older ones are worthless). It never decides what a status is.
+//! status is a snapshot, so older ones are worthless). It remembers what it wrote, and
+//! writes it again when the API shows something else (the node controller marked the pods
+//! not Ready while this agent was cut off). It never decides what a status is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,9 @@ pub struct StatusManager {
 struct Inner {
     /// Newest unwritten status per pod uid.
     pending: Mutex<HashMap<String, UpdatePodStatusRequest>>,
+    /// Per pod uid: the newest status the worker set, and the resource version our last
+    /// successful write produced (a change the watch shows after it is someone else's).
+    latest: Mutex<HashMap<String, (UpdatePodStatusRequest, u64)>>,
     wake: Notify,
 }
 
@@ -40,7 +45,22 @@ impl StatusManager {
                 for request in batch {
                     let uid = request.uid.clone();
                     match api.pods.clone().update_status(request.clone()).await {
-                        Ok(_) => {}
+                        Ok(written) => {
+                            let version = written
+                                .get_ref()
+                                .metadata
+                                .as_ref()
+                                .map(|m| m.resource_version)
+                                .unwrap_or(0);
+                            if let Some(entry) = inner
+                                .latest
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_mut(&uid)
+                            {
+                                entry.1 = entry.1.max(version);
+                            }
+                        }
                         // The pod is gone or replaced: its status no longer matters.
                         Err(e)
                             if matches!(e.code(), tonic::Code::NotFound | tonic::Code::Aborted) => {
@@ -63,13 +83,63 @@ impl StatusManager {
         manager
     }
 
+    /// Called with each version of a pod the watch brings. A version newer than our last
+    /// write whose status is not the newest we set was written by someone else (the node
+    /// controller, while this agent was cut off): ours is written again. Older versions
+    /// are echoes of our own writes and are ignored.
+    pub fn reconcile(&self, pod: &kubelab_proto::v1::Pod) {
+        let Some(meta) = pod.metadata.as_ref() else {
+            return;
+        };
+        let Some((latest, written_version)) = self
+            .inner
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&meta.uid)
+            .cloned()
+        else {
+            return;
+        };
+        if written_version == 0
+            || meta.resource_version <= written_version
+            || latest.status == pod.status
+        {
+            return;
+        }
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.contains_key(&meta.uid) {
+            return;
+        }
+        tracing::info!(pod = %latest.name, "the API shows a status this agent did not write: writing its own again");
+        pending.insert(meta.uid.clone(), latest);
+        self.inner.wake.notify_one();
+    }
+
+    /// The pod is gone: nothing more to write or remember for it.
+    pub fn forget(&self, uid: &str) {
+        self.inner
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
     pub fn set_status(&self, namespace: &str, name: &str, uid: &str, status: PodStatus) {
         let request = UpdatePodStatusRequest {
             namespace: namespace.into(),
             name: name.into(),
             uid: uid.into(),
             status: Some(status),
+            resource_version: 0,
         };
+        self.inner
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid.to_string())
+            .and_modify(|e| e.0 = request.clone())
+            .or_insert((request.clone(), 0));
         self.inner
             .pending
             .lock()

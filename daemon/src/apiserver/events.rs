@@ -12,7 +12,7 @@ use kubelab_proto::v1::{Event, EventList, ListEventsRequest};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Authenticator, Identity};
-use super::store::{key, prefix, Store};
+use super::store::{key, prefix, Object, Store};
 use super::ApiError;
 
 pub struct EventsService {
@@ -30,7 +30,7 @@ impl EventsService {
 impl Events for EventsService {
     async fn create(&self, request: Request<Event>) -> Result<Response<Event>, Status> {
         let who = self.auth.identify(&request)?;
-        let mut event = request.into_inner();
+        let event = request.into_inner();
         // A node reports in its own name only.
         match &who {
             Identity::Node(name) if *name != event.source => {
@@ -46,50 +46,7 @@ impl Events for EventsService {
             )
             .into());
         }
-        if event.timestamp_ms == 0 {
-            event.timestamp_ms = now_ms();
-        }
-        let namespace = if involved.namespace.is_empty() {
-            "default".to_string()
-        } else {
-            involved.namespace.clone()
-        };
-        // Named like Kubernetes' events: the object's name and a unique suffix. A recorder
-        // names a repeat as the first, which it then replaces (count and times updated).
-        let given = event
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let name = if given.starts_with(&format!("{}.", involved.name)) {
-            given
-        } else {
-            format!("{}.{}", involved.name, uuid::Uuid::new_v4().simple())
-        };
-        if event.count < 1 {
-            event.count = 1;
-        }
-        if event.first_timestamp_ms == 0 {
-            event.first_timestamp_ms = event.timestamp_ms;
-        }
-        let key = key::<Event>(&namespace, &name);
-        let event = self
-            .store
-            .update::<Event, _>(&key, |existing| {
-                let meta = event.metadata.get_or_insert_with(Default::default);
-                let previous = existing.and_then(|e| e.metadata);
-                meta.name = name;
-                meta.namespace = namespace;
-                meta.uid = previous
-                    .as_ref()
-                    .map(|m| m.uid.clone())
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                meta.creation_timestamp_ms = previous
-                    .map(|m| m.creation_timestamp_ms)
-                    .unwrap_or(event.first_timestamp_ms);
-                Ok(Some(event))
-            })
-            .await?;
+        let event = record(&self.store, event).await?;
         Ok(Response::new(event))
     }
 
@@ -116,5 +73,87 @@ impl Events for EventsService {
             )
         });
         Ok(Response::new(EventList { items }))
+    }
+}
+
+/// Stores an event (named like Kubernetes' ones: the object's name and a unique suffix;
+/// a recorder names a repeat as the first, which it then replaces).
+pub async fn record(store: &Store, mut event: Event) -> Result<Event, ApiError> {
+    let involved = event.involved_object.clone().unwrap_or_default();
+    if event.timestamp_ms == 0 {
+        event.timestamp_ms = now_ms();
+    }
+    let namespace = if involved.namespace.is_empty() {
+        "default".to_string()
+    } else {
+        involved.namespace.clone()
+    };
+    // Named like Kubernetes' events: the object's name and a unique suffix. A recorder
+    // names a repeat as the first, which it then replaces (count and times updated).
+    let given = event
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let name = if given.starts_with(&format!("{}.", involved.name)) {
+        given
+    } else {
+        format!("{}.{}", involved.name, uuid::Uuid::new_v4().simple())
+    };
+    if event.count < 1 {
+        event.count = 1;
+    }
+    if event.first_timestamp_ms == 0 {
+        event.first_timestamp_ms = event.timestamp_ms;
+    }
+    let key = key::<Event>(&namespace, &name);
+    store
+        .update::<Event, _>(&key, |existing| {
+            let meta = event.metadata.get_or_insert_with(Default::default);
+            let previous = existing.and_then(|e| e.metadata);
+            meta.name = name;
+            meta.namespace = namespace;
+            meta.uid = previous
+                .as_ref()
+                .map(|m| m.uid.clone())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            meta.creation_timestamp_ms = previous
+                .map(|m| m.creation_timestamp_ms)
+                .unwrap_or(event.first_timestamp_ms);
+            Ok(Some(event))
+        })
+        .await
+}
+
+/// Removes events older than `ttl`, as kube-apiserver's --event-ttl does, for as long as
+/// the apiserver runs: a long-lived lab does not grow without end.
+pub async fn expire_events(store: Arc<Store>, ttl: std::time::Duration) {
+    let period = (ttl / 10).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(60),
+    );
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let cutoff = now_ms() - ttl.as_millis() as i64;
+        let Ok((events, _)) = store.list::<Event>(&prefix::<Event>("")) else {
+            continue;
+        };
+        let mut expired = 0;
+        for event in events.iter().filter(|e| e.timestamp_ms < cutoff) {
+            let meta = event.metadata.clone().unwrap_or_default();
+            let key = key::<Event>(&meta.namespace, &meta.name);
+            // Only the version we saw: a repeat recorded meanwhile is kept.
+            let removed = store
+                .update::<Event, _>(&key, |current| match current {
+                    Some(c) if c.resource_version() == meta.resource_version => Ok(None),
+                    _ => Err(ApiError::Conflict(key.clone())),
+                })
+                .await;
+            expired += usize::from(removed.is_ok());
+        }
+        if expired > 0 {
+            tracing::debug!(expired, "expired events removed");
+        }
     }
 }

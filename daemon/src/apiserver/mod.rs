@@ -10,8 +10,10 @@
 pub mod auth;
 mod events;
 pub mod node_ipam;
+mod node_lifecycle;
 mod nodes;
 mod pods;
+mod selector;
 mod store;
 mod validation;
 
@@ -85,6 +87,17 @@ pub struct ApiserverArgs {
     /// The size of each node's range (a /24 holds 254 pods).
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// How many past changes a watch can resume from; a client further behind is told
+    /// its resource version expired, and relists.
+    #[arg(long, default_value_t = store::HISTORY_WINDOW)]
+    pub watch_history: u64,
+    /// A node whose agent has not heartbeated for this long is NotReady and its pods are
+    /// not Ready (kube-controller-manager's --node-monitor-grace-period).
+    #[arg(long, default_value = "40s", value_parser = crate::agent::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How long events are kept (kube-apiserver's --event-ttl).
+    #[arg(long, default_value = "1h", value_parser = crate::agent::parse_duration)]
+    pub event_ttl: std::time::Duration,
     /// Make the CA, certificate, tokens and credentials (as every start does when they are
     /// missing), say where they are, and exit without serving.
     #[arg(long)]
@@ -146,7 +159,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ApiserverError> {
     let store = Arc::new(
-        Store::open(&args.data_dir).map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?,
+        Store::open(&args.data_dir, args.watch_history)
+            .map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?,
     );
     let listener = TcpListener::bind(args.listen)
         .await
@@ -191,6 +205,11 @@ pub async fn run(
         args.cluster.cluster_cidr,
         args.node_cidr_mask_size,
     ));
+    tokio::spawn(node_lifecycle::run(
+        store.clone(),
+        args.node_monitor_grace_period,
+    ));
+    tokio::spawn(events::expire_events(store.clone(), args.event_ttl));
     let events = EventsServer::new(events::EventsService::new(store, auth));
     let tls = tonic::transport::ServerTlsConfig::new().identity(
         tonic::transport::Identity::from_pem(&server_identity.cert, &server_identity.key),
@@ -245,26 +264,37 @@ fn watch_stream<T, E>(
     store: &Store,
     from_revision: u64,
     prefix: String,
+    node: String,
+    selector: &str,
     wrap: impl Fn(kubelab_proto::v1::WatchEventType, T) -> Option<E> + Send + 'static,
 ) -> Result<WatchStream<E>, tonic::Status>
 where
     T: store::Object + Send + 'static,
     E: Send + 'static,
 {
-    let rx = store.watch(from_revision, prefix)?;
+    let selector = selector::LabelSelector::parse(selector)?;
+    let rx = store.watch(from_revision, prefix, node)?;
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |change| {
         let item = match change {
             Err(e) => Some(Err(tonic::Status::from(e))),
-            Ok(change) => match T::decode(change.value.as_slice()) {
+            Ok(change) => match T::decode(&change.value[..]) {
                 Err(e) => Some(Err(tonic::Status::internal(format!(
                     "undecodable object: {e}"
                 )))),
+                Ok(object) if !selector.is_empty() && !selector.matches(&labels_of(&object)) => {
+                    None
+                }
                 Ok(object) => wrap(change.change_type, object).map(Ok),
             },
         };
         futures::future::ready(item)
     });
     Ok(Box::pin(stream))
+}
+
+/// An object's labels (empty when it has none).
+fn labels_of<T: store::Object>(object: &T) -> std::collections::HashMap<String, String> {
+    object.meta().map(|m| m.labels.clone()).unwrap_or_default()
 }
 
 use futures::StreamExt;

@@ -1,8 +1,8 @@
 //! The Nodes service: agents join (bootstrap credential in, node credential out), register
 //! their node and heartbeat, each for its own node only; everyone else reads.
 //!
-//! Owns Node objects only. Readiness is derived from the last heartbeat
-//! (`kubelab_proto::node_is_ready`); nothing here talks to an agent.
+//! Owns Node objects only. A heartbeat makes a node Ready; the node lifecycle controller
+//! (`node_lifecycle`) makes a silent one NotReady. Nothing here talks to an agent.
 
 use std::sync::Arc;
 
@@ -10,14 +10,16 @@ use kubelab_proto::now_ms;
 use kubelab_proto::v1::nodes_server::Nodes;
 use kubelab_proto::v1::{
     HeartbeatRequest, JoinRequest, JoinResponse, ListNodesRequest, Node, NodeList, NodeWatchEvent,
-    ObjectKey, WatchRequest,
+    ObjectKey, Taint, UpdateNodeRequest, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
 use super::auth::{Authenticator, Identity};
 use super::node_ipam::{allocate, Cidr};
-use super::store::{key, prefix, Store};
-use super::validation::check_dns_subdomain;
+use super::node_lifecycle::{mark_ready, node_event};
+use super::selector::LabelSelector;
+use super::store::{check_version, key, prefix, Store};
+use super::validation::{check_dns_subdomain, check_labels};
 use super::{watch_stream, ApiError, WatchStream};
 
 pub struct NodesService {
@@ -85,6 +87,11 @@ impl Nodes for NodesService {
             )));
         }
         meta.namespace.clear();
+        check_labels(&meta.labels)?;
+        for taint in node.spec.iter().flat_map(|s| &s.taints) {
+            check_taint(taint)?;
+        }
+        let meta = node.metadata.get_or_insert_with(Default::default);
         let key = key::<Node>("", &meta.name);
         let _allocating = self.allocating.lock().await;
         let (nodes, _) = self.store.list::<Node>(&prefix::<Node>(""))?;
@@ -94,6 +101,7 @@ impl Nodes for NodesService {
             .filter_map(|n| n.spec.as_ref().map(|s| s.pod_cidr.clone()))
             .collect();
         let (cluster, node_prefix) = (self.cluster_cidr, self.node_prefix);
+        let mut came_back = false;
         let node = self
             .store
             .update::<Node, _>(&key, |current| {
@@ -106,7 +114,15 @@ impl Nodes for NodesService {
                         let old_meta = old.metadata.unwrap_or_default();
                         meta.uid = old_meta.uid;
                         meta.creation_timestamp_ms = old_meta.creation_timestamp_ms;
+                        // Labels an admin set stay; the agent's own are added.
+                        for (k, v) in old_meta.labels {
+                            meta.labels.entry(k).or_insert(v);
+                        }
                         node.spec = old.spec;
+                        let old_status = old.status.unwrap_or_default();
+                        came_back = !old_status.ready;
+                        node.status.get_or_insert_with(Default::default).conditions =
+                            old_status.conditions;
                     }
                     None => {
                         meta.uid = uuid::Uuid::new_v4().to_string();
@@ -123,13 +139,25 @@ impl Nodes for NodesService {
                     })?;
                     spec.pod_cidr = range.to_string();
                 }
-                let status = node.status.get_or_insert_with(Default::default);
-                status.ready = true;
-                status.last_heartbeat_ms = now;
+                mark_ready(&mut node, now);
                 Ok(Some(node))
             })
             .await?;
         tracing::info!(node = %key, "registered");
+        if came_back {
+            let name = &node
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            node_event(
+                &self.store,
+                &node,
+                "NodeReady",
+                format!("Node {name} status is now: NodeReady"),
+            )
+            .await;
+        }
         Ok(Response::new(node))
     }
 
@@ -143,6 +171,7 @@ impl Nodes for NodesService {
             return Err(who.denied(&format!("heartbeat for node {name:?} (only that node may)")));
         }
         let key = key::<Node>("", &name);
+        let mut came_back = false;
         let node = self
             .store
             .update::<Node, _>(&key, |current| {
@@ -151,12 +180,49 @@ impl Nodes for NodesService {
                         "node {name:?} (register it first)"
                     )));
                 };
-                let status = node.status.get_or_insert_with(Default::default);
-                status.ready = true;
-                status.last_heartbeat_ms = now_ms();
+                came_back = mark_ready(&mut node, now_ms());
                 Ok(Some(node))
             })
             .await?;
+        if came_back {
+            tracing::info!(node = %name, "heartbeat again: node is Ready");
+            node_event(
+                &self.store,
+                &node,
+                "NodeReady",
+                format!("Node {name} status is now: NodeReady"),
+            )
+            .await;
+        }
+        Ok(Response::new(node))
+    }
+
+    async fn update(&self, request: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
+        self.auth
+            .identify(&request)?
+            .require(&[Identity::Admin], "change nodes (cordon, labels, taints)")?;
+        let r = request.into_inner();
+        check_labels(&r.labels)?;
+        let spec = r.spec.unwrap_or_default();
+        for taint in &spec.taints {
+            check_taint(taint)?;
+        }
+        let key = key::<Node>("", &r.name);
+        let node = self
+            .store
+            .update::<Node, _>(&key, |current| {
+                let Some(mut node) = current else {
+                    return Err(ApiError::NotFound(format!("node {:?}", r.name)));
+                };
+                check_version(&node, r.resource_version, &format!("nodes {:?}", r.name))?;
+                node.metadata.get_or_insert_with(Default::default).labels = r.labels;
+                let current = node.spec.get_or_insert_with(Default::default);
+                current.unschedulable = spec.unschedulable;
+                current.taints = spec.taints;
+                Ok(Some(node))
+            })
+            .await?;
+        tracing::info!(node = %r.name, "updated by the admin");
         Ok(Response::new(node))
     }
 
@@ -172,7 +238,9 @@ impl Nodes for NodesService {
 
     async fn list(&self, request: Request<ListNodesRequest>) -> Result<Response<NodeList>, Status> {
         self.reader(&request)?;
-        let (items, resource_version) = self.store.list::<Node>(&prefix::<Node>(""))?;
+        let selector = LabelSelector::parse(&request.get_ref().label_selector)?;
+        let (mut items, resource_version) = self.store.list::<Node>(&prefix::<Node>(""))?;
+        items.retain(|n| selector.is_empty() || selector.matches(&super::labels_of(n)));
         Ok(Response::new(NodeList {
             items,
             resource_version,
@@ -191,6 +259,8 @@ impl Nodes for NodesService {
             &self.store,
             r.from_revision,
             prefix::<Node>(""),
+            String::new(),
+            &r.label_selector,
             |t, node| {
                 Some(NodeWatchEvent {
                     r#type: t as i32,
@@ -199,5 +269,22 @@ impl Nodes for NodesService {
             },
         )?;
         Ok(Response::new(stream))
+    }
+}
+
+/// A taint as Kubernetes accepts it; kubelab has no eviction, so NoExecute is refused.
+fn check_taint(taint: &Taint) -> Result<(), ApiError> {
+    let one = std::collections::HashMap::from([(taint.key.clone(), taint.value.clone())]);
+    check_labels(&one).map_err(|e| ApiError::Invalid(format!("taint: {e}")))?;
+    match taint.effect.as_str() {
+        "NoSchedule" | "PreferNoSchedule" => Ok(()),
+        "NoExecute" => Err(ApiError::Invalid(format!(
+            "taint {}: effect NoExecute is not supported (kubelab does not evict running pods): use NoSchedule",
+            taint.key
+        ))),
+        other => Err(ApiError::Invalid(format!(
+            "taint {}: effect {other:?} must be NoSchedule or PreferNoSchedule",
+            taint.key
+        ))),
     }
 }

@@ -19,7 +19,8 @@ use kubelab_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::auth::{Authenticator, Identity};
-use super::store::{key, prefix, Store};
+use super::selector::LabelSelector;
+use super::store::{check_version, key, prefix, Store};
 use super::validation::{validate_and_default_pod, Admission};
 use super::{watch_stream, ApiError, WatchStream};
 use kubelab_proto::credential::{AuthChannel, Bearer};
@@ -174,10 +175,12 @@ impl Pods for PodsService {
         let who = self.auth.identify(&request)?;
         let r = request.into_inner();
         may_list(&who, &r.node_name)?;
+        let selector = LabelSelector::parse(&r.label_selector)?;
         let (mut items, resource_version) = self.store.list::<Pod>(&prefix::<Pod>(&r.namespace))?;
-        if !r.node_name.is_empty() {
-            items.retain(|p| p.spec.as_ref().is_some_and(|s| s.node_name == r.node_name));
-        }
+        items.retain(|p| {
+            (r.node_name.is_empty() || p.spec.as_ref().is_some_and(|s| s.node_name == r.node_name))
+                && (selector.is_empty() || selector.matches(&super::labels_of(p)))
+        });
         Ok(Response::new(PodList {
             items,
             resource_version,
@@ -201,6 +204,7 @@ impl Pods for PodsService {
             .update::<Pod, _>(&key, |current| {
                 let mut pod = existing(current, &key, &r.uid)?;
                 own_pod(&who, &pod, &key)?;
+                check_version(&pod, r.resource_version, &key)?;
                 let bound = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
                 // An unbound pod has no containers to stop; a forced delete skips the wait.
                 if !bound || (r.force && r.grace_period_seconds == Some(0)) {
@@ -246,6 +250,7 @@ impl Pods for PodsService {
             .store
             .update::<Pod, _>(&key, |current| {
                 let mut pod = existing(current, &key, &r.uid)?;
+                check_version(&pod, r.resource_version, &key)?;
                 let spec = pod.spec.get_or_insert_with(Default::default);
                 if !spec.node_name.is_empty() {
                     return Err(ApiError::Conflict(format!(
@@ -284,6 +289,7 @@ impl Pods for PodsService {
             .update::<Pod, _>(&key, |current| {
                 let mut pod = existing(current, &key, &r.uid)?;
                 own_pod(&who, &pod, &key)?;
+                check_version(&pod, r.resource_version, &key)?;
                 pod.status = r.status;
                 Ok(Some(pod))
             })
@@ -300,15 +306,13 @@ impl Pods for PodsService {
         let who = self.auth.identify(&request)?;
         let r = request.into_inner();
         may_list(&who, &r.node_name)?;
-        let node = r.node_name;
         let stream = watch_stream::<Pod, _>(
             &self.store,
             r.from_revision,
             prefix::<Pod>(&r.namespace),
-            move |t, pod| {
-                if !node.is_empty() && pod.spec.as_ref().is_none_or(|s| s.node_name != node) {
-                    return None;
-                }
+            r.node_name,
+            &r.label_selector,
+            |t, pod| {
                 Some(PodWatchEvent {
                     r#type: t as i32,
                     object: Some(pod),

@@ -11,12 +11,17 @@ use std::sync::Mutex;
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use tokio::sync::broadcast;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use super::ApiError;
 
-/// How many past revisions a watch can replay; older ones must relist.
+/// How many past revisions a watch can replay by default; older ones must relist.
 pub const HISTORY_WINDOW: u64 = 100_000;
+/// sled's page cache: the objects a lab holds fit many times over, and the apiserver
+/// stays small (sled's default would be 1 GiB).
+const CACHE_BYTES: u64 = 32 << 20;
 const REVISION_KEY: &[u8] = b"revision";
 const COMPACTED_KEY: &[u8] = b"compacted";
 
@@ -29,8 +34,12 @@ pub struct Change {
     pub revision: u64,
     pub change_type: ChangeType,
     pub key: String,
-    /// The object after the write (for a delete: the object as it was last).
-    pub value: Vec<u8>,
+    /// The object after the write (for a delete: the object as it was last), shared by
+    /// every watcher.
+    pub value: Arc<[u8]>,
+    /// The node the object is bound to (`spec.nodeName`), so that a watch of one node's
+    /// pods skips the others without decoding them.
+    pub node: std::sync::Arc<str>,
 }
 
 /// How a change is kept in the `history` tree.
@@ -42,27 +51,73 @@ struct HistoryRecord {
     key: String,
     #[prost(bytes = "vec", tag = "3")]
     value: Vec<u8>,
+    #[prost(string, tag = "4")]
+    node: String,
 }
 
 /// An object kind kept in the store; the key prefix is its plural name, as in Kubernetes' URLs.
 pub trait Object: Message + Default + Clone {
     const KIND: &'static str;
+    fn meta(&self) -> Option<&kubelab_proto::v1::ObjectMeta>;
     fn meta_mut(&mut self) -> &mut kubelab_proto::v1::ObjectMeta;
+    /// The node the object belongs to, if any (`spec.nodeName` of a pod).
+    fn node_name(&self) -> &str {
+        ""
+    }
+    fn resource_version(&self) -> u64 {
+        self.meta().map(|m| m.resource_version).unwrap_or(0)
+    }
 }
 
 macro_rules! object {
     ($ty:ty, $kind:literal) => {
         impl Object for $ty {
             const KIND: &'static str = $kind;
+            fn meta(&self) -> Option<&kubelab_proto::v1::ObjectMeta> {
+                self.metadata.as_ref()
+            }
             fn meta_mut(&mut self) -> &mut kubelab_proto::v1::ObjectMeta {
                 self.metadata.get_or_insert_with(Default::default)
             }
         }
     };
+    ($ty:ty, $kind:literal, node_name) => {
+        impl Object for $ty {
+            const KIND: &'static str = $kind;
+            fn meta(&self) -> Option<&kubelab_proto::v1::ObjectMeta> {
+                self.metadata.as_ref()
+            }
+            fn meta_mut(&mut self) -> &mut kubelab_proto::v1::ObjectMeta {
+                self.metadata.get_or_insert_with(Default::default)
+            }
+            fn node_name(&self) -> &str {
+                self.spec
+                    .as_ref()
+                    .map(|s| s.node_name.as_str())
+                    .unwrap_or("")
+            }
+        }
+    };
 }
-object!(kubelab_proto::v1::Pod, "pods");
+object!(kubelab_proto::v1::Pod, "pods", node_name);
 object!(kubelab_proto::v1::Node, "nodes");
 object!(kubelab_proto::v1::Event, "events");
+
+/// Kubernetes' words for a write made over a stale read.
+pub fn conflict(key: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "Operation cannot be fulfilled on {key}: the object has been modified; please apply your changes to the latest version and try again"
+    ))
+}
+
+/// A conditional write: when the caller names the version it read (`expected` > 0), the
+/// object must still be at that version.
+pub fn check_version<T: Object>(current: &T, expected: u64, key: &str) -> Result<(), ApiError> {
+    if expected != 0 && current.resource_version() != expected {
+        return Err(conflict(key));
+    }
+    Ok(())
+}
 
 /// The key of an object: `pods/default/hello`. Nodes have no namespace: `nodes//node-1`.
 pub fn key<T: Object>(namespace: &str, name: &str) -> String {
@@ -85,14 +140,32 @@ pub struct Store {
     meta: sled::Tree,
     /// Serialises writers so that revisions are handed out, committed and broadcast in order.
     write_lock: Mutex<()>,
+    history_window: u64,
     revision: AtomicU64,
     compacted: AtomicU64,
-    feed: broadcast::Sender<Change>,
+    /// Live watchers by the node they follow ("" for all): a write is handed only to the
+    /// watchers of its node and to those of all nodes — a thousand agents' watches do not
+    /// each look at every pod (the idea of kube-apiserver's watch cache indexers).
+    watchers: Mutex<HashMap<Arc<str>, Vec<Watcher>>>,
+}
+
+/// How many changes a watcher may fall behind before it is cut off and told to relist.
+const WATCHER_BUFFER: usize = 16_384;
+
+struct Watcher {
+    prefix: String,
+    tx: tokio::sync::mpsc::Sender<Change>,
+    /// Set when the watcher fell behind and was dropped.
+    lagged: Arc<AtomicBool>,
 }
 
 impl Store {
-    pub fn open(dir: &std::path::Path) -> Result<Self, ApiError> {
-        let db = sled::Config::new().path(dir).open().map_err(storage)?;
+    pub fn open(dir: &std::path::Path, history_window: u64) -> Result<Self, ApiError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(storage)?;
         let objects = db.open_tree("objects").map_err(storage)?;
         let history = db.open_tree("history").map_err(storage)?;
         let meta = db.open_tree("meta").map_err(storage)?;
@@ -105,18 +178,28 @@ impl Store {
                 .unwrap_or(0))
         };
         let revision = read_u64(REVISION_KEY)?;
-        let compacted = read_u64(COMPACTED_KEY)?;
-        // A lagging watcher is cut off (and told to relist) rather than slowing writers.
-        let (feed, _) = broadcast::channel(16_384);
+        let mut compacted = read_u64(COMPACTED_KEY)?;
+        // A smaller window than the last run's: drop the history it no longer keeps.
+        let keep_from = revision.saturating_sub(history_window.max(1));
+        if keep_from > compacted {
+            for entry in history.range(..=keep_from.to_be_bytes()) {
+                let (rev, _) = entry.map_err(storage)?;
+                history.remove(rev).map_err(storage)?;
+            }
+            compacted = keep_from;
+            meta.insert(COMPACTED_KEY, &compacted.to_be_bytes())
+                .map_err(storage)?;
+        }
         Ok(Store {
             db,
             objects,
             history,
             meta,
             write_lock: Mutex::new(()),
+            history_window: history_window.max(1),
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
-            feed,
+            watchers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -174,7 +257,7 @@ impl Store {
                 },
             };
             let value = object.encode_to_vec();
-            self.commit(revision, change_type, key, &value)?;
+            self.commit(revision, change_type, key, &value, object.node_name())?;
             object
         };
         // Acknowledge only what is on disk. sled groups concurrent flushes into one.
@@ -190,14 +273,16 @@ impl Store {
         change_type: ChangeType,
         key: &str,
         value: &[u8],
+        node: &str,
     ) -> Result<(), ApiError> {
         let record = HistoryRecord {
             change_type: change_type as i32,
             key: key.to_string(),
             value: value.to_vec(),
+            node: node.to_string(),
         }
         .encode_to_vec();
-        let compact_to = revision.saturating_sub(HISTORY_WINDOW);
+        let compact_to = revision.saturating_sub(self.history_window);
         (&self.objects, &self.history, &self.meta)
             .transaction(|(objects, history, meta)| {
                 if change_type == ChangeType::Deleted {
@@ -219,27 +304,63 @@ impl Store {
             })?;
         self.revision.store(revision, Ordering::SeqCst);
         self.compacted.fetch_max(compact_to, Ordering::SeqCst);
-        // No receiver is not an error: nobody is watching.
-        let _ = self.feed.send(Change {
+        let change = Change {
             revision,
             change_type,
             key: key.to_string(),
-            value: value.to_vec(),
-        });
+            value: value.into(),
+            node: node.into(),
+        };
+        self.dispatch(&change);
         Ok(())
     }
 
-    /// Changes after `from_revision` under `prefix`: first replayed from history, then live.
-    /// A revision older than the history window is `Expired`: the caller must relist.
+    /// Hands a committed change to its watchers, in commit order (we hold the write lock).
+    /// A watcher whose buffer is full is dropped, and told to relist: it never slows writers.
+    fn dispatch(&self, change: &Change) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let deliver = |list: &mut Vec<Watcher>| {
+            list.retain(|w| {
+                if !change.key.starts_with(&w.prefix) {
+                    return !w.tx.is_closed();
+                }
+                match w.tx.try_send(change.clone()) {
+                    Ok(()) => true,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        w.lagged.store(true, Ordering::SeqCst);
+                        false
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            })
+        };
+        if let Some(list) = watchers.get_mut("") {
+            deliver(list);
+        }
+        if !change.node.is_empty() {
+            if let Some(list) = watchers.get_mut(&change.node) {
+                deliver(list);
+                if list.is_empty() {
+                    watchers.remove(&change.node);
+                }
+            }
+        }
+    }
+
+    /// Changes after `from_revision` under `prefix` (and bound to `node`, unless empty):
+    /// first replayed from history, then live. A revision older than the history window is
+    /// `Expired`: the caller must relist.
     pub fn watch(
         &self,
         from_revision: u64,
         prefix: String,
+        node: String,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<Change, ApiError>>, ApiError> {
-        // Subscribe before reading history, so a write landing in between is seen once
-        // (replay covers it, and the live part skips what replay already sent).
-        let mut live = self.feed.subscribe();
-        let replay = {
+        // Register and read history under the write lock: no write can land between the
+        // two, so every change is either replayed or live, exactly once, in order.
+        let (live_tx, mut live) = tokio::sync::mpsc::channel(WATCHER_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let changes = {
             let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             let compacted = self.compacted.load(Ordering::SeqCst);
             if from_revision < compacted {
@@ -252,43 +373,45 @@ impl Store {
                     <[u8; 8]>::try_from(rev.as_ref()).map_err(|_| corrupt("history key"))?,
                 );
                 let record = HistoryRecord::decode(bytes.as_ref()).map_err(corrupt)?;
-                if record.key.starts_with(&prefix) {
+                if record.key.starts_with(&prefix) && (node.is_empty() || record.node == node) {
                     changes.push(Change {
                         revision,
                         change_type: record.change_type(),
                         key: record.key,
-                        value: record.value,
+                        value: record.value.into(),
+                        node: record.node.into(),
                     });
                 }
             }
-            (changes, self.revision())
+            self.watchers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(node.as_str().into())
+                .or_default()
+                .push(Watcher {
+                    prefix,
+                    tx: live_tx,
+                    lagged: lagged.clone(),
+                });
+            changes
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
-            let (changes, mut last) = replay;
-            last = last.max(from_revision);
+            let mut last = from_revision;
             for change in changes {
+                last = change.revision;
                 if tx.send(Ok(change)).await.is_err() {
                     return;
                 }
             }
-            loop {
-                match live.recv().await {
-                    Ok(change) => {
-                        if change.revision <= last || !change.key.starts_with(&prefix) {
-                            continue;
-                        }
-                        last = change.revision;
-                        if tx.send(Ok(change)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Err(ApiError::WatchTooSlow(last))).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+            while let Some(change) = live.recv().await {
+                last = change.revision;
+                if tx.send(Ok(change)).await.is_err() {
+                    return;
                 }
+            }
+            if lagged.load(Ordering::SeqCst) {
+                let _ = tx.send(Err(ApiError::WatchTooSlow(last))).await;
             }
         });
         Ok(rx)
@@ -319,6 +442,21 @@ mod tests {
         }
     }
 
+    /// Opens again once the previous handle's background flusher has let go of the lock.
+    fn reopen(dir: &std::path::Path, window: u64) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(dir, window) {
+                Ok(store) => return store,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
     async fn put(store: &Store, name: &str) -> u64 {
         let p = pod(name);
         let written = store
@@ -332,12 +470,12 @@ mod tests {
     async fn every_write_takes_the_next_revision_and_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store = Store::open(dir.path()).expect("open");
+            let store = Store::open(dir.path(), HISTORY_WINDOW).expect("open");
             assert_eq!(put(&store, "a").await, 1);
             assert_eq!(put(&store, "b").await, 2);
             assert_eq!(put(&store, "a").await, 3);
         }
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = reopen(dir.path(), HISTORY_WINDOW);
         assert_eq!(store.revision(), 3);
         let (pods, rev) = store.list::<Pod>(&prefix::<Pod>("default")).expect("list");
         assert_eq!((pods.len(), rev), (2, 3));
@@ -347,10 +485,12 @@ mod tests {
     #[tokio::test]
     async fn a_watch_replays_history_then_streams_live_changes_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), HISTORY_WINDOW).expect("open");
         put(&store, "a").await;
         put(&store, "b").await;
-        let mut rx = store.watch(1, prefix::<Pod>("")).expect("watch");
+        let mut rx = store
+            .watch(1, prefix::<Pod>(""), String::new())
+            .expect("watch");
         put(&store, "c").await;
         store
             .update::<Pod, _>(&key::<Pod>("default", "a"), |_| Ok(None))
@@ -372,9 +512,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watch_from_before_the_window_is_told_to_relist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 3).expect("open");
+        for name in ["a", "b", "c", "d", "e"] {
+            put(&store, name).await;
+        }
+        let err = store
+            .watch(1, prefix::<Pod>(""), String::new())
+            .expect_err("expired");
+        assert!(err.to_string().contains("expired, relist"), "{err}");
+        let mut rx = store
+            .watch(2, prefix::<Pod>(""), String::new())
+            .expect("within the window");
+        let first = rx.recv().await.expect("change").expect("no error");
+        assert_eq!(first.revision, 3);
+        drop(store);
+        // Reopened with a smaller window, the older history is dropped.
+        let store = reopen(dir.path(), 1);
+        assert!(store.watch(3, prefix::<Pod>(""), String::new()).is_err());
+        assert!(store.watch(4, prefix::<Pod>(""), String::new()).is_ok());
+    }
+
+    #[tokio::test]
     async fn a_refused_change_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), HISTORY_WINDOW).expect("open");
         put(&store, "a").await;
         let refused = store
             .update::<Pod, _>(&key::<Pod>("default", "a"), |_| {

@@ -128,6 +128,41 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
     if !spec.node_name.is_empty() {
         check_dns_subdomain("spec.nodeName", &spec.node_name)?;
     }
+    check_labels(&spec.node_selector)
+        .map_err(|e| ApiError::Invalid(format!("spec.nodeSelector: {e}")))?;
+    for t in &mut spec.tolerations {
+        if t.operator.is_empty() {
+            t.operator = "Equal".into();
+        }
+        match t.operator.as_str() {
+            "Exists" if !t.value.is_empty() => {
+                return Err(ApiError::Invalid(format!(
+                    "spec.tolerations: key {:?}: operator Exists takes no value",
+                    t.key
+                )))
+            }
+            "Equal" if t.key.is_empty() => {
+                return Err(ApiError::Invalid(
+                    "spec.tolerations: operator Equal needs a key (or use operator Exists to tolerate every taint)".into(),
+                ))
+            }
+            "Exists" | "Equal" => {}
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "spec.tolerations: operator {other:?} must be Equal or Exists"
+                )))
+            }
+        }
+        if !matches!(
+            t.effect.as_str(),
+            "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+        ) {
+            return Err(ApiError::Invalid(format!(
+                "spec.tolerations: effect {:?} must be NoSchedule, PreferNoSchedule or NoExecute",
+                t.effect
+            )));
+        }
+    }
     if spec.containers.is_empty() {
         return Err(ApiError::Invalid(
             "spec.containers: a pod needs at least one container".into(),

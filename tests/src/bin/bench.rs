@@ -78,6 +78,7 @@ async fn start_one(
             from_revision: from,
             namespace: "default".into(),
             node_name: String::new(),
+            label_selector: String::new(),
         })
         .await
         .expect("watch")

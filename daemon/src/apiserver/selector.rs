@@ -1,0 +1,196 @@
+//! Label selectors, in Kubernetes' text form: `app=web,tier!=db,env in (a,b),env notin (c),canary,!legacy`.
+//!
+//! Owns parsing a selector and matching it against an object's labels. Pure functions:
+//! nothing here reads the store.
+
+use std::collections::HashMap;
+
+use super::validation::check_labels;
+use super::ApiError;
+
+/// One comma-separated part of a selector.
+#[derive(Clone, Debug, PartialEq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+/// A parsed selector; the empty selector matches everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+impl LabelSelector {
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        let mut requirements = Vec::new();
+        for part in split_top_level(text)? {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            requirements.push(parse_requirement(part).map_err(|why| {
+                ApiError::Invalid(format!(
+                    "label selector {text:?}: {why} (examples: app=web, tier!=db, env in (a,b), !canary)"
+                ))
+            })?);
+        }
+        Ok(LabelSelector(requirements))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, labels: &HashMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            // As in Kubernetes: a missing label is "not equal".
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+/// Splits on the commas that are not inside `( … )`.
+fn split_top_level(text: &str) -> Result<Vec<&str>, ApiError> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err(ApiError::Invalid(format!(
+                "label selector {text:?}: unbalanced parentheses"
+            )));
+        }
+    }
+    if depth != 0 {
+        return Err(ApiError::Invalid(format!(
+            "label selector {text:?}: unbalanced parentheses"
+        )));
+    }
+    parts.push(&text[start..]);
+    Ok(parts)
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, String> {
+    let checked_key = |key: &str| -> Result<String, String> {
+        let key = key.trim();
+        let one = HashMap::from([(key.to_string(), String::new())]);
+        check_labels(&one).map_err(|e| e.to_string())?;
+        Ok(key.to_string())
+    };
+    let checked_value = |key: &str, value: &str| -> Result<String, String> {
+        let value = value.trim();
+        let one = HashMap::from([("k".to_string(), value.to_string())]);
+        check_labels(&one).map_err(|_| format!("{value:?} is not a valid value for {key}"))?;
+        Ok(value.to_string())
+    };
+    if let Some(key) = part.strip_prefix('!') {
+        return Ok(Requirement::DoesNotExist(checked_key(key)?));
+    }
+    for (op, negated) in [("!=", true), ("==", false), ("=", false)] {
+        if let Some((key, value)) = part.split_once(op) {
+            let key = checked_key(key)?;
+            let value = checked_value(&key, value)?;
+            return Ok(if negated {
+                Requirement::NotEquals(key, value)
+            } else {
+                Requirement::Equals(key, value)
+            });
+        }
+    }
+    if let Some(open) = part.find('(') {
+        let head: Vec<&str> = part[..open].split_whitespace().collect();
+        let Some(inner) = part[open + 1..].strip_suffix(')') else {
+            return Err(format!(
+                "{part:?}: nothing may follow the closing parenthesis"
+            ));
+        };
+        let [key, op] = head.as_slice() else {
+            return Err(format!(
+                "{part:?}: expected KEY in (V1,V2) or KEY notin (V1,V2)"
+            ));
+        };
+        let key = checked_key(key)?;
+        let values = inner
+            .split(',')
+            .map(|v| checked_value(&key, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        return match *op {
+            "in" => Ok(Requirement::In(key, values)),
+            "notin" => Ok(Requirement::NotIn(key, values)),
+            other => Err(format!(
+                "{other:?} is not an operator (in, notin, =, ==, !=)"
+            )),
+        };
+    }
+    if part.split_whitespace().count() != 1 {
+        return Err(format!("{part:?} is not a requirement"));
+    }
+    Ok(Requirement::Exists(checked_key(part)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_match_as_in_kubernetes() {
+        let web = labels(&[("app", "web"), ("env", "prod")]);
+        let db = labels(&[("app", "db")]);
+        let cases = [
+            ("", true, true),
+            ("app=web", true, false),
+            ("app==web", true, false),
+            ("app!=web", false, true),
+            ("env!=prod", false, true),
+            ("env in (prod, dev)", true, false),
+            ("env notin (prod)", false, true),
+            ("env", true, false),
+            ("!env", false, true),
+            ("app in (web,db),!canary", true, true),
+            ("app=web,env=dev", false, false),
+            ("example.com/team", false, false),
+        ];
+        for (text, on_web, on_db) in cases {
+            let s = LabelSelector::parse(text).expect(text);
+            assert_eq!((s.matches(&web), s.matches(&db)), (on_web, on_db), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_selectors_are_explained() {
+        for text in [
+            "app=we b",
+            "env in (a",
+            "env within (a)",
+            "a b",
+            "=x",
+            "env in (a) x",
+        ] {
+            let e = LabelSelector::parse(text).expect_err(text).to_string();
+            assert!(e.starts_with("invalid label selector"), "{text}: {e}");
+        }
+    }
+}
