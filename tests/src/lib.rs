@@ -97,10 +97,16 @@ impl Proc {
         }
     }
 
-    /// Sends SIGTERM (what Ctrl-C sends), as a user stopping it would.
+    /// Sends SIGTERM (what Ctrl-C sends), as a user stopping it would; a process a test
+    /// froze (SIGSTOP) is woken first, so that it can act on it.
     pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, signal);
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
@@ -150,6 +156,8 @@ pub struct Lab {
     agent_log: String,
     /// Extra arguments of every agent.
     agent_args: Vec<String>,
+    /// Extra arguments of one agent (by index), added by `add_agent`.
+    own_agent_args: Vec<Vec<String>>,
     /// Extra arguments of the apiserver (`--allow-host-path`, ...).
     apiserver_args: Vec<String>,
     /// This lab's pod addresses, `10.N.0.0/16`, N held for the lab's life (see `NetSlot`).
@@ -204,6 +212,11 @@ impl Lab {
         Lab::start_with(agents, "info,kubelabd=debug", agent_args, &[])
     }
 
+    /// As `start`, with extra arguments for every agent and for the apiserver.
+    pub fn start_with_args(agents: usize, agent_args: &[&str], apiserver_args: &[&str]) -> Lab {
+        Lab::start_with(agents, "info,kubelabd=debug", agent_args, apiserver_args)
+    }
+
     /// As `start`, with extra apiserver arguments (`--allow-host-path`, ...).
     pub fn start_with_apiserver_args(agents: usize, apiserver_args: &[&str]) -> Lab {
         Lab::start_with(agents, "info,kubelabd=debug", &[], apiserver_args)
@@ -234,24 +247,15 @@ impl Lab {
             rootfs: OnceLock::new(),
             agent_log: agent_log.to_string(),
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            own_agent_args: Vec::new(),
             apiserver_args: apiserver_args.iter().map(|a| a.to_string()).collect(),
             cluster_cidr: format!("10.{}.0.0/16", net.n),
             net,
         };
         lab.start_registry();
         lab.start_apiserver();
-        let suffix = lab
-            .dir
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("x")
-            .trim_start_matches("kubelab-test-")
-            .to_lowercase();
-        for i in 1..=agents {
-            let name = format!("node-{i}-{suffix}").replace('_', "-");
-            lab.start_agent(&name);
-            lab.node_names.push(name);
+        for _ in 0..agents {
+            lab.start_agent(&[]);
         }
         lab.scheduler = Some(Proc::spawn(
             "scheduler",
@@ -354,12 +358,50 @@ impl Lab {
         self.agents[i] = agent;
     }
 
-    fn start_agent(&mut self, name: &str) {
-        let agent = self.spawn_agent(name);
+    /// Starts one more agent with its own extra arguments (`--node-labels`, ...) and
+    /// waits until its node is Ready; returns the node's name.
+    pub fn add_agent(&mut self, args: &[&str]) -> String {
+        let name = self.start_agent(args);
+        wait_until("the new node to be Ready", Duration::from_secs(20), || {
+            self.kubelab(&["get", "node", &name])
+                .stdout
+                .windows(7)
+                .any(|w| w == b" Ready ")
+        });
+        name
+    }
+
+    fn start_agent(&mut self, args: &[&str]) -> String {
+        let suffix = self
+            .dir
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x")
+            .trim_start_matches("kubelab-test-")
+            .to_lowercase();
+        let name = format!("node-{}-{suffix}", self.agents.len() + 1).replace('_', "-");
+        self.own_agent_args
+            .push(args.iter().map(|a| a.to_string()).collect());
+        self.node_names.push(name.clone());
+        let agent = self.spawn_agent(&name);
         self.agents.push(agent);
+        name
+    }
+
+    /// Sends a signal to agent `i` (SIGSTOP makes it a silent node; SIGCONT wakes it).
+    pub fn signal_agent(&self, i: usize, signal: nix::sys::signal::Signal) {
+        self.agents[i].signal(signal);
     }
 
     fn spawn_agent(&self, name: &str) -> Proc {
+        let own: &[String] = self
+            .node_names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.own_agent_args.get(i))
+            .map(|a| a.as_slice())
+            .unwrap_or(&[]);
         let root = self.agent_root(name);
         let log = self.dir.path().join(format!("agent-{name}.log"));
         Proc::spawn(
@@ -372,6 +414,7 @@ impl Lab {
                 .args(["--cluster-cidr", &self.cluster_cidr])
                 .args(["--cni-bridge", &self.bridge_of(name)])
                 .args(&self.agent_args)
+                .args(own)
                 .arg("--root-dir")
                 .arg(&root)
                 .env("RUST_LOG", &self.agent_log),
@@ -391,6 +434,24 @@ impl Lab {
         let credential = kubelab_proto::credential::Credential::load(&self.admin_config())
             .expect("admin credential");
         kubelab_proto::v1::pods_client::PodsClient::new(credential.channel().expect("channel"))
+    }
+
+    /// The lab's nodes and events APIs, as the admin.
+    pub fn nodes_client(
+        &self,
+    ) -> kubelab_proto::v1::nodes_client::NodesClient<kubelab_proto::credential::AuthChannel> {
+        let credential = kubelab_proto::credential::Credential::load(&self.admin_config())
+            .expect("admin credential");
+        kubelab_proto::v1::nodes_client::NodesClient::new(credential.channel().expect("channel"))
+    }
+
+    pub fn events_client(
+        &self,
+    ) -> kubelab_proto::v1::events_client::EventsClient<kubelab_proto::credential::AuthChannel>
+    {
+        let credential = kubelab_proto::credential::Credential::load(&self.admin_config())
+            .expect("admin credential");
+        kubelab_proto::v1::events_client::EventsClient::new(credential.channel().expect("channel"))
     }
 
     /// The CNI bridge of an agent of this lab: `klt<N>-<i>`.

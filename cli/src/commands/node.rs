@@ -68,6 +68,8 @@ pub async fn drain(server: &Connection, name: &str, options: DrainOptions) -> an
     let mut api = Api::connect(server).await?;
     if set_unschedulable(&mut api, name, true).await? {
         println!("node/{name} cordoned");
+    } else {
+        println!("node/{name} already cordoned");
     }
     let pods = api
         .pods

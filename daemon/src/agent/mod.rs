@@ -43,9 +43,6 @@ use pod_workers::PodWorkers;
 use runtime::RuntimeService;
 use status_manager::StatusManager;
 
-/// How often the agent tells the apiserver it is alive (Kubernetes' node lease renews every 10 s).
-const HEARTBEAT_PERIOD: Duration = Duration::from_secs(10);
-
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// This node's name (a DNS-1123 subdomain).
@@ -107,6 +104,10 @@ pub struct AgentArgs {
     /// --register-with-taints); kept only when the node is first registered.
     #[arg(long, value_delimiter = ',', value_parser = parse_taint)]
     pub register_with_taints: Vec<kubelab_proto::v1::Taint>,
+    /// How often the agent tells the apiserver it is alive (the kubelet's node lease
+    /// renews every 10s); keep it well under the apiserver's --node-monitor-grace-period.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_period: Duration,
     /// Most pods this node takes (the kubelet's --max-pods).
     #[arg(long, default_value_t = 110)]
     pub max_pods: i64,
@@ -278,7 +279,12 @@ pub async fn run(
     if let Err(e) = kubelet.network.ensure_masquerade().await {
         tracing::warn!(error = %e, "pods' traffic to outside the cluster will not be masqueraded");
     }
-    tokio::spawn(heartbeat(api.clone(), node, kubelet.clone()));
+    tokio::spawn(heartbeat(
+        api.clone(),
+        node,
+        kubelet.clone(),
+        args.heartbeat_period,
+    ));
 
     let workers = PodWorkers::new(kubelet.clone());
     tokio::select! {
@@ -463,13 +469,13 @@ fn default_bridge(root: &std::path::Path, node_name: &str) -> String {
     format!("kl-{}", &hex::encode(hash)[..12])
 }
 
-async fn heartbeat(api: ApiClient, node: Node, kubelet: Arc<Kubelet>) {
+async fn heartbeat(api: ApiClient, node: Node, kubelet: Arc<Kubelet>, period: Duration) {
     let name = node
         .metadata
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let mut ticks = tokio::time::interval(HEARTBEAT_PERIOD);
+    let mut ticks = tokio::time::interval(period);
     ticks.tick().await;
     loop {
         ticks.tick().await;

@@ -4,11 +4,13 @@
 //! defaults what users send, hands out revisions, and streams changes to watchers. It
 //! never schedules, pulls or runs anything: the scheduler and the agents are its clients.
 //!
-//! Layout: `store` (sled, revisions, watch feed), `validation` (names and defaults),
-//! `pods`, `nodes`, `events` (one gRPC service each).
+//! Layout: `store` (sled, revisions, watch feed) and its `flusher` (group commit),
+//! `validation` and `selector` (pure checks), `pods`, `nodes`, `events` (one gRPC service
+//! each), `node_lifecycle` (NotReady nodes), `node_ipam` (pod CIDRs), `auth`.
 
 pub mod auth;
 mod events;
+mod flusher;
 pub mod node_ipam;
 mod node_lifecycle;
 mod nodes;

@@ -134,7 +134,8 @@ pub fn prefix<T: Object>(namespace: &str) -> String {
 }
 
 pub struct Store {
-    db: sled::Db,
+    /// Dropped first (fields drop in order): writers still waiting are flushed for.
+    flusher: super::flusher::Flusher,
     objects: sled::Tree,
     history: sled::Tree,
     meta: sled::Tree,
@@ -191,7 +192,7 @@ impl Store {
                 .map_err(storage)?;
         }
         Ok(Store {
-            db,
+            flusher: super::flusher::Flusher::start(db.clone(), revision),
             objects,
             history,
             meta,
@@ -251,8 +252,12 @@ impl Store {
                     };
                     (t, object)
                 }
+                // As in Kubernetes, the deleted object carries the delete's revision.
                 None => match previous {
-                    Some(previous) => (ChangeType::Deleted, previous),
+                    Some(mut previous) => {
+                        previous.meta_mut().resource_version = revision;
+                        (ChangeType::Deleted, previous)
+                    }
                     None => return Err(ApiError::NotFound(key.to_string())),
                 },
             };
@@ -260,8 +265,9 @@ impl Store {
             self.commit(revision, change_type, key, &value, object.node_name())?;
             object
         };
-        // Acknowledge only what is on disk. sled groups concurrent flushes into one.
-        self.db.flush_async().await.map_err(storage)?;
+        // Acknowledge only what is on disk; one flush covers every writer waiting.
+        let revision = result.resource_version();
+        self.flusher.durable(revision).await?;
         Ok(result)
     }
 
