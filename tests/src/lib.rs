@@ -104,6 +104,10 @@ impl Proc {
         self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, signal);
@@ -222,11 +226,46 @@ impl Lab {
         Lab::start_with(agents, "info,kubelabd=debug", &[], apiserver_args)
     }
 
+    /// Only a registry, an apiserver and `agents` agents: pods stay unbound until
+    /// `start_scheduler` (the bench times the scheduler alone this way).
+    pub fn start_without_scheduler(agents: usize, agent_log: &str) -> Lab {
+        Lab::start_full(agents, agent_log, &[], &[], false)
+    }
+
+    pub fn start_scheduler(&mut self) {
+        self.scheduler = Some(Proc::spawn(
+            "scheduler",
+            Command::new(bin("kubelabd"))
+                .args(["scheduler", "--config"])
+                .arg(self.dir.path().join("apiserver/scheduler.conf")),
+            &self.dir.path().join("scheduler.log"),
+        ));
+    }
+
+    /// The pids of the apiserver and of agent `i`, for memory figures.
+    pub fn apiserver_pid(&self) -> Option<u32> {
+        self.apiserver.as_ref().map(Proc::pid)
+    }
+
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents.get(i).map(Proc::pid)
+    }
+
     fn start_with(
         agents: usize,
         agent_log: &str,
         agent_args: &[&str],
         apiserver_args: &[&str],
+    ) -> Lab {
+        Lab::start_full(agents, agent_log, agent_args, apiserver_args, true)
+    }
+
+    fn start_full(
+        agents: usize,
+        agent_log: &str,
+        agent_args: &[&str],
+        apiserver_args: &[&str],
+        with_scheduler: bool,
     ) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("kubelab-test-")
@@ -257,13 +296,9 @@ impl Lab {
         for _ in 0..agents {
             lab.start_agent(&[]);
         }
-        lab.scheduler = Some(Proc::spawn(
-            "scheduler",
-            Command::new(bin("kubelabd"))
-                .args(["scheduler", "--config"])
-                .arg(lab.dir.path().join("apiserver/scheduler.conf")),
-            &lab.dir.path().join("scheduler.log"),
-        ));
+        if with_scheduler {
+            lab.start_scheduler();
+        }
         let n = agents;
         let start = Instant::now();
         loop {
@@ -323,8 +358,10 @@ impl Lab {
             &self.dir.path().join("apiserver.log"),
         ));
         let addr = self.server.clone();
+        // Listening comes a moment before the credentials are written: wait for both.
+        let written = ["scheduler.conf", "bootstrap.conf"].map(|f| data.join(f));
         wait_until("the apiserver", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(&addr).is_ok()
+            std::net::TcpStream::connect(&addr).is_ok() && written.iter().all(|f| f.exists())
         });
     }
 

@@ -58,7 +58,10 @@ impl Events for EventsService {
             .identify(&request)?
             .require_cluster("list events")?;
         let r = request.into_inner();
-        let (mut items, _) = self.store.list::<Event>(&prefix::<Event>(&r.namespace))?;
+        let (mut items, _) = self
+            .store
+            .list::<Event>(&prefix::<Event>(&r.namespace))
+            .await?;
         if !r.involved_uid.is_empty() {
             items.retain(|e| {
                 e.involved_object
@@ -136,7 +139,7 @@ pub async fn expire_events(store: Arc<Store>, ttl: std::time::Duration) {
     loop {
         ticks.tick().await;
         let cutoff = now_ms() - ttl.as_millis() as i64;
-        let Ok((events, _)) = store.list::<Event>(&prefix::<Event>("")) else {
+        let Ok((events, _)) = store.list::<Event>(&prefix::<Event>("")).await else {
             continue;
         };
         let mut expired = 0;

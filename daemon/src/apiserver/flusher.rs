@@ -46,8 +46,14 @@ impl Flusher {
                     }
                     let target = state.revision;
                     drop(state);
+                    let started = std::time::Instant::now();
                     match db.flush() {
                         Ok(_) => {
+                            tracing::trace!(
+                                revisions = target - flushed,
+                                micros = started.elapsed().as_micros() as u64,
+                                "flushed"
+                            );
                             flushed = target;
                             tx.send_replace(target);
                         }

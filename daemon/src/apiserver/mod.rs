@@ -262,7 +262,7 @@ type WatchStream<T> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
 
 /// Turns the store's change feed into a typed gRPC watch stream.
-fn watch_stream<T, E>(
+async fn watch_stream<T, E>(
     store: &Store,
     from_revision: u64,
     prefix: String,
@@ -275,7 +275,7 @@ where
     E: Send + 'static,
 {
     let selector = selector::LabelSelector::parse(selector)?;
-    let rx = store.watch(from_revision, prefix, node)?;
+    let rx = store.watch(from_revision, prefix, node).await?;
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |change| {
         let item = match change {
             Err(e) => Some(Err(tonic::Status::from(e))),

@@ -87,7 +87,7 @@ pub async fn run(store: Arc<Store>, grace: Duration) {
     );
     loop {
         ticks.tick().await;
-        let Ok((nodes, _)) = store.list::<Node>(&prefix::<Node>("")) else {
+        let Ok((nodes, _)) = store.list::<Node>(&prefix::<Node>("")).await else {
             continue;
         };
         let mut present = std::collections::HashSet::new();
@@ -157,7 +157,7 @@ async fn mark_not_ready(store: &Store, name: &str, grace: Duration) {
 
 /// Every pod of the node that may still be running is no longer Ready: nobody can tell.
 async fn mark_pods_not_ready(store: &Store, node: &str) {
-    let Ok((pods, _)) = store.list::<Pod>(&prefix::<Pod>("")) else {
+    let Ok((pods, _)) = store.list::<Pod>(&prefix::<Pod>("")).await else {
         return;
     };
     for pod in pods {

@@ -94,7 +94,7 @@ impl Nodes for NodesService {
         let meta = node.metadata.get_or_insert_with(Default::default);
         let key = key::<Node>("", &meta.name);
         let _allocating = self.allocating.lock().await;
-        let (nodes, _) = self.store.list::<Node>(&prefix::<Node>(""))?;
+        let (nodes, _) = self.store.list::<Node>(&prefix::<Node>("")).await?;
         let taken: Vec<String> = nodes
             .iter()
             .filter(|n| n.metadata.as_ref().is_some_and(|m| m.name != meta.name))
@@ -239,7 +239,7 @@ impl Nodes for NodesService {
     async fn list(&self, request: Request<ListNodesRequest>) -> Result<Response<NodeList>, Status> {
         self.reader(&request)?;
         let selector = LabelSelector::parse(&request.get_ref().label_selector)?;
-        let (mut items, resource_version) = self.store.list::<Node>(&prefix::<Node>(""))?;
+        let (mut items, resource_version) = self.store.list::<Node>(&prefix::<Node>("")).await?;
         items.retain(|n| selector.is_empty() || selector.matches(&super::labels_of(n)));
         Ok(Response::new(NodeList {
             items,
@@ -267,7 +267,8 @@ impl Nodes for NodesService {
                     object: Some(node),
                 })
             },
-        )?;
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 }

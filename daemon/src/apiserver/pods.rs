@@ -176,7 +176,8 @@ impl Pods for PodsService {
         let r = request.into_inner();
         may_list(&who, &r.node_name)?;
         let selector = LabelSelector::parse(&r.label_selector)?;
-        let (mut items, resource_version) = self.store.list::<Pod>(&prefix::<Pod>(&r.namespace))?;
+        let (mut items, resource_version) =
+            self.store.list::<Pod>(&prefix::<Pod>(&r.namespace)).await?;
         items.retain(|p| {
             (r.node_name.is_empty() || p.spec.as_ref().is_some_and(|s| s.node_name == r.node_name))
                 && (selector.is_empty() || selector.matches(&super::labels_of(p)))
@@ -318,7 +319,8 @@ impl Pods for PodsService {
                     object: Some(pod),
                 })
             },
-        )?;
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 

@@ -1,9 +1,16 @@
-//! `make bench`: kubelab's speed figures beside a bare `runc run`, in one run, on this machine.
+//! `make bench`: kubelab's figures, each beside a comparison measured in the same run on
+//! this machine, as one table (the rows of issue 6):
 //!
-//! Pod start with a cached image: create → Running observed through a watch (the way
-//! Kubernetes' pod startup SLO measures it), for sequential `sleep` pods, with a pod
-//! network and without one (`hostNetwork`); then `runc run` of the same busybox rootfs.
-//! Prints one table. Not a test: nothing here asserts a time.
+//! 1. pod start with a cached image (create → Running seen by a watch, as Kubernetes' pod
+//!    startup SLO measures it), 100 sequential pods, beside `runc run` of the same rootfs;
+//! 2. a burst of 100 pods on 2 real agents, beside 100 `runc run --detach`, two at a time;
+//! 3. durable pod creates per second from 64 clients, beside this disk's fsyncs per second;
+//! 4. scheduler binds per second, 1,000 hollow nodes and 10,000 pods;
+//! 5. memory (RSS) of the apiserver and an agent idle, and of the apiserver holding 10,000 pods;
+//! 6. a cold image pull and unpack, beside `skopeo copy` + `umoci unpack` of the same image.
+//!
+//! Not a test: nothing here asserts a time. `BENCH_QUICK=1` shrinks the counts;
+//! `BENCH_ONLY=3,4` runs only those rows (to profile one).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +21,6 @@ use kubelab_proto::v1::{
     Container, DeletePodRequest, ObjectMeta, Pod, PodSpec, WatchEventType, WatchRequest,
 };
 use kubelab_tests::Lab;
-
-const RUNS: usize = 20;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -130,7 +135,12 @@ enum Runc {
     DetachedSleep,
 }
 
-fn runc_run(rootfs: &std::path::Path, runs: usize, how: Runc) -> Option<Vec<Duration>> {
+fn runc_run(
+    rootfs: &std::path::Path,
+    runs: usize,
+    how: Runc,
+    lane: usize,
+) -> Option<Vec<Duration>> {
     if Command::new("runc").arg("--version").output().is_err() {
         eprintln!("runc not found (apt-get install runc): skipping the comparison");
         return None;
@@ -164,7 +174,7 @@ fn runc_run(rootfs: &std::path::Path, runs: usize, how: Runc) -> Option<Vec<Dura
     std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write config");
     let mut times = Vec::new();
     for i in 0..runs {
-        let id = format!("kubelab-bench-{}-{i}", std::process::id());
+        let id = format!("kubelab-bench-{}-{lane}-{i}", std::process::id());
         let mut cmd = Command::new("runc");
         cmd.arg("run");
         if how == Runc::DetachedSleep {
@@ -191,9 +201,121 @@ fn runc_run(rootfs: &std::path::Path, runs: usize, how: Runc) -> Option<Vec<Dura
     Some(times)
 }
 
-#[tokio::main]
-async fn main() {
+/// How many of each thing to measure (`BENCH_QUICK=1`: a fast look, not for the record).
+struct Sizes {
+    sequential: usize,
+    extra: usize,
+    burst: usize,
+    creates: usize,
+    hollow_nodes: usize,
+    scheduled_pods: usize,
+}
+
+impl Sizes {
+    fn from_env() -> Sizes {
+        if std::env::var_os("BENCH_QUICK").is_some() {
+            Sizes {
+                sequential: 20,
+                extra: 5,
+                burst: 20,
+                creates: 2_000,
+                hollow_nodes: 100,
+                scheduled_pods: 1_000,
+            }
+        } else {
+            Sizes {
+                sequential: 100,
+                extra: 20,
+                burst: 100,
+                creates: 20_000,
+                hollow_nodes: 1_000,
+                scheduled_pods: 10_000,
+            }
+        }
+    }
+}
+
+/// One row of the table.
+struct Row {
+    what: String,
+    ours: String,
+    comparison: String,
+    target: String,
+}
+
+fn rss_mb(pid: Option<u32>) -> f64 {
+    let kb = pid
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn creds(lab: &Lab) -> kubelab_proto::credential::Credential {
+    kubelab_proto::credential::Credential::load(&lab.admin_config()).expect("admin credential")
+}
+
+fn plain_pod(name: String, image: &str) -> Pod {
+    let mut pod = sleep_pod(&name, image, false);
+    pod.metadata.as_mut().expect("meta").labels =
+        [("bench".to_string(), "load".to_string())].into();
+    pod
+}
+
+/// Waits until `count` pods of the list are in `phase` (or bound, for "Bound"), following
+/// a watch from `from`; returns when.
+async fn wait_for_pods(
+    pods: &mut PodsClient<kubelab_proto::credential::AuthChannel>,
+    from: u64,
+    count: usize,
+    phase: &str,
+) -> Instant {
+    let mut stream = pods
+        .watch(WatchRequest {
+            from_revision: from,
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut done = std::collections::HashSet::new();
+    while let Some(event) = stream.next().await {
+        let pod = event.expect("watch").object.unwrap_or_default();
+        let reached = match phase {
+            "Bound" => pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty()),
+            _ => pod.status.as_ref().is_some_and(|s| s.phase == phase),
+        };
+        if reached {
+            done.insert(pod.metadata.map(|m| m.uid).unwrap_or_default());
+            if done.len() >= count {
+                break;
+            }
+        }
+    }
+    Instant::now()
+}
+
+async fn revision_now(pods: &mut PodsClient<kubelab_proto::credential::AuthChannel>) -> u64 {
+    pods.list(kubelab_proto::v1::ListPodsRequest {
+        label_selector: "nothing=matches".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("list")
+    .into_inner()
+    .resource_version
+}
+
+/// Rows 1 and 5 (idle): sequential pod starts on one agent, beside runc.
+async fn pod_start(sizes: &Sizes, rows: &mut Vec<Row>) {
     let lab = Lab::start_with_agent_log(1, "info");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (apiserver_idle, agent_idle) = (rss_mb(lab.apiserver_pid()), rss_mb(lab.agent_pid(0)));
     let image = lab.push_busybox("bench");
     let mut pods = lab.pods_client();
     // Warm-up: pulls and unpacks the image once, so every measured start finds it cached.
@@ -201,64 +323,502 @@ async fn main() {
     let mut starts = Vec::new();
     let mut applies = Vec::new();
     let mut no_network = Vec::new();
-    // Interleaved, so that the machine's moods fall on all three alike.
-    for i in 0..RUNS {
+    // Interleaved, so that the machine's moods fall on all kinds alike.
+    for i in 0..sizes.sequential {
         starts.push(start_one(Via::Api, &mut pods, &format!("bench-{i}"), &image).await);
-        applies.push(start_one(Via::Cli(&lab), &mut pods, &format!("apply-{i}"), &image).await);
-        no_network
-            .push(start_one(Via::ApiHostNetwork, &mut pods, &format!("host-{i}"), &image).await);
+        if i < sizes.extra {
+            applies.push(start_one(Via::Cli(&lab), &mut pods, &format!("apply-{i}"), &image).await);
+            no_network.push(
+                start_one(Via::ApiHostNetwork, &mut pods, &format!("host-{i}"), &image).await,
+            );
+        }
     }
     starts.sort();
     applies.sort();
     no_network.sort();
-    let runc = |how| {
-        runc_run(lab.busybox_rootfs(), RUNS, how).map(|mut t| {
+    eprintln!("row 1: {} pods started", starts.len());
+    let runc = |how, runs| {
+        runc_run(lab.busybox_rootfs(), runs, how, 0).map(|mut t| {
             t.sort();
             t
         })
     };
-    let (runc_true, runc_sleep) = (runc(Runc::True), runc(Runc::DetachedSleep));
-    let row = |what: &str, t: &[Duration]| {
-        println!(
-            "| {what} | {} | {} | {RUNS} |",
-            ms(percentile(t, 0.5)),
-            ms(percentile(t, 0.99))
-        )
+    let runc_true = runc(Runc::True, sizes.sequential);
+    let runc_sleep = runc(Runc::DetachedSleep, sizes.extra);
+    let median_p99 =
+        |t: &[Duration]| format!("{} / {}", ms(percentile(t, 0.5)), ms(percentile(t, 0.99)));
+    let runc_median = runc_true.as_ref().map(|t| percentile(t, 0.5));
+    rows.push(Row {
+        what: format!("1. pod start, cached image, real containers: create → Running seen by a watch, p50 / p99, {} sequential pods", starts.len()),
+        ours: median_p99(&starts),
+        comparison: match (&runc_true, runc_median) {
+            (Some(t), Some(m)) => format!(
+                "`runc run` /bin/true, same rootfs: p50 / p99 {}; our p99 = {:.2}× its median",
+                median_p99(t),
+                percentile(&starts, 0.99).as_secs_f64() / m.as_secs_f64()
+            ),
+            _ => "runc not found".into(),
+        },
+        target: "p99 ≤ 3× runc's median".into(),
+    });
+    rows.push(Row {
+        what: format!(
+            "1b. the same with `hostNetwork: true` (no CNI), {} pods",
+            no_network.len()
+        ),
+        ours: median_p99(&no_network),
+        comparison: format!(
+            "pod network's cost (p50 difference): {}",
+            ms(percentile(&starts, 0.5).saturating_sub(percentile(&no_network, 0.5)))
+        ),
+        target: "-".into(),
+    });
+    rows.push(Row {
+        what: format!(
+            "1c. the same through `kubelab apply -f` (a CLI process), {} pods",
+            applies.len()
+        ),
+        ours: median_p99(&applies),
+        comparison: runc_sleep
+            .as_ref()
+            .map(|t| {
+                format!(
+                    "`runc run --detach` sleep (until started): {}",
+                    median_p99(t)
+                )
+            })
+            .unwrap_or_default(),
+        target: "-".into(),
+    });
+    rows.push(Row {
+        what: "5a. memory: apiserver idle (RSS)".into(),
+        ours: format!("{apiserver_idle:.1} MB"),
+        comparison: "-".into(),
+        target: "≤ 30 MB".into(),
+    });
+    rows.push(Row {
+        what: "5b. memory: agent idle (RSS)".into(),
+        ours: format!("{agent_idle:.1} MB"),
+        comparison: "-".into(),
+        target: "≤ 20 MB".into(),
+    });
+}
+
+/// Row 2: a burst on two real agents, beside runc starting as many, two at a time.
+async fn burst(sizes: &Sizes, rows: &mut Vec<Row>) {
+    let lab = Lab::start_with_agent_log(2, "info");
+    let image = lab.push_busybox("burst");
+    let mut pods = lab.pods_client();
+    // Both agents pull the image first: the burst is about starting, not pulling.
+    for i in 0..2 {
+        start_one(Via::Api, &mut pods, &format!("warm-{i}"), &image).await;
+    }
+    let from = revision_now(&mut pods).await;
+    let waiter = {
+        let mut pods = pods.clone();
+        let n = sizes.burst;
+        tokio::spawn(async move { wait_for_pods(&mut pods, from, n, "Running").await })
     };
+    let start = Instant::now();
+    let creates: Vec<_> = (0..sizes.burst)
+        .map(|i| {
+            let mut pods = pods.clone();
+            let pod = plain_pod(format!("burst-{i}"), &image);
+            tokio::spawn(async move { pods.create(pod).await.expect("create") })
+        })
+        .collect();
+    for c in creates {
+        c.await.expect("create task");
+    }
+    let all_running = waiter.await.expect("waiter").duration_since(start);
+    eprintln!(
+        "row 2: {} pods Running in {:.2}s",
+        sizes.burst,
+        all_running.as_secs_f64()
+    );
+    // runc: the same number of detached containers, two at a time (two "nodes").
+    let runc = runc_parallel(lab.busybox_rootfs(), sizes.burst, 2);
+    rows.push(Row {
+        what: format!(
+            "2. burst: {} pods created at once on 2 real agents, until all Running",
+            sizes.burst
+        ),
+        ours: format!("{:.2} s", all_running.as_secs_f64()),
+        comparison: runc
+            .map(|d| {
+                format!(
+                    "{} `runc run --detach`, 2 at a time: {:.2} s",
+                    sizes.burst,
+                    d.as_secs_f64()
+                )
+            })
+            .unwrap_or_else(|| "runc not found".into()),
+        target: "≤ 5 s".into(),
+    });
+}
+
+/// `count` detached runc containers started `width` at a time; the time until all started.
+fn runc_parallel(rootfs: &std::path::Path, count: usize, width: usize) -> Option<Duration> {
+    let start = Instant::now();
+    let per_lane = count.div_ceil(width);
+    let lanes: Vec<_> = (0..width)
+        .map(|lane| {
+            let rootfs = rootfs.to_path_buf();
+            std::thread::spawn(move || {
+                runc_run(&rootfs, per_lane, Runc::DetachedSleep, lane).is_some()
+            })
+        })
+        .collect();
+    let ok = lanes.into_iter().all(|l| l.join().unwrap_or(false));
+    // runc_run also deletes each container right after starting it: that is counted too,
+    // which makes the comparison kinder to runc than to us.
+    ok.then(|| start.elapsed())
+}
+
+/// With BENCH_KEEP_LOGS=DIR, the lab's logs are copied there (`row-apiserver.log`, ...)
+/// before the lab is removed: for profiling.
+fn keep_logs(lab: &Lab, row: &str) {
+    let Some(dir) = std::env::var_os("BENCH_KEEP_LOGS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    for entry in std::fs::read_dir(lab.dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "log") {
+            let name = format!("{row}-{}", entry.file_name().to_string_lossy());
+            let _ = std::fs::copy(&path, dir.join(name));
+        }
+    }
+}
+
+/// This disk's synchronous write rate: the ceiling on durable creates without group commit.
+fn fsyncs_per_second(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < Duration::from_secs(2) {
+        file.write_all(&[0u8; 512]).expect("write");
+        file.sync_data().expect("fsync");
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Row 3: durable creates per second, 64 clients each on its own connection.
+async fn api_creates(sizes: &Sizes, rows: &mut Vec<Row>) {
+    let lab = Lab::start_without_scheduler(0, "info");
+    let credential = creds(&lab);
+    let clients: Vec<_> = (0..64)
+        .map(|_| PodsClient::new(credential.channel().expect("channel")))
+        .collect();
+    // Warm-up: every connection made (TLS) before the clock starts.
+    for (c, client) in clients.iter().enumerate() {
+        client
+            .clone()
+            .create(plain_pod(format!("warm-{c}"), "127.0.0.1:1/none:1"))
+            .await
+            .expect("create");
+    }
+    let per_client = sizes.creates / 64;
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| {
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    client
+                        .create(plain_pod(format!("c{c}-{i}"), "127.0.0.1:1/none:1"))
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let elapsed = start.elapsed();
+    let rate = (per_client * 64) as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "row 3: {} creates in {:.2}s",
+        per_client * 64,
+        elapsed.as_secs_f64()
+    );
+    keep_logs(&lab, "api");
+    let fsyncs = fsyncs_per_second(lab.dir.path());
+    rows.push(Row {
+        what: format!(
+            "3. API: durable pod creates/s, 64 concurrent clients ({} creates)",
+            per_client * 64
+        ),
+        ours: format!("{rate:.0} /s"),
+        comparison: format!(
+            "this disk: {fsyncs:.0} fsyncs/s (one per create without group commit)"
+        ),
+        target: "≥ 5,000/s".into(),
+    });
+}
+
+/// Row 4 and 5c: the scheduler alone binding pods to hollow nodes, then the apiserver's
+/// memory holding them.
+async fn scheduler(sizes: &Sizes, rows: &mut Vec<Row>) {
+    let mut lab = Lab::start_without_scheduler(0, "info");
+    let _hollow = kubelab_tests::Proc::spawn(
+        "hollow-nodes",
+        Command::new(kubelab_tests::bin("kubelabd"))
+            .args(["hollow-nodes", "--count", &sizes.hollow_nodes.to_string()])
+            .arg("--bootstrap-config")
+            .arg(lab.dir.path().join("apiserver/bootstrap.conf"))
+            .env("RUST_LOG", "warn"),
+        &lab.dir.path().join("hollow.log"),
+    );
+    let credential = creds(&lab);
+    let mut nodes =
+        kubelab_proto::v1::nodes_client::NodesClient::new(credential.channel().expect("channel"));
+    let start = Instant::now();
+    loop {
+        let listed = nodes
+            .list(kubelab_proto::v1::ListNodesRequest::default())
+            .await
+            .expect("nodes")
+            .into_inner()
+            .items;
+        if listed
+            .iter()
+            .filter(|n| kubelab_proto::node_is_ready(n))
+            .count()
+            == sizes.hollow_nodes
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "hollow nodes did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "row 4: {} hollow nodes Ready in {:.1}s",
+        sizes.hollow_nodes,
+        start.elapsed().as_secs_f64()
+    );
+    let clients: Vec<_> = (0..16)
+        .map(|_| PodsClient::new(credential.channel().expect("channel")))
+        .collect();
+    let per_client = sizes.scheduled_pods / 16;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| {
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    client
+                        .create(plain_pod(format!("s{c}-{i}"), "127.0.0.1:1/hollow:1"))
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let total = per_client * 16;
+    let mut pods = lab.pods_client();
+    let from = revision_now(&mut pods).await;
+    let waiter = {
+        let mut pods = pods.clone();
+        tokio::spawn(async move { wait_for_pods(&mut pods, from, total, "Bound").await })
+    };
+    let start = Instant::now();
+    lab.start_scheduler();
+    let bound = waiter.await.expect("waiter").duration_since(start);
+    let rate = total as f64 / bound.as_secs_f64();
+    eprintln!("row 4: {total} pods bound in {:.2}s", bound.as_secs_f64());
+    let waiter = {
+        let mut pods = pods.clone();
+        tokio::spawn(async move { wait_for_pods(&mut pods, from, total, "Running").await })
+    };
+    let running = waiter.await.expect("waiter").duration_since(start);
+    rows.push(Row {
+        what: format!(
+            "4. scheduler: pods bound/s, {} hollow nodes, {total} pending pods (from the scheduler's start, list included)",
+            sizes.hollow_nodes
+        ),
+        ours: format!("{rate:.0} /s"),
+        comparison: format!(
+            "all {total} reported Running by the hollow nodes after {:.1} s (kube-scheduler: ~100–300/s)",
+            running.as_secs_f64()
+        ),
+        target: "≥ 2,000/s".into(),
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    keep_logs(&lab, "scheduler");
+    rows.push(Row {
+        what: format!(
+            "5c. memory: apiserver holding {total} pods (and their events, {} nodes)",
+            sizes.hollow_nodes
+        ),
+        ours: format!("{:.1} MB", rss_mb(lab.apiserver_pid())),
+        comparison: "-".into(),
+        target: "≤ 150 MB".into(),
+    });
+}
+
+/// Row 6: a cold pull and unpack by an agent, beside skopeo and umoci on the same image.
+async fn image_pull(rows: &mut Vec<Row>) {
+    let lab = Lab::start_with_agent_log(1, "info");
+    // A larger image than busybox, so that bytes matter: busybox plus a layer of the
+    // host's /usr/share/perl (present on Debian; tens of MB of small files).
+    let extra = ["/usr/share/perl", "/usr/share/perl5", "/usr/lib/python3"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_dir());
+    let layer_dir = lab.dir.path().join("extra-layer");
+    if let Some(src) = extra {
+        let dest = layer_dir.join("usr/share/extra");
+        std::fs::create_dir_all(&dest).expect("mkdir");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(src)
+            .arg(&dest)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    let image = format!("{}/pullbench:1", lab.registry);
+    let mut push = Command::new(kubelab_tests::bin("kubelab"));
+    push.args(["image", "push"])
+        .arg(lab.busybox_rootfs())
+        .arg(&image);
+    if extra.is_some() {
+        push.arg("--layer").arg(&layer_dir);
+    }
+    let out = push
+        .env("KUBELAB_CONFIG", lab.admin_config())
+        .output()
+        .expect("push");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pods = lab.pods_client();
+    start_one(Via::Api, &mut pods, "cold", &image).await;
+    let mut events = kubelab_proto::v1::events_client::EventsClient::new(
+        creds(&lab).channel().expect("channel"),
+    );
+    let pulled = events
+        .list(kubelab_proto::v1::ListEventsRequest::default())
+        .await
+        .expect("events")
+        .into_inner()
+        .items
+        .into_iter()
+        .find(|e| e.reason == "Pulled" && e.message.starts_with("Successfully pulled"))
+        .map(|e| e.message)
+        .unwrap_or_default();
+    let seconds: f64 = pulled
+        .split(" in ")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    let size: String = pulled
+        .split("Image size: ")
+        .nth(1)
+        .map(|s| s.trim_end_matches(" bytes.").to_string())
+        .unwrap_or_default();
+    let mb = size.parse::<f64>().unwrap_or(0.0) / 1e6;
+    let work = lab.dir.path().join("skopeo");
+    std::fs::create_dir_all(&work).expect("skopeo dir");
+    let start = Instant::now();
+    let copied = Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:1", work.join("layout").display()))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let copy = start.elapsed();
+    let start = Instant::now();
+    let unpacked = copied
+        && Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:1", work.join("layout").display()))
+            .arg(work.join("bundle"))
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    let unpack = start.elapsed();
+    rows.push(Row {
+        what: format!("6. image pull + unpack, cold, by an agent (image of {mb:.1} MB, time from the `Pulled` event)"),
+        ours: format!("{seconds:.2} s"),
+        comparison: if unpacked {
+            format!(
+                "`skopeo copy` {:.2} s + `umoci unpack` {:.2} s = {:.2} s",
+                copy.as_secs_f64(),
+                unpack.as_secs_f64(),
+                (copy + unpack).as_secs_f64()
+            )
+        } else {
+            "skopeo or umoci missing (apt-get install skopeo umoci)".into()
+        },
+        target: "-".into(),
+    });
+}
+
+#[tokio::main]
+async fn main() {
+    kubelab_proto::credential::init_tls();
+    let sizes = Sizes::from_env();
+    let mut rows = Vec::new();
+    // BENCH_ONLY=3 (or 1,4...) runs only those rows: for profiling one of them.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |row: &str| only.is_empty() || only.split(',').any(|r| r == row);
+    if wanted("1") || wanted("5") {
+        pod_start(&sizes, &mut rows).await;
+    }
+    if wanted("2") {
+        burst(&sizes, &mut rows).await;
+    }
+    if wanted("3") {
+        api_creates(&sizes, &mut rows).await;
+    }
+    if wanted("4") || wanted("5") {
+        scheduler(&sizes, &mut rows).await;
+    }
+    if wanted("6") {
+        image_pull(&mut rows).await;
+    }
+    rows.sort_by(|a, b| a.what.cmp(&b.what));
     println!();
-    println!("| figure (this machine, this run) | median | p99 | runs |");
+    println!("| figure (this machine, this run) | kubelab | comparison, same run | target |");
     println!("|---|---|---|---|");
-    row(
-        "pod start, cached image: create → Running seen by a watch",
-        &starts,
-    );
-    row(
-        "the same, asked for with `kubelab apply -f` (a CLI process)",
-        &applies,
-    );
-    row(
-        "the same, `hostNetwork: true` (no pod network: no CNI plugin runs)",
-        &no_network,
-    );
-    if let Some(t) = &runc_sleep {
-        row(
-            "`runc run --detach` of the same rootfs, `sleep` (until started)",
-            t,
-        );
-    }
-    if let Some(t) = &runc_true {
-        row(
-            "`runc run` of the same rootfs, `/bin/true` (start to exit)",
-            t,
-        );
-        println!();
+    for row in rows {
         println!(
-            "pod start p99 / `runc run` median: {:.2}x",
-            percentile(&starts, 0.99).as_secs_f64() / percentile(t, 0.5).as_secs_f64()
+            "| {} | {} | {} | {} |",
+            row.what, row.ours, row.comparison, row.target
         );
     }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!();
     println!(
-        "pod network's cost on pod start (median with − without): {}",
-        ms(percentile(&starts, 0.5).saturating_sub(percentile(&no_network, 0.5)))
+        "machine: {cpus} cores, {}",
+        std::fs::read_to_string("/proc/version")
+            .unwrap_or_default()
+            .trim()
     );
 }
