@@ -228,8 +228,8 @@ impl Lab {
 
     /// Only a registry, an apiserver and `agents` agents: pods stay unbound until
     /// `start_scheduler` (the bench times the scheduler alone this way).
-    pub fn start_without_scheduler(agents: usize, agent_log: &str) -> Lab {
-        Lab::start_full(agents, agent_log, &[], &[], false)
+    pub fn start_without_scheduler(agents: usize, agent_log: &str, apiserver_args: &[&str]) -> Lab {
+        Lab::start_full(agents, agent_log, &[], apiserver_args, false)
     }
 
     pub fn start_scheduler(&mut self) {

@@ -55,9 +55,9 @@ impl NodeInfo {
             .unwrap_or_default()
     }
 
-    /// How many pods with exactly this pod's labels are here.
-    pub fn same_labels(&self, pod: &Pod) -> usize {
-        label_set(pod)
+    /// How many pods with exactly these labels (`label_set`) are here.
+    pub fn same_labels(&self, label_set: Option<u64>) -> usize {
+        label_set
             .and_then(|h| self.label_sets.get(&h).copied())
             .unwrap_or(0)
     }
@@ -77,7 +77,7 @@ impl NodeInfo {
 }
 
 /// A hash of the pod's labels, sorted; `None` for a pod without labels (nothing to spread).
-fn label_set(pod: &Pod) -> Option<u64> {
+pub fn label_set(pod: &Pod) -> Option<u64> {
     let labels = &pod.metadata.as_ref()?.labels;
     if labels.is_empty() {
         return None;
@@ -122,6 +122,10 @@ fn is_pending(pod: &Pod) -> bool {
 #[derive(Default)]
 pub struct ClusterCache {
     pub nodes: HashMap<String, NodeInfo>,
+    /// The nodes' names in a fixed order, and where the next search starts: a search that
+    /// stops early (see `nodes_to_find`) does not always favour the same nodes.
+    pub node_order: Vec<String>,
+    pub next_start: usize,
     pods: HashMap<String, Pod>,
     /// Pods to try now, oldest first: (creation time, key).
     active: BTreeSet<(i64, String)>,
@@ -167,7 +171,8 @@ impl ClusterCache {
                         info.account(pod, 1);
                     }
                 }
-                self.nodes.insert(name, info);
+                self.nodes.insert(name.clone(), info);
+                self.node_order.push(name);
                 true
             }
         }
@@ -175,6 +180,7 @@ impl ClusterCache {
 
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
+        self.node_order.retain(|n| n != name);
     }
 
     /// Adds or replaces a pod, moving its counts and its place in the queue.
@@ -195,13 +201,13 @@ impl ClusterCache {
     /// Removes a pod and its counts; returns it.
     pub fn remove_pod(&mut self, key: &str) -> Option<Pod> {
         let pod = self.forget_pod(key);
-        self.pods.remove(key);
         self.unschedulable.remove(key);
         pod
     }
 
+    /// Takes the pod out, with its counts and its place in the queue.
     fn forget_pod(&mut self, key: &str) -> Option<Pod> {
-        let old = self.pods.get(key)?.clone();
+        let old = self.pods.remove(key)?;
         if let Some(node) = node_of(&old).filter(|_| !is_terminal(&old)) {
             if let Some(info) = self.nodes.get_mut(node) {
                 info.account(&old, -1);
@@ -293,7 +299,7 @@ mod tests {
         cache.set_pod(pod("a", "n1"));
         cache.set_pod(pod("b", "n1"));
         let info = &cache.nodes["n1"];
-        assert_eq!((info.pods, info.same_labels(&a)), (2, 2));
+        assert_eq!((info.pods, info.same_labels(label_set(&a))), (2, 2));
         assert_eq!(info.non_zero.cpu_millis, 200);
         cache.remove_pod("default/a");
         assert_eq!(cache.nodes["n1"].pods, 1);

@@ -7,9 +7,36 @@
 
 use std::collections::HashMap;
 
-use kubelab_proto::v1::{Node, Pod, Taint, Toleration};
+use kubelab_proto::v1::{Node, Pod, PodSpec, Taint, Toleration};
 
-use super::cache::{NodeInfo, Resources};
+use super::cache::{label_set, NodeInfo, Resources};
+
+/// What the plugins need of a pod, worked out once per attempt rather than once per node
+/// (kube-scheduler's PodInfo).
+pub struct PodInfo<'a> {
+    pub spec: &'a PodSpec,
+    /// Its requests, for fitting.
+    pub requests: Resources,
+    /// Its requests with the non-zero defaults, for scoring.
+    pub scoring: Resources,
+    /// A hash of its labels, for spreading.
+    pub label_set: Option<u64>,
+}
+
+impl<'a> PodInfo<'a> {
+    pub fn new(pod: &'a Pod) -> Self {
+        static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
+        PodInfo {
+            spec: pod
+                .spec
+                .as_ref()
+                .unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default)),
+            requests: requests(pod),
+            scoring: requests_for_scoring(pod),
+            label_set: label_set(pod),
+        }
+    }
+}
 
 /// Requests a pod with none is counted as, for scoring only (kube-scheduler's defaults):
 /// otherwise pods without requests would all pile onto one node.
@@ -57,9 +84,9 @@ pub fn requests_for_scoring(pod: &Pod) -> Resources {
 }
 
 /// Why a node cannot take the pod, in kube-scheduler's words; `None` if it can.
-pub fn filter(pod: &Pod, info: &NodeInfo, wanted: Resources) -> Option<String> {
+pub fn filter(pod: &PodInfo, info: &NodeInfo) -> Option<String> {
     let node = &info.node;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let (spec, wanted) = (pod.spec, pod.requests);
     if !kubelab_proto::node_is_ready(node) {
         return Some("node(s) were not ready".into());
     }
@@ -137,8 +164,10 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
 
 /// The score of a feasible node, higher is better (each plugin 0–100, summed as
 /// kube-scheduler does with equal weights).
-pub fn score(pod: &Pod, info: &NodeInfo, wanted: Resources, same_labels_max: usize) -> i64 {
-    least_allocated(info, wanted) + taint_toleration(pod, info) + spread(pod, info, same_labels_max)
+pub fn score(pod: &PodInfo, info: &NodeInfo, same_labels_max: usize) -> i64 {
+    least_allocated(info, pod.scoring)
+        + taint_toleration(pod, info)
+        + spread(pod, info, same_labels_max)
 }
 
 /// NodeResourcesFit with LeastAllocated: the free share of cpu and memory after placing the
@@ -164,13 +193,12 @@ fn least_allocated(info: &NodeInfo, wanted: Resources) -> i64 {
 }
 
 /// 100 with no untolerated PreferNoSchedule taint, 0 with one or more.
-fn taint_toleration(pod: &Pod, info: &NodeInfo) -> i64 {
-    let tolerations = pod
-        .spec
-        .as_ref()
-        .map(|s| s.tolerations.as_slice())
-        .unwrap_or(&[]);
-    if untolerated(&info.node, tolerations, |e| e == "PreferNoSchedule").is_some() {
+fn taint_toleration(pod: &PodInfo, info: &NodeInfo) -> i64 {
+    if untolerated(&info.node, &pod.spec.tolerations, |e| {
+        e == "PreferNoSchedule"
+    })
+    .is_some()
+    {
         0
     } else {
         100
@@ -179,11 +207,11 @@ fn taint_toleration(pod: &Pod, info: &NodeInfo) -> i64 {
 
 /// Spread: pods with the same labels (a Deployment's replicas, say) prefer the node that
 /// has the fewest of them, 0–100 (kube-scheduler's default topology spreading, by node).
-fn spread(pod: &Pod, info: &NodeInfo, same_labels_max: usize) -> i64 {
+fn spread(pod: &PodInfo, info: &NodeInfo, same_labels_max: usize) -> i64 {
     if same_labels_max == 0 {
         return 100;
     }
-    let here = info.same_labels(pod);
+    let here = info.same_labels(pod.label_set);
     ((same_labels_max - here.min(same_labels_max)) * 100 / same_labels_max) as i64
 }
 
@@ -277,7 +305,7 @@ mod tests {
 
     #[test]
     fn filters_give_kubernetes_reasons() {
-        let check = |p: &Pod, n: &NodeInfo| filter(p, n, requests(p));
+        let check = |p: &Pod, n: &NodeInfo| filter(&PodInfo::new(p), n);
         let plain = pod(0, &[], vec![]);
         assert_eq!(check(&plain, &node(&[], vec![], false)), None);
         assert_eq!(
@@ -338,9 +366,9 @@ mod tests {
             false,
         );
         let clean = node(&[], vec![], false);
-        let wanted = requests_for_scoring(&p);
-        assert_eq!(filter(&p, &tainted, requests(&p)), None);
-        assert!(score(&p, &tainted, wanted, 0) < score(&p, &clean, wanted, 0));
+        let p = PodInfo::new(&p);
+        assert_eq!(filter(&p, &tainted), None);
+        assert!(score(&p, &tainted, 0) < score(&p, &clean, 0));
     }
 
     #[test]

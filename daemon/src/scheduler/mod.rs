@@ -177,6 +177,18 @@ fn apply(cache: &mut ClusterCache, binder: &mut Binder, update: Update) {
     }
 }
 
+/// How many feasible nodes to look for before choosing (kube-scheduler's adaptive
+/// percentageOfNodesToScore: all of a small cluster, 50% less 1% per 125 nodes of a large
+/// one, never under 5% nor 100 nodes).
+fn nodes_to_find(total: usize) -> usize {
+    const MIN_NODES: usize = 100;
+    if total <= MIN_NODES {
+        return total.max(1);
+    }
+    let percent = 50usize.saturating_sub(total / 125).max(5);
+    (total * percent / 100).max(MIN_NODES)
+}
+
 async fn schedule_pending(binder: &mut Binder, cache: &mut ClusterCache) {
     while let Some(pod) = cache.pop_active() {
         schedule_one(binder, cache, pod).await;
@@ -186,31 +198,43 @@ async fn schedule_pending(binder: &mut Binder, cache: &mut ClusterCache) {
 #[tracing::instrument(skip_all, fields(pod = %pod_key(&pod)))]
 async fn schedule_one(binder: &mut Binder, cache: &mut ClusterCache, pod: Pod) {
     let meta = pod.metadata.clone().unwrap_or_default();
-    let wanted = framework::requests(&pod);
+    let info = framework::PodInfo::new(&pod);
+    // Like kube-scheduler, stop looking once enough feasible nodes are found (a share of a
+    // large cluster); a pod that fits nowhere still has every node's reason.
+    let total = cache.node_order.len();
+    let wanted = nodes_to_find(total);
     let mut feasible = Vec::new();
     let mut reasons = Vec::new();
-    for (name, info) in &cache.nodes {
-        match framework::filter(&pod, info, wanted) {
+    let mut scanned = 0;
+    for i in 0..total {
+        let name = &cache.node_order[(cache.next_start + i) % total];
+        scanned += 1;
+        match framework::filter(&info, &cache.nodes[name]) {
             None => feasible.push(name.as_str()),
             Some(reason) => reasons.push(reason),
         }
+        if feasible.len() >= wanted {
+            break;
+        }
     }
-    let scoring = framework::requests_for_scoring(&pod);
     let same_labels_max = feasible
         .iter()
-        .map(|n| cache.nodes[*n].same_labels(&pod))
+        .map(|n| cache.nodes[*n].same_labels(info.label_set))
         .max()
         .unwrap_or(0);
     // Highest score wins; ties go to fewer pods, then to the name, so the choice is stable.
     let best = feasible
         .iter()
         .map(|n| {
-            let info = &cache.nodes[*n];
-            let score = framework::score(&pod, info, scoring, same_labels_max);
-            (std::cmp::Reverse(score), info.pods, *n)
+            let node = &cache.nodes[*n];
+            let score = framework::score(&info, node, same_labels_max);
+            (std::cmp::Reverse(score), node.pods, *n)
         })
         .min()
         .map(|(_, _, n)| n.to_string());
+    if total > 0 {
+        cache.next_start = (cache.next_start + scanned) % total;
+    }
     let Some(node_name) = best else {
         let message = framework::failure_message(cache.nodes.len(), &reasons);
         if binder.last_failure.get(&meta.uid) != Some(&message) {

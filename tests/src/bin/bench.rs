@@ -514,7 +514,7 @@ fn fsyncs_per_second(dir: &std::path::Path) -> f64 {
 
 /// Row 3: durable creates per second, 64 clients each on its own connection.
 async fn api_creates(sizes: &Sizes, rows: &mut Vec<Row>) {
-    let lab = Lab::start_without_scheduler(0, "info");
+    let lab = Lab::start_without_scheduler(0, "info", &[]);
     let credential = creds(&lab);
     let clients: Vec<_> = (0..64)
         .map(|_| PodsClient::new(credential.channel().expect("channel")))
@@ -571,7 +571,9 @@ async fn api_creates(sizes: &Sizes, rows: &mut Vec<Row>) {
 /// Row 4 and 5c: the scheduler alone binding pods to hollow nodes, then the apiserver's
 /// memory holding them.
 async fn scheduler(sizes: &Sizes, rows: &mut Vec<Row>) {
-    let mut lab = Lab::start_without_scheduler(0, "info");
+    // Hollow nodes make no pod network, but each still gets a range: /28s, so that a
+    // thousand fit in the lab's /16.
+    let mut lab = Lab::start_without_scheduler(0, "info", &["--node-cidr-mask-size", "28"]);
     let _hollow = kubelab_tests::Proc::spawn(
         "hollow-nodes",
         Command::new(kubelab_tests::bin("kubelabd"))
