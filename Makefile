@@ -88,8 +88,12 @@ test: deps
 	cargo build --bins
 	cargo test --workspace -- --test-threads=2
 
-## Speed figures (pod start vs runc); prints a table. Not a test.
+## Speed figures, each beside a comparison from the same run; prints one table (kept in
+## docs/benchmarks.md). Not a test. skopeo and umoci are the image-pull comparison.
+BENCH_PACKAGES := skopeo umoci
 bench: build
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	cargo run --release -p kubelab-tests --bin bench
 
 ## Fuzz the parsers of hostile input (manifests, image layers) for FUZZ_SECONDS each.

@@ -136,7 +136,9 @@ pub async fn run(
         &k8s,
         |n| format!("node/{}", n.metadata.name.clone().unwrap_or_default()),
         || {
-            if nodes.is_empty() {
+            if nodes.is_empty() && !options.label_selector.is_empty() {
+                eprintln!("No resources found.");
+            } else if nodes.is_empty() {
                 eprintln!("No nodes registered (start an agent: kubelabd agent --node-name NAME).");
             } else {
                 output::table(&output::node_rows(&nodes, wide));

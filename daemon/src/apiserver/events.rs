@@ -138,25 +138,67 @@ pub async fn expire_events(store: Arc<Store>, ttl: std::time::Duration) {
     let mut ticks = tokio::time::interval(period);
     loop {
         ticks.tick().await;
-        let cutoff = now_ms() - ttl.as_millis() as i64;
-        let Ok((events, _)) = store.list::<Event>(&prefix::<Event>("")).await else {
-            continue;
-        };
-        let mut expired = 0;
-        for event in events.iter().filter(|e| e.timestamp_ms < cutoff) {
-            let meta = event.metadata.clone().unwrap_or_default();
-            let key = key::<Event>(&meta.namespace, &meta.name);
-            // Only the version we saw: a repeat recorded meanwhile is kept.
-            let removed = store
-                .update::<Event, _>(&key, |current| match current {
-                    Some(c) if c.resource_version() == meta.resource_version => Ok(None),
-                    _ => Err(ApiError::Conflict(key.clone())),
-                })
-                .await;
-            expired += usize::from(removed.is_ok());
-        }
+        let expired = expire_once(&store, ttl).await;
         if expired > 0 {
             tracing::debug!(expired, "expired events removed");
         }
+    }
+}
+
+/// One pass: removes the events last seen more than `ttl` ago; returns how many.
+async fn expire_once(store: &Store, ttl: std::time::Duration) -> usize {
+    let cutoff = now_ms() - ttl.as_millis() as i64;
+    let Ok((events, _)) = store.list::<Event>(&prefix::<Event>("")).await else {
+        return 0;
+    };
+    let mut expired = 0;
+    for event in events.iter().filter(|e| e.timestamp_ms < cutoff) {
+        let meta = event.metadata.clone().unwrap_or_default();
+        let key = key::<Event>(&meta.namespace, &meta.name);
+        // Only the version we saw: a repeat recorded meanwhile is kept.
+        let removed = store
+            .update::<Event, _>(&key, |current| match current {
+                Some(c) if c.resource_version() == meta.resource_version => Ok(None),
+                _ => Err(ApiError::Conflict(key.clone())),
+            })
+            .await;
+        expired += usize::from(removed.is_ok());
+    }
+    expired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubelab_proto::v1::ObjectReference;
+
+    #[tokio::test]
+    async fn events_older_than_the_ttl_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), super::super::store::HISTORY_WINDOW).expect("open");
+        for (name, age_ms) in [("old", 7_200_000), ("new", 1_000)] {
+            let event = Event {
+                involved_object: Some(ObjectReference {
+                    kind: "Pod".into(),
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                reason: "Started".into(),
+                timestamp_ms: now_ms() - age_ms,
+                ..Default::default()
+            };
+            record(&store, event).await.expect("record");
+        }
+        let ttl = std::time::Duration::from_secs(3600);
+        assert_eq!(expire_once(&store, ttl).await, 1);
+        let (left, _) = store
+            .list::<Event>(&prefix::<Event>(""))
+            .await
+            .expect("list");
+        let names: Vec<_> = left
+            .iter()
+            .filter_map(|e| e.involved_object.as_ref().map(|o| o.name.as_str()))
+            .collect();
+        assert_eq!(names, ["new"]);
     }
 }
