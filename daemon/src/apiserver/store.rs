@@ -167,6 +167,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(storage)?;
         let objects = db.open_tree("objects").map_err(storage)?;

@@ -274,7 +274,7 @@ async fn wait_for_pods(
     from: u64,
     count: usize,
     phase: &str,
-) -> Instant {
+) -> (Instant, Instant) {
     let mut stream = pods
         .watch(WatchRequest {
             from_revision: from,
@@ -284,6 +284,7 @@ async fn wait_for_pods(
         .expect("watch")
         .into_inner();
     let mut done = std::collections::HashSet::new();
+    let mut first = None;
     while let Some(event) = stream.next().await {
         let pod = event.expect("watch").object.unwrap_or_default();
         let reached = match phase {
@@ -291,13 +292,15 @@ async fn wait_for_pods(
             _ => pod.status.as_ref().is_some_and(|s| s.phase == phase),
         };
         if reached {
+            first.get_or_insert_with(Instant::now);
             done.insert(pod.metadata.map(|m| m.uid).unwrap_or_default());
             if done.len() >= count {
                 break;
             }
         }
     }
-    Instant::now()
+    let last = Instant::now();
+    (first.unwrap_or(last), last)
 }
 
 async fn revision_now(pods: &mut PodsClient<kubelab_proto::credential::AuthChannel>) -> u64 {
@@ -430,7 +433,7 @@ async fn burst(sizes: &Sizes, rows: &mut Vec<Row>) {
     for c in creates {
         c.await.expect("create task");
     }
-    let all_running = waiter.await.expect("waiter").duration_since(start);
+    let all_running = waiter.await.expect("waiter").1.duration_since(start);
     eprintln!(
         "row 2: {} pods Running in {:.2}s",
         sizes.burst,
@@ -643,22 +646,24 @@ async fn scheduler(sizes: &Sizes, rows: &mut Vec<Row>) {
     };
     let start = Instant::now();
     lab.start_scheduler();
-    let bound = waiter.await.expect("waiter").duration_since(start);
+    let (first, last) = waiter.await.expect("waiter");
+    let bound = last.duration_since(start);
     let rate = total as f64 / bound.as_secs_f64();
+    let steady = (total - 1) as f64 / last.duration_since(first).as_secs_f64();
     eprintln!("row 4: {total} pods bound in {:.2}s", bound.as_secs_f64());
     let waiter = {
         let mut pods = pods.clone();
         tokio::spawn(async move { wait_for_pods(&mut pods, from, total, "Running").await })
     };
-    let running = waiter.await.expect("waiter").duration_since(start);
+    let running = waiter.await.expect("waiter").1.duration_since(start);
     rows.push(Row {
         what: format!(
             "4. scheduler: pods bound/s, {} hollow nodes, {total} pending pods (from the scheduler's start, list included)",
             sizes.hollow_nodes
         ),
-        ours: format!("{rate:.0} /s"),
+        ours: format!("{rate:.0} /s ({steady:.0} /s from the first bind to the last)"),
         comparison: format!(
-            "all {total} reported Running by the hollow nodes after {:.1} s (kube-scheduler: ~100–300/s)",
+            "all {total} reported Running by the hollow nodes after {:.1} s (kube-scheduler: ~100–300/s, published)",
             running.as_secs_f64()
         ),
         target: "≥ 2,000/s".into(),
