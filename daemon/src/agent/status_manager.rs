@@ -91,22 +91,20 @@ impl StatusManager {
         let Some(meta) = pod.metadata.as_ref() else {
             return;
         };
-        let Some((latest, written_version)) = self
-            .inner
-            .latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&meta.uid)
-            .cloned()
-        else {
-            return;
+        // Compared in place: most events are echoes of our own writes, and cost no copy.
+        let latest = {
+            let latest = self.inner.latest.lock().unwrap_or_else(|e| e.into_inner());
+            match latest.get(&meta.uid) {
+                Some((request, written_version))
+                    if *written_version != 0
+                        && meta.resource_version > *written_version
+                        && request.status != pod.status =>
+                {
+                    request.clone()
+                }
+                _ => return,
+            }
         };
-        if written_version == 0
-            || meta.resource_version <= written_version
-            || latest.status == pod.status
-        {
-            return;
-        }
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.contains_key(&meta.uid) {
             return;

@@ -283,9 +283,7 @@ where
                 Err(e) => Some(Err(tonic::Status::internal(format!(
                     "undecodable object: {e}"
                 )))),
-                Ok(object) if !selector.is_empty() && !selector.matches(&labels_of(&object)) => {
-                    None
-                }
+                Ok(object) if !selector.is_empty() && !selector.matches(labels_of(&object)) => None,
                 Ok(object) => wrap(change.change_type, object).map(Ok),
             },
         };
@@ -295,8 +293,13 @@ where
 }
 
 /// An object's labels (empty when it has none).
-fn labels_of<T: store::Object>(object: &T) -> std::collections::HashMap<String, String> {
-    object.meta().map(|m| m.labels.clone()).unwrap_or_default()
+fn labels_of<T: store::Object>(object: &T) -> &std::collections::HashMap<String, String> {
+    static NONE: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    match object.meta() {
+        Some(m) => &m.labels,
+        None => NONE.get_or_init(Default::default),
+    }
 }
 
 use futures::StreamExt;

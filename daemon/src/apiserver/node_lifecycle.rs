@@ -50,8 +50,19 @@ fn set_condition(conditions: &mut Vec<NodeCondition>, mut new: NodeCondition) {
     }
 }
 
+/// The event of a node that is Ready again.
+pub async fn announce_ready(store: &Store, node: &Node) {
+    let name = node
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let message = format!("Node {name} status is now: NodeReady");
+    node_event(store, node, "NodeReady", message).await;
+}
+
 /// Records an event about a node, from the node controller.
-pub async fn node_event(store: &Store, node: &Node, reason: &str, message: String) {
+async fn node_event(store: &Store, node: &Node, reason: &str, message: String) {
     let meta = node.metadata.clone().unwrap_or_default();
     let event = Event {
         involved_object: Some(ObjectReference {

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Authenticator, Identity};
 use super::node_ipam::{allocate, Cidr};
-use super::node_lifecycle::{mark_ready, node_event};
+use super::node_lifecycle::{announce_ready, mark_ready};
 use super::selector::LabelSelector;
 use super::store::{check_version, key, prefix, Store};
 use super::validation::{check_dns_subdomain, check_labels};
@@ -145,18 +145,7 @@ impl Nodes for NodesService {
             .await?;
         tracing::info!(node = %key, "registered");
         if came_back {
-            let name = &node
-                .metadata
-                .as_ref()
-                .map(|m| m.name.clone())
-                .unwrap_or_default();
-            node_event(
-                &self.store,
-                &node,
-                "NodeReady",
-                format!("Node {name} status is now: NodeReady"),
-            )
-            .await;
+            announce_ready(&self.store, &node).await;
         }
         Ok(Response::new(node))
     }
@@ -186,13 +175,7 @@ impl Nodes for NodesService {
             .await?;
         if came_back {
             tracing::info!(node = %name, "heartbeat again: node is Ready");
-            node_event(
-                &self.store,
-                &node,
-                "NodeReady",
-                format!("Node {name} status is now: NodeReady"),
-            )
-            .await;
+            announce_ready(&self.store, &node).await;
         }
         Ok(Response::new(node))
     }
@@ -240,7 +223,7 @@ impl Nodes for NodesService {
         self.reader(&request)?;
         let selector = LabelSelector::parse(&request.get_ref().label_selector)?;
         let (mut items, resource_version) = self.store.list::<Node>(&prefix::<Node>("")).await?;
-        items.retain(|n| selector.is_empty() || selector.matches(&super::labels_of(n)));
+        items.retain(|n| selector.is_empty() || selector.matches(super::labels_of(n)));
         Ok(Response::new(NodeList {
             items,
             resource_version,

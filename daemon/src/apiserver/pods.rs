@@ -180,7 +180,7 @@ impl Pods for PodsService {
             self.store.list::<Pod>(&prefix::<Pod>(&r.namespace)).await?;
         items.retain(|p| {
             (r.node_name.is_empty() || p.spec.as_ref().is_some_and(|s| s.node_name == r.node_name))
-                && (selector.is_empty() || selector.matches(&super::labels_of(p)))
+                && (selector.is_empty() || selector.matches(super::labels_of(p)))
         });
         Ok(Response::new(PodList {
             items,

@@ -69,8 +69,9 @@ pub trait Object: Message + Default + Clone {
     }
 }
 
+/// `object!(Type, "plural")`, and for kinds bound to a node, how to read that node.
 macro_rules! object {
-    ($ty:ty, $kind:literal) => {
+    ($ty:ty, $kind:literal $(, node_name: |$o:ident| $node:expr)?) => {
         impl Object for $ty {
             const KIND: &'static str = $kind;
             fn meta(&self) -> Option<&kubelab_proto::v1::ObjectMeta> {
@@ -79,27 +80,20 @@ macro_rules! object {
             fn meta_mut(&mut self) -> &mut kubelab_proto::v1::ObjectMeta {
                 self.metadata.get_or_insert_with(Default::default)
             }
-        }
-    };
-    ($ty:ty, $kind:literal, node_name) => {
-        impl Object for $ty {
-            const KIND: &'static str = $kind;
-            fn meta(&self) -> Option<&kubelab_proto::v1::ObjectMeta> {
-                self.metadata.as_ref()
-            }
-            fn meta_mut(&mut self) -> &mut kubelab_proto::v1::ObjectMeta {
-                self.metadata.get_or_insert_with(Default::default)
-            }
-            fn node_name(&self) -> &str {
-                self.spec
-                    .as_ref()
-                    .map(|s| s.node_name.as_str())
-                    .unwrap_or("")
-            }
+            $(
+                fn node_name(&self) -> &str {
+                    let $o = self;
+                    $node
+                }
+            )?
         }
     };
 }
-object!(kubelab_proto::v1::Pod, "pods", node_name);
+object!(kubelab_proto::v1::Pod, "pods", node_name: |pod| pod
+    .spec
+    .as_ref()
+    .map(|s| s.node_name.as_str())
+    .unwrap_or(""));
 object!(kubelab_proto::v1::Node, "nodes");
 object!(kubelab_proto::v1::Event, "events");
 

@@ -228,6 +228,15 @@ impl ClusterCache {
         None
     }
 
+    /// Puts the pod back unbound, to be tried again later (with the unschedulable ones).
+    pub fn set_pod_to_retry(&mut self, pod: Pod) {
+        let key = pod_key(&pod);
+        let queued = (created(&pod), key.clone());
+        self.set_pod(pod);
+        self.active.remove(&queued);
+        self.unschedulable.insert(key);
+    }
+
     pub fn mark_unschedulable(&mut self, key: String) {
         self.unschedulable.insert(key);
     }
@@ -308,5 +317,14 @@ mod tests {
         cache.set_node(node("n2"));
         assert_eq!(cache.nodes["n2"].pods, 1);
         assert_eq!(cache.pending(), 0);
+        // A refused bind puts the pod back to wait, and leaves the others' places alone.
+        cache.set_pod(pod("d", ""));
+        cache.set_pod(pod("e", "n1"));
+        cache.set_pod_to_retry(pod("e", ""));
+        assert_eq!(cache.nodes["n1"].pods, 1);
+        assert_eq!(pod_key(&cache.pop_active().expect("d waits")), "default/d");
+        assert!(cache.pop_active().is_none());
+        cache.retry_unschedulable();
+        assert_eq!(pod_key(&cache.pop_active().expect("e again")), "default/e");
     }
 }

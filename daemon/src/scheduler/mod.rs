@@ -162,15 +162,16 @@ fn apply(cache: &mut ClusterCache, binder: &mut Binder, update: Update) {
         Update::Pod(_, pod) => cache.set_pod(*pod),
         Update::BindFailed(pod) => {
             let key = pod_key(&pod);
-            let uid = pod.metadata.as_ref().map(|m| m.uid.clone());
-            // Undo our assumption, unless the watch has told us more since.
-            let still_assumed = cache
-                .pod(&key)
-                .is_some_and(|p| p.metadata.as_ref().map(|m| m.uid.clone()) == uid);
+            let version = |p: &Pod| {
+                p.metadata
+                    .as_ref()
+                    .map(|m| (m.uid.clone(), m.resource_version))
+            };
+            // Undo our assumption, unless the watch has brought a newer version since (the
+            // pod bound after all, or deleted): the cached copy is still the one we assumed.
+            let still_assumed = cache.pod(&key).is_some_and(|p| version(p) == version(&pod));
             if still_assumed {
-                cache.set_pod(*pod);
-                cache.pop_active();
-                cache.mark_unschedulable(key);
+                cache.set_pod_to_retry(*pod);
             }
         }
         Update::Tick => cache.retry_unschedulable(),

@@ -515,6 +515,33 @@ fn fsyncs_per_second(dir: &std::path::Path) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Every client creates `per_client` pods (`PREFIX<client>-<i>`), one after another, all
+/// clients at once; returns when all are created.
+async fn create_from_all(
+    clients: Vec<PodsClient<kubelab_proto::credential::AuthChannel>>,
+    per_client: usize,
+    prefix: &'static str,
+    image: &'static str,
+) {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| {
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    client
+                        .create(plain_pod(format!("{prefix}{c}-{i}"), image))
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+}
+
 /// Row 3: durable creates per second, 64 clients each on its own connection.
 async fn api_creates(sizes: &Sizes, rows: &mut Vec<Row>) {
     let lab = Lab::start_without_scheduler(0, "info", &[]);
@@ -532,23 +559,7 @@ async fn api_creates(sizes: &Sizes, rows: &mut Vec<Row>) {
     }
     let per_client = sizes.creates / 64;
     let start = Instant::now();
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(c, mut client)| {
-            tokio::spawn(async move {
-                for i in 0..per_client {
-                    client
-                        .create(plain_pod(format!("c{c}-{i}"), "127.0.0.1:1/none:1"))
-                        .await
-                        .expect("create");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("client");
-    }
+    create_from_all(clients, per_client, "c", "127.0.0.1:1/none:1").await;
     let elapsed = start.elapsed();
     let rate = (per_client * 64) as f64 / elapsed.as_secs_f64();
     eprintln!(
@@ -620,23 +631,7 @@ async fn scheduler(sizes: &Sizes, rows: &mut Vec<Row>) {
         .map(|_| PodsClient::new(credential.channel().expect("channel")))
         .collect();
     let per_client = sizes.scheduled_pods / 16;
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(c, mut client)| {
-            tokio::spawn(async move {
-                for i in 0..per_client {
-                    client
-                        .create(plain_pod(format!("s{c}-{i}"), "127.0.0.1:1/hollow:1"))
-                        .await
-                        .expect("create");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("client");
-    }
+    create_from_all(clients, per_client, "s", "127.0.0.1:1/hollow:1").await;
     let total = per_client * 16;
     let mut pods = lab.pods_client();
     let from = revision_now(&mut pods).await;
