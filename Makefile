@@ -71,6 +71,8 @@ demo: up
 	$(KUBELAB) logs hello
 	@echo; echo "== its timeline"
 	$(KUBELAB) describe pod hello
+	@echo; echo "== its way through the seven steps"
+	$(KUBELAB) trace pod hello
 	@echo; echo "The lab is still up. Try: $(KUBELAB) apply -f examples/sleep.yaml; stop it all with: make down"
 
 ## Stops what `make demo` started (the agents stop their pods first).

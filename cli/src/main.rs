@@ -54,9 +54,9 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// List pods or nodes, or show one.
+    /// List pods, nodes or events, or show one.
     Get {
-        /// pods (po) or nodes (no).
+        /// pods (po), nodes (no) or events (ev).
         kind: String,
         name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum)]
@@ -93,6 +93,13 @@ enum Command {
     },
     /// Show a pod in detail, with its events as a timeline.
     Describe {
+        /// pod (po).
+        kind: String,
+        name: String,
+    },
+    /// A pod's path through the seven steps (image, push, create, schedule, accept, pull,
+    /// start), with times and durations, from what the components recorded.
+    Trace {
         /// pod (po).
         kind: String,
         name: String,
@@ -216,6 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::node::drain(server, &node, options).await
         }
         Command::Describe { kind, name } => commands::describe::run(server, ns, &kind, &name).await,
+        Command::Trace { kind, name } => commands::trace::run(server, ns, &kind, &name).await,
         Command::Logs { name, options } => commands::logs::run(server, ns, &name, options).await,
         Command::Exec { name, options } => {
             let code = commands::exec::run(server, ns, &name, options).await?;

@@ -31,6 +31,71 @@ fn a_pods_output_reaches_logs_and_its_steps_are_events() {
     }
 }
 
+/// `kubelab trace` shows the pod's way through the steps, each with its time and what
+/// happened (which node and why, the pull, the pid); `get events` lists them cluster-wide.
+#[test]
+fn trace_shows_each_step_and_get_events_lists_them() {
+    let lab = Lab::start(1);
+    let node = lab.node_names[0].clone();
+    let image = lab.push_busybox("1");
+    lab.apply_ok(&pod_manifest("traced", &image, "Always", "sleep 600"));
+    lab.wait_for("traced", "Running");
+    let trace = lab.ok(&["trace", "pod", "traced"]);
+    let line = |step: &str| {
+        trace
+            .lines()
+            .find(|l| l.trim_start().starts_with(step))
+            .unwrap_or_else(|| panic!("no step {step:?} in:\n{trace}"))
+            .to_string()
+    };
+    assert!(trace.starts_with("Pod default/traced (uid "), "{trace}");
+    assert!(line("3 pod created").contains("+0 ms"), "{trace}");
+    let scheduled = line("4 scheduled");
+    assert!(
+        scheduled.contains(&format!(
+            "Successfully assigned default/traced to {node} (1 of 1 nodes searched fit, best score"
+        )),
+        "{trace}"
+    );
+    assert!(
+        line("5 accepted by the agent").contains(&format!("the agent of {node} took the pod")),
+        "{trace}"
+    );
+    assert!(
+        line("6 image pulled").contains("Successfully pulled image"),
+        "{trace}"
+    );
+    let started = line("7 container started");
+    assert!(
+        started.contains("Started container main (pid ") && started.contains("Ready at +"),
+        "{trace}"
+    );
+    // Every step with a time has one, in order.
+    let times: Vec<i64> = ["3 pod", "4 sched", "5 acc", "6 image", "7 cont"]
+        .iter()
+        .map(|s| {
+            let l = line(s);
+            let at = l
+                .split_whitespace()
+                .find(|w| w.starts_with('+'))
+                .expect("a time");
+            at.trim_start_matches('+')
+                .parse::<i64>()
+                .unwrap_or(i64::MAX)
+        })
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "steps out of order:\n{trace}"
+    );
+    let events = lab.ok(&["get", "events"]);
+    assert!(events.starts_with("LAST SEEN"), "{events}");
+    assert!(
+        events.contains("Scheduled") && events.contains("pod/traced"),
+        "{events}"
+    );
+}
+
 /// Exit code 0 gives Succeeded, a non-zero code gives Failed, and the code is in the
 /// status where kubectl users look for it.
 #[test]

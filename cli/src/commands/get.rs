@@ -102,8 +102,14 @@ pub async fn run(
             },
         );
     }
+    if matches!(kind, "event" | "events" | "ev") {
+        let namespace = if all_namespaces { "" } else { namespace };
+        return events(&mut api, namespace, options.watch).await;
+    }
     if !matches!(kind, "node" | "nodes" | "no") {
-        bail!("unknown resource type {kind:?}: kubelab knows pods (po) and nodes (no)");
+        bail!(
+            "unknown resource type {kind:?}: kubelab knows pods (po), nodes (no) and events (ev)"
+        );
     }
     if options.watch || !node_name.is_empty() {
         bail!("-w and --field-selector work on pods only");
@@ -247,5 +253,75 @@ async fn watch_pods(
                 _ => return Err(api.error()(broken)),
             }
         }
+    }
+}
+
+/// `get events [-w]`: kubectl's columns, oldest first; with `-w`, each new or repeated
+/// event as it is recorded (relisting if the watch expires).
+async fn events(api: &mut Api, namespace: &str, watch: bool) -> anyhow::Result<()> {
+    let row = |e: &kubelab_proto::v1::Event| {
+        let object = e.involved_object.clone().unwrap_or_default();
+        let count = if e.count > 1 {
+            format!(" (x{})", e.count)
+        } else {
+            String::new()
+        };
+        vec![
+            format!("{}{count}", output::age(e.timestamp_ms)),
+            e.r#type.clone(),
+            e.reason.clone(),
+            format!("{}/{}", object.kind.to_lowercase(), object.name),
+            e.message.clone(),
+        ]
+    };
+    let header = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+        .map(String::from)
+        .to_vec();
+    loop {
+        let listed = api
+            .events
+            .list(kubelab_proto::v1::ListEventsRequest {
+                namespace: namespace.into(),
+                involved_uid: String::new(),
+            })
+            .await
+            .map_err(api.error())?
+            .into_inner();
+        if listed.items.is_empty() && !watch {
+            eprintln!("No events found.");
+            return Ok(());
+        }
+        let mut rows = vec![header.clone()];
+        rows.extend(listed.items.iter().map(row));
+        output::table(&rows);
+        if !watch {
+            return Ok(());
+        }
+        let request = WatchRequest {
+            from_revision: listed.resource_version,
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        let mut stream = api
+            .events
+            .watch(request)
+            .await
+            .map_err(api.error())?
+            .into_inner();
+        let broken = loop {
+            match stream.next().await {
+                Some(Ok(event)) => {
+                    if let Some(e) = event.object {
+                        println!("{}", row(&e).join("   "));
+                    }
+                }
+                Some(Err(status)) => break status,
+                None => break tonic::Status::unavailable("the watch ended"),
+            }
+        };
+        if broken.code() != tonic::Code::OutOfRange {
+            return Err(api.error()(broken));
+        }
+        eprintln!("watch expired ({}): relisting", broken.message());
     }
 }

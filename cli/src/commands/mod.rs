@@ -8,6 +8,7 @@ pub mod exec;
 pub mod get;
 pub mod logs;
 pub mod node;
+pub mod trace;
 pub mod wait;
 
 /// `pod`, `pods` and `po` name the same resource, as in kubectl.

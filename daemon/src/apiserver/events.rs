@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use kubelab_proto::now_ms;
 use kubelab_proto::v1::events_server::Events;
-use kubelab_proto::v1::{Event, EventList, ListEventsRequest};
+use kubelab_proto::v1::{Event, EventList, EventWatchEvent, ListEventsRequest, WatchRequest};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Authenticator, Identity};
 use super::store::{key, prefix, Object, Store};
-use super::ApiError;
+use super::{watch_stream, ApiError, WatchStream};
 
 pub struct EventsService {
     store: Arc<Store>,
@@ -58,7 +58,7 @@ impl Events for EventsService {
             .identify(&request)?
             .require_cluster("list events")?;
         let r = request.into_inner();
-        let (mut items, _) = self
+        let (mut items, resource_version) = self
             .store
             .list::<Event>(&prefix::<Event>(&r.namespace))
             .await?;
@@ -75,7 +75,37 @@ impl Events for EventsService {
                 e.metadata.as_ref().map(|m| m.resource_version).unwrap_or(0),
             )
         });
-        Ok(Response::new(EventList { items }))
+        Ok(Response::new(EventList {
+            items,
+            resource_version,
+        }))
+    }
+
+    type WatchStream = WatchStream<EventWatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.auth
+            .identify(&request)?
+            .require_cluster("watch events")?;
+        let r = request.into_inner();
+        let stream = watch_stream::<Event, _>(
+            &self.store,
+            r.from_revision,
+            prefix::<Event>(&r.namespace),
+            String::new(),
+            &r.label_selector,
+            |t, event| {
+                Some(EventWatchEvent {
+                    r#type: t as i32,
+                    object: Some(event),
+                })
+            },
+        )
+        .await?;
+        Ok(Response::new(stream))
     }
 }
 

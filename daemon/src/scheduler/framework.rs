@@ -220,6 +220,11 @@ pub fn failure_message(total: usize, reasons: &[String]) -> String {
     if total == 0 {
         return "0/0 nodes are available: no nodes registered (start an agent: kubelabd agent --node-name NAME)".into();
     }
+    format!("0/{total} nodes are available: {}.", reason_counts(reasons))
+}
+
+/// `1 Insufficient memory, 2 node(s) were not ready`: each reason once, with its count.
+pub fn reason_counts(reasons: &[String]) -> String {
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for r in reasons {
         match counts.iter_mut().find(|(x, _)| *x == r.as_str()) {
@@ -229,7 +234,7 @@ pub fn failure_message(total: usize, reasons: &[String]) -> String {
     }
     counts.sort();
     let parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    format!("0/{total} nodes are available: {}.", parts.join(", "))
+    parts.join(", ")
 }
 
 #[cfg(test)]

@@ -232,11 +232,11 @@ async fn schedule_one(binder: &mut Binder, cache: &mut ClusterCache, pod: Pod) {
             (std::cmp::Reverse(score), node.pods, *n)
         })
         .min()
-        .map(|(_, _, n)| n.to_string());
+        .map(|(std::cmp::Reverse(score), _, n)| (n.to_string(), score));
     if total > 0 {
         cache.next_start = (cache.next_start + scanned) % total;
     }
-    let Some(node_name) = best else {
+    let Some((node_name, best_score)) = best else {
         let message = framework::failure_message(cache.nodes.len(), &reasons);
         if binder.last_failure.get(&meta.uid) != Some(&message) {
             tracing::info!(%message, "pod is unschedulable");
@@ -248,6 +248,14 @@ async fn schedule_one(binder: &mut Binder, cache: &mut ClusterCache, pod: Pod) {
         cache.mark_unschedulable(pod_key(&pod));
         return;
     };
+    // Why this node, after Kubernetes' words: what was searched, what fit, what did not.
+    let mut why = format!(
+        "{} of {scanned} nodes searched fit, best score {best_score}",
+        feasible.len()
+    );
+    if !reasons.is_empty() {
+        why.push_str(&format!("; {}", framework::reason_counts(&reasons)));
+    }
     // Assume the binding: the next pod sees this one on its node at once.
     let mut assumed = pod.clone();
     assumed.spec.get_or_insert_with(Default::default).node_name = node_name.clone();
@@ -284,7 +292,7 @@ async fn schedule_one(binder: &mut Binder, cache: &mut ClusterCache, pod: Pod) {
                         "Normal",
                         "Scheduled",
                         format!(
-                            "Successfully assigned {}/{} to {node_name}",
+                            "Successfully assigned {}/{} to {node_name} ({why})",
                             meta.namespace, meta.name
                         ),
                     );
