@@ -74,6 +74,26 @@ enum Command {
         #[arg(short = 'w', long)]
         watch: bool,
     },
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) a node's labels: `kubelab label node N disk=ssd`.
+    Label {
+        /// node (no).
+        kind: String,
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+        /// Allow changing the value of a label the node already has.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Add (`KEY=VALUE:EFFECT`) or remove (`KEY:EFFECT-`) a node's taints:
+    /// `kubelab taint node N gpu=true:NoSchedule`.
+    Taint {
+        /// node (no).
+        kind: String,
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
     /// Mark a node unschedulable: no new pod is placed on it.
     Cordon { node: String },
     /// Make a cordoned node schedulable again.
@@ -91,9 +111,10 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
-    /// Show a pod in detail, with its events as a timeline.
+    /// Show a pod (with its events as a timeline) or a node (its pods, what they take,
+    /// its conditions and events) in detail.
     Describe {
-        /// pod (po).
+        /// pod (po) or node (no).
         kind: String,
         name: String,
     },
@@ -206,6 +227,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 watch,
             };
             commands::get::run(server, ns, &kind, name, options).await
+        }
+        Command::Label {
+            kind,
+            name,
+            changes,
+            overwrite,
+        } => {
+            commands::check_node_kind(&kind)?;
+            commands::node::label(server, &name, &changes, overwrite).await
+        }
+        Command::Taint {
+            kind,
+            name,
+            changes,
+        } => {
+            commands::check_node_kind(&kind)?;
+            commands::node::taint(server, &name, &changes).await
         }
         Command::Cordon { node } => commands::node::cordon(server, &node, true).await,
         Command::Uncordon { node } => commands::node::cordon(server, &node, false).await,

@@ -675,3 +675,196 @@ pub fn describe_pod(pod: &api::Pod, events: &[api::Event]) -> String {
     }
     out
 }
+
+/// `kubelab describe node`: kubectl's sections — labels, taints, conditions, capacity, the
+/// node's pods with their requests, what is allocated, and the node's events.
+pub fn describe_node(node: &api::Node, pods: &[api::Pod], events: &[api::Event]) -> String {
+    let m = node.metadata.clone().unwrap_or_default();
+    let spec = node.spec.clone().unwrap_or_default();
+    let status = node.status.clone().unwrap_or_default();
+    let t = |ms: i64| {
+        time(ms)
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let mut out = format!("Name:               {}\n", m.name);
+    let mut labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    out.push_str(&format!(
+        "Labels:             {}\n",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join("\n                    ")
+        }
+    ));
+    out.push_str(&format!(
+        "CreationTimestamp:  {}\n",
+        t(m.creation_timestamp_ms)
+    ));
+    let taints: Vec<String> = spec
+        .taints
+        .iter()
+        .map(|t| {
+            if t.value.is_empty() {
+                format!("{}:{}", t.key, t.effect)
+            } else {
+                format!("{}={}:{}", t.key, t.value, t.effect)
+            }
+        })
+        .collect();
+    out.push_str(&format!(
+        "Taints:             {}\nUnschedulable:      {}\n",
+        if taints.is_empty() {
+            "<none>".into()
+        } else {
+            taints.join("\n                    ")
+        },
+        spec.unschedulable
+    ));
+    out.push_str("Conditions:\n");
+    let mut rows = vec![[
+        "Type",
+        "Status",
+        "LastHeartbeatTime",
+        "LastTransitionTime",
+        "Reason",
+        "Message",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for c in &status.conditions {
+        rows.push(vec![
+            c.r#type.clone(),
+            c.status.clone(),
+            t(c.last_heartbeat_time_ms),
+            t(c.last_transition_time_ms),
+            c.reason.clone(),
+            c.message.clone(),
+        ]);
+    }
+    indented_table(&mut out, &rows);
+    out.push_str(&format!(
+        "Addresses:\n  AgentEndpoint:  {}\n",
+        if status.agent_endpoint.is_empty() {
+            "<none>"
+        } else {
+            &status.agent_endpoint
+        }
+    ));
+    for (title, r) in [
+        ("Capacity", status.capacity),
+        ("Allocatable", status.allocatable),
+    ] {
+        let r = r.unwrap_or_default();
+        out.push_str(&format!(
+            "{title}:\n  cpu:     {}m\n  memory:  {}\n  pods:    {}\n",
+            r.cpu_millis,
+            memory_quantity(r.memory_bytes),
+            r.pods
+        ));
+    }
+    out.push_str(&format!(
+        "System Info:\n  Kernel Version:  {}\n  OS Image:        {}\nPodCIDR:            {}\n",
+        status.kernel_version,
+        status.os_image,
+        if spec.pod_cidr.is_empty() {
+            "<none>"
+        } else {
+            &spec.pod_cidr
+        }
+    ));
+    // What the scheduler counts: the requests of the pods that have not ended.
+    let running: Vec<&api::Pod> = pods
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .is_none_or(|s| s.phase != "Succeeded" && s.phase != "Failed")
+        })
+        .collect();
+    let alloc = status.allocatable.unwrap_or_default();
+    let percent = |used: i64, of: i64| if of > 0 { used * 100 / of } else { 0 };
+    out.push_str(&format!(
+        "Non-terminated Pods:  ({} in total)\n",
+        running.len()
+    ));
+    let mut rows = vec![[
+        "Namespace",
+        "Name",
+        "CPU Requests",
+        "Memory Requests",
+        "Age",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let (mut cpu, mut mem) = (0, 0);
+    for p in &running {
+        let pm = p.metadata.clone().unwrap_or_default();
+        let (c, mm) = p
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter_map(|c| c.resources.as_ref())
+            .fold((0, 0), |(c, mm), r| {
+                (c + r.cpu_request_millis, mm + r.memory_request_bytes)
+            });
+        cpu += c;
+        mem += mm;
+        rows.push(vec![
+            pm.namespace,
+            pm.name,
+            format!("{c}m ({}%)", percent(c, alloc.cpu_millis)),
+            format!(
+                "{} ({}%)",
+                memory_quantity(mm),
+                percent(mm, alloc.memory_bytes)
+            ),
+            age(pm.creation_timestamp_ms),
+        ]);
+    }
+    indented_table(&mut out, &rows);
+    out.push_str(&format!(
+        "Allocated resources:\n  cpu:     {cpu}m ({}%)\n  memory:  {} ({}%)\n  pods:    {} of {}\n",
+        percent(cpu, alloc.cpu_millis),
+        memory_quantity(mem),
+        percent(mem, alloc.memory_bytes),
+        running.len(),
+        alloc.pods
+    ));
+    out.push_str("Events:\n");
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        let mut rows = vec![["Type", "Reason", "Age", "From", "Message"]
+            .map(String::from)
+            .to_vec()];
+        for e in events {
+            rows.push(vec![
+                e.r#type.clone(),
+                e.reason.clone(),
+                age(e.timestamp_ms),
+                e.source.clone(),
+                e.message.clone(),
+            ]);
+        }
+        indented_table(&mut out, &rows);
+    }
+    out
+}
+
+/// A table indented by two spaces, columns two apart, into `out`.
+fn indented_table(out: &mut String, rows: &[Vec<String>]) {
+    let columns = rows.first().map(|r| r.len()).unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+    }
+}

@@ -85,6 +85,14 @@ fn a_silent_node_becomes_not_ready_and_its_pods_are_not_ready() {
     assert!(node_events(&lab, &node).contains(&format!(
         "NodeNotReady: Node {node} status is now: NodeNotReady"
     )));
+    let described = lab.ok(&["describe", "node", &node]);
+    assert!(
+        described.contains("NodeStatusUnknown")
+            && described.contains("Kubelet stopped posting node status.")
+            && described.contains("NodeNotReady")
+            && described.contains("Non-terminated Pods:  (1 in total)"),
+        "{described}"
+    );
     // The pod's containers ran on: only the API's view changed.
     assert_eq!(lab.pod_json("steady")["status"]["phase"], "Running");
     lab.signal_agent(0, nix::sys::signal::Signal::SIGCONT);
@@ -293,4 +301,58 @@ fn hollow_nodes_take_pods_spread_within_max_pods() {
                     .contains("0/50 nodes are available: 50 Too many pods.")
         },
     );
+}
+
+/// `kubelab label` and `kubelab taint` change where pods go, as kubectl's do; `describe
+/// node` shows labels, taints, the node's pods and what they ask for.
+#[test]
+fn label_and_taint_decide_where_pods_go() {
+    let lab = Lab::start(1);
+    let node = lab.node_names[0].clone();
+    let image = lab.push_busybox("1");
+    assert_eq!(
+        lab.ok(&["label", "node", &node, "disk=ssd"]).trim(),
+        format!("node/{node} labeled")
+    );
+    sleep_pod(
+        &lab,
+        "wants-hdd",
+        &image,
+        "  nodeSelector:\n    disk: hdd\n",
+    );
+    wait_until("FailedScheduling", Duration::from_secs(10), || {
+        lab.ok(&["describe", "pod", "wants-hdd"])
+            .contains("0/1 nodes are available: 1 node(s) didn't match Pod's node selector.")
+    });
+    let err = lab.fails(&["label", "node", &node, "disk=hdd"]);
+    assert!(
+        err.contains("already has a value (ssd) for label \"disk\": add --overwrite"),
+        "{err}"
+    );
+    lab.ok(&["label", "node", &node, "disk=hdd", "--overwrite"]);
+    lab.wait_for("wants-hdd", "Running");
+    assert_eq!(
+        lab.ok(&["taint", "node", &node, "gpu=true:NoSchedule"])
+            .trim(),
+        format!("node/{node} tainted")
+    );
+    sleep_pod(&lab, "plain", &image, "");
+    wait_until("FailedScheduling", Duration::from_secs(10), || {
+        lab.ok(&["describe", "pod", "plain"])
+            .contains("0/1 nodes are available: 1 node(s) had untolerated taint {gpu: true}.")
+    });
+    let described = lab.ok(&["describe", "node", &node]);
+    assert!(
+        described.contains("disk=hdd")
+            && described.contains("gpu=true:NoSchedule")
+            && described.contains("Non-terminated Pods:  (1 in total)")
+            && described.contains("wants-hdd"),
+        "{described}"
+    );
+    let err = lab.fails(&["taint", "node", &node, "gpu=true:NoExecute"]);
+    assert!(err.contains("NoExecute is not supported"), "{err}");
+    lab.ok(&["taint", "node", &node, "gpu:NoSchedule-"]);
+    lab.wait_for("plain", "Running");
+    let err = lab.fails(&["taint", "node", &node, "gpu:NoSchedule-"]);
+    assert!(err.contains("not found"), "{err}");
 }

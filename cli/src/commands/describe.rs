@@ -1,6 +1,7 @@
-//! `kubelab describe pod NAME`: the pod in detail, and its events as a timeline.
+//! `kubelab describe pod NAME`: the pod in detail, and its events as a timeline;
+//! `kubelab describe node NAME`: the node, its pods and what they take, its events.
 
-use kubelab_proto::v1::ListEventsRequest;
+use kubelab_proto::v1::{ListEventsRequest, ListPodsRequest, ObjectKey};
 
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
@@ -12,6 +13,9 @@ pub async fn run(
     kind: &str,
     name: &str,
 ) -> anyhow::Result<()> {
+    if matches!(kind, "node" | "nodes" | "no") {
+        return node(server, name).await;
+    }
     check_pod_kind(kind)?;
     let mut api = Api::connect(server).await?;
     let pod = api.get_pod(namespace, name).await?;
@@ -27,5 +31,45 @@ pub async fn run(
         .into_inner()
         .items;
     print!("{}", output::describe_pod(&pod, &events));
+    Ok(())
+}
+
+async fn node(server: &Connection, name: &str) -> anyhow::Result<()> {
+    let mut api = Api::connect(server).await?;
+    let node = api
+        .nodes
+        .get(ObjectKey {
+            namespace: String::new(),
+            name: name.into(),
+        })
+        .await
+        .map_err(api.error())?
+        .into_inner();
+    let pods = api
+        .pods
+        .list(ListPodsRequest {
+            node_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(api.error())?
+        .into_inner()
+        .items;
+    let uid = node
+        .metadata
+        .as_ref()
+        .map(|m| m.uid.clone())
+        .unwrap_or_default();
+    let events = api
+        .events
+        .list(ListEventsRequest {
+            namespace: String::new(),
+            involved_uid: uid,
+        })
+        .await
+        .map_err(api.error())?
+        .into_inner()
+        .items;
+    print!("{}", output::describe_node(&node, &pods, &events));
     Ok(())
 }

@@ -22,3 +22,12 @@ pub fn check_pod_kind(kind: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn check_node_kind(kind: &str) -> anyhow::Result<()> {
+    if !matches!(kind, "node" | "nodes" | "no") {
+        anyhow::bail!(
+            "unknown resource type {kind:?}: this command works on nodes (node, nodes, no)"
+        );
+    }
+    Ok(())
+}

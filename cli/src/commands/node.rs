@@ -1,6 +1,7 @@
-//! `kubelab cordon|uncordon|drain NODE`: keep new pods off a node, let them back, or empty it.
+//! `kubelab cordon|uncordon|drain NODE`: keep new pods off a node, let them back, or empty
+//! it; `kubelab label|taint node NODE ...`: what the scheduler matches pods against.
 //!
-//! Changes a node's spec the way kubectl does: read it, change it, and write it back only
+//! Changes a node's labels and spec the way kubectl does: read it, change it, and write it back only
 //! if nobody changed it meanwhile (the write names the resource version it read; on a
 //! conflict it reads again). Draining deletes the node's pods through the API; the node's
 //! agent stops them.
@@ -8,13 +9,22 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use kubelab_proto::v1::{DeletePodRequest, ListPodsRequest, ObjectKey, UpdateNodeRequest};
+use std::collections::HashMap;
+
+use kubelab_proto::v1::{
+    DeletePodRequest, ListPodsRequest, NodeSpec, ObjectKey, Taint, UpdateNodeRequest,
+};
 
 use crate::api::{Api, Connection};
 
-/// Sets `spec.unschedulable`; says whether it changed.
-async fn set_unschedulable(api: &mut Api, name: &str, unschedulable: bool) -> anyhow::Result<bool> {
-    // A few tries: each conflict means someone else wrote the node between our read and write.
+/// Reads the node, lets `change` edit its labels and spec (returning whether it changed
+/// anything, or an error), and writes it back over the version read; on a conflict (someone
+/// wrote the node in between) it starts again. Says whether anything changed.
+async fn update_node(
+    api: &mut Api,
+    name: &str,
+    mut change: impl FnMut(&mut HashMap<String, String>, &mut NodeSpec) -> anyhow::Result<bool>,
+) -> anyhow::Result<bool> {
     for _ in 0..5 {
         let node = api
             .nodes
@@ -25,12 +35,11 @@ async fn set_unschedulable(api: &mut Api, name: &str, unschedulable: bool) -> an
             .await
             .map_err(api.error())?
             .into_inner();
-        let meta = node.metadata.clone().unwrap_or_default();
+        let mut meta = node.metadata.clone().unwrap_or_default();
         let mut spec = node.spec.clone().unwrap_or_default();
-        if spec.unschedulable == unschedulable {
+        if !change(&mut meta.labels, &mut spec)? {
             return Ok(false);
         }
-        spec.unschedulable = unschedulable;
         let request = UpdateNodeRequest {
             name: name.into(),
             labels: meta.labels,
@@ -44,6 +53,90 @@ async fn set_unschedulable(api: &mut Api, name: &str, unschedulable: bool) -> an
         }
     }
     bail!("node {name:?} kept changing while we tried to update it: try again")
+}
+
+/// Sets `spec.unschedulable`; says whether it changed.
+async fn set_unschedulable(api: &mut Api, name: &str, unschedulable: bool) -> anyhow::Result<bool> {
+    update_node(api, name, |_, spec| {
+        let changed = spec.unschedulable != unschedulable;
+        spec.unschedulable = unschedulable;
+        Ok(changed)
+    })
+    .await
+}
+
+/// `kubelab label node NODE k=v k2- ...`: sets or (with a trailing `-`) removes labels. As
+/// kubectl, changing an existing label's value needs `--overwrite`.
+pub async fn label(
+    server: &Connection,
+    name: &str,
+    changes: &[String],
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let mut api = Api::connect(server).await?;
+    update_node(&mut api, name, |labels, _| {
+        for c in changes {
+            if let Some(key) = c.strip_suffix('-') {
+                labels.remove(key);
+                continue;
+            }
+            let Some((key, value)) = c.split_once('=') else {
+                bail!("invalid label {c:?}: expected KEY=VALUE, or KEY- to remove it");
+            };
+            match labels.get(key) {
+                Some(old) if old != value && !overwrite => bail!(
+                    "node {name:?} already has a value ({old}) for label {key:?}: add --overwrite to change it"
+                ),
+                _ => {
+                    labels.insert(key.into(), value.into());
+                }
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    println!("node/{name} labeled");
+    Ok(())
+}
+
+/// `kubelab taint node NODE key=value:Effect key2:Effect- ...`: adds or (with a trailing
+/// `-`) removes taints, as kubectl taint does.
+pub async fn taint(server: &Connection, name: &str, changes: &[String]) -> anyhow::Result<()> {
+    let mut api = Api::connect(server).await?;
+    update_node(&mut api, name, |_, spec| {
+        for c in changes {
+            let (text, remove) = match c.strip_suffix('-') {
+                Some(t) => (t, true),
+                None => (c.as_str(), false),
+            };
+            let (key_value, effect) = match text.rsplit_once(':') {
+                Some((kv, effect)) => (kv, effect),
+                None if remove => (text, ""),
+                None => bail!("invalid taint {c:?}: expected KEY=VALUE:EFFECT (NoSchedule or PreferNoSchedule), or KEY:EFFECT- to remove it"),
+            };
+            let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
+            if remove {
+                let before = spec.taints.len();
+                spec.taints
+                    .retain(|t| !(t.key == key && (effect.is_empty() || t.effect == effect)));
+                if spec.taints.len() == before {
+                    bail!("taint {text:?} not found on node {name:?}");
+                }
+                continue;
+            }
+            // A taint is known by its key and effect: a new value replaces the old one.
+            spec.taints.retain(|t| !(t.key == key && t.effect == effect));
+            spec.taints.push(Taint {
+                key: key.into(),
+                value: value.into(),
+                effect: effect.into(),
+            });
+        }
+        Ok(true)
+    })
+    .await?;
+    println!("node/{name} tainted");
+    Ok(())
 }
 
 pub async fn cordon(server: &Connection, name: &str, cordon: bool) -> anyhow::Result<()> {
