@@ -66,6 +66,32 @@ impl Api {
         Ok(pod.into_inner())
     }
 
+    /// A pod and its events, oldest first (what `describe` and `trace` show).
+    pub async fn pod_and_events(
+        &mut self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<(Pod, Vec<kubelab_proto::v1::Event>)> {
+        let pod = self.get_pod(namespace, name).await?;
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let request = kubelab_proto::v1::ListEventsRequest {
+            namespace: meta.namespace,
+            involved_uid: meta.uid,
+        };
+        let events = self.events.list(request).await.map_err(self.error())?;
+        Ok((pod, events.into_inner().items))
+    }
+
+    /// The pods bound to a node (the field selector spec.nodeName).
+    pub async fn pods_on_node(&mut self, node: &str) -> anyhow::Result<Vec<Pod>> {
+        let request = kubelab_proto::v1::ListPodsRequest {
+            node_name: node.into(),
+            ..Default::default()
+        };
+        let pods = self.pods.list(request).await.map_err(self.error())?;
+        Ok(pods.into_inner().items)
+    }
+
     /// Every change of the namespace's pods after `from_revision`.
     pub async fn watch_pods(
         &mut self,

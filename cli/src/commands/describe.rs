@@ -1,7 +1,7 @@
 //! `kubelab describe pod NAME`: the pod in detail, and its events as a timeline;
 //! `kubelab describe node NAME`: the node, its pods and what they take, its events.
 
-use kubelab_proto::v1::{ListEventsRequest, ListPodsRequest, ObjectKey};
+use kubelab_proto::v1::{ListEventsRequest, ObjectKey};
 
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
@@ -18,18 +18,7 @@ pub async fn run(
     }
     check_pod_kind(kind)?;
     let mut api = Api::connect(server).await?;
-    let pod = api.get_pod(namespace, name).await?;
-    let meta = pod.metadata.clone().unwrap_or_default();
-    let events = api
-        .events
-        .list(ListEventsRequest {
-            namespace: meta.namespace,
-            involved_uid: meta.uid,
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner()
-        .items;
+    let (pod, events) = api.pod_and_events(namespace, name).await?;
     print!("{}", output::describe_pod(&pod, &events));
     Ok(())
 }
@@ -45,16 +34,7 @@ async fn node(server: &Connection, name: &str) -> anyhow::Result<()> {
         .await
         .map_err(api.error())?
         .into_inner();
-    let pods = api
-        .pods
-        .list(ListPodsRequest {
-            node_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner()
-        .items;
+    let pods = api.pods_on_node(name).await?;
     let uid = node
         .metadata
         .as_ref()

@@ -11,9 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 use std::collections::HashMap;
 
-use kubelab_proto::v1::{
-    DeletePodRequest, ListPodsRequest, NodeSpec, ObjectKey, Taint, UpdateNodeRequest,
-};
+use kubelab_proto::v1::{DeletePodRequest, NodeSpec, ObjectKey, Taint, UpdateNodeRequest};
 
 use crate::api::{Api, Connection};
 
@@ -164,16 +162,7 @@ pub async fn drain(server: &Connection, name: &str, options: DrainOptions) -> an
     } else {
         println!("node/{name} already cordoned");
     }
-    let pods = api
-        .pods
-        .list(ListPodsRequest {
-            node_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner()
-        .items;
+    let pods = api.pods_on_node(name).await?;
     let running: Vec<_> = pods
         .into_iter()
         .filter(|p| {

@@ -4,7 +4,7 @@
 //! Reads only what the components already record — the pod's metadata and status, and its
 //! events — and never asks an agent. A step with no record says so.
 
-use kubelab_proto::v1::{Event, ListEventsRequest, Pod};
+use kubelab_proto::v1::{Event, Pod};
 
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
@@ -17,18 +17,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     check_pod_kind(kind)?;
     let mut api = Api::connect(server).await?;
-    let pod = api.get_pod(namespace, name).await?;
-    let meta = pod.metadata.clone().unwrap_or_default();
-    let events = api
-        .events
-        .list(ListEventsRequest {
-            namespace: meta.namespace,
-            involved_uid: meta.uid,
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner()
-        .items;
+    let (pod, events) = api.pod_and_events(namespace, name).await?;
     print!("{}", trace(&pod, &events));
     Ok(())
 }
