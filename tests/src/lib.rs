@@ -31,11 +31,22 @@ pub fn bin(name: &str) -> PathBuf {
     })
 }
 
+/// A port that is free now, for a server a test starts. It is chosen below the kernel's
+/// ephemeral range (32768 and up), so that no client connection or `:0` listener of another
+/// test can take it between now and the server's bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread over 20000-32000 by process and call, so that concurrent test binaries differ.
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13)) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
