@@ -366,9 +366,13 @@ impl ImageManager {
 
     /// Builds both clients now, at agent start, so that the first pod does not wait for it.
     pub async fn warm_up(&self) {
+        // oci-client parses references with a regex compiled on first use (~40 ms of
+        // CPU): pay it now, off the async workers, not on the first pod's path.
+        let _ =
+            tokio::task::spawn_blocking(|| "kubelab.invalid/warm-up:1".parse::<Reference>()).await;
         self.client_for(true).await;
         self.client_for(false).await;
-        tracing::debug!("registry clients ready");
+        tracing::debug!("registry clients and reference parser ready");
     }
 }
 
