@@ -66,6 +66,16 @@ impl Api {
         Ok(pod.into_inner())
     }
 
+    /// One node, by name.
+    pub async fn get_node(&mut self, name: &str) -> anyhow::Result<kubelab_proto::v1::Node> {
+        let key = ObjectKey {
+            namespace: String::new(),
+            name: name.into(),
+        };
+        let node = self.nodes.get(key).await.map_err(self.error())?;
+        Ok(node.into_inner())
+    }
+
     /// A pod and its events, oldest first (what `describe` and `trace` show).
     pub async fn pod_and_events(
         &mut self,

@@ -1,7 +1,7 @@
 //! `kubelab describe pod NAME`: the pod in detail, and its events as a timeline;
 //! `kubelab describe node NAME`: the node, its pods and what they take, its events.
 
-use kubelab_proto::v1::{ListEventsRequest, ObjectKey};
+use kubelab_proto::v1::ListEventsRequest;
 
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
@@ -25,15 +25,7 @@ pub async fn run(
 
 async fn node(server: &Connection, name: &str) -> anyhow::Result<()> {
     let mut api = Api::connect(server).await?;
-    let node = api
-        .nodes
-        .get(ObjectKey {
-            namespace: String::new(),
-            name: name.into(),
-        })
-        .await
-        .map_err(api.error())?
-        .into_inner();
+    let node = api.get_node(name).await?;
     let pods = api.pods_on_node(name).await?;
     let uid = node
         .metadata

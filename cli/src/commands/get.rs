@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use futures::StreamExt;
-use kubelab_proto::v1::{ListNodesRequest, ListPodsRequest, ObjectKey, Pod, WatchRequest};
+use kubelab_proto::v1::{ListNodesRequest, ListPodsRequest, Pod, WatchRequest};
 
 use super::is_pod_kind;
 use crate::api::{Api, Connection};
@@ -115,15 +115,7 @@ pub async fn run(
         bail!("-w and --field-selector work on pods only");
     }
     let nodes = match &name {
-        Some(n) => vec![api
-            .nodes
-            .get(ObjectKey {
-                namespace: String::new(),
-                name: n.clone(),
-            })
-            .await
-            .map_err(api.error())?
-            .into_inner()],
+        Some(n) => vec![api.get_node(n).await?],
         None => {
             api.nodes
                 .list(ListNodesRequest {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 use std::collections::HashMap;
 
-use kubelab_proto::v1::{DeletePodRequest, NodeSpec, ObjectKey, Taint, UpdateNodeRequest};
+use kubelab_proto::v1::{DeletePodRequest, NodeSpec, Taint, UpdateNodeRequest};
 
 use crate::api::{Api, Connection};
 
@@ -24,15 +24,7 @@ async fn update_node(
     mut change: impl FnMut(&mut HashMap<String, String>, &mut NodeSpec) -> anyhow::Result<bool>,
 ) -> anyhow::Result<bool> {
     for _ in 0..5 {
-        let node = api
-            .nodes
-            .get(ObjectKey {
-                namespace: String::new(),
-                name: name.into(),
-            })
-            .await
-            .map_err(api.error())?
-            .into_inner();
+        let node = api.get_node(name).await?;
         let mut meta = node.metadata.clone().unwrap_or_default();
         let mut spec = node.spec.clone().unwrap_or_default();
         if !change(&mut meta.labels, &mut spec)? {
