@@ -1,9 +1,13 @@
-//! `kubelab image push`: packs directories as OCI image layers and pushes them.
+//! Pushing images to a registry: `kubelab image push` and `kubelab image build --push`.
 //!
-//! Each directory becomes one gzip-compressed tar layer (the first is the bottom), with
-//! owners set to root and times fixed so that the same tree gives the same digest. The
-//! image config carries Entrypoint, Cmd, Env and the layers' diff_ids. It speaks the OCI
-//! distribution API through oci-client; plain HTTP for loopback and --insecure-registry.
+//! `image push` packs directories as OCI image layers: each directory becomes one
+//! gzip-compressed tar layer (the first is the bottom), with owners set to root and times
+//! fixed so that the same tree gives the same digest; the image config carries
+//! Entrypoint, Cmd, Env and the layers' diff_ids. `push_built` pushes an image that
+//! `kubelabd build` left in its OCI layout, blob by blob, skipping the blobs the registry
+//! has, then the manifest byte for byte (so the registry's digest is the build's). It
+//! speaks the OCI distribution API through oci-client; plain HTTP for loopback and
+//! --insecure-registry.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,12 +124,7 @@ fn sha256(data: &[u8]) -> String {
 }
 
 pub async fn push(options: PushArgs) -> Result<String, ImageError> {
-    let reference: Reference = options
-        .reference
-        .parse()
-        .map_err(|e: oci_client::ParseError| {
-            ImageError::Reference(options.reference.clone(), e.to_string())
-        })?;
+    let reference = parse_reference(&options.reference)?;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for dir in options.layer_dirs() {
@@ -185,17 +184,7 @@ pub async fn push(options: PushArgs) -> Result<String, ImageError> {
         }
         .to_string(),
     );
-    let host = reference.resolve_registry().to_string();
-    let plain =
-        kubelab_proto::is_loopback_registry(&host) || options.insecure_registries.contains(&host);
-    let client = Client::new(ClientConfig {
-        protocol: if plain {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        ..Default::default()
-    });
+    let client = client_for(&reference, &options.insecure_registries);
     let response = client
         .push(
             &reference,
@@ -207,4 +196,101 @@ pub async fn push(options: PushArgs) -> Result<String, ImageError> {
         .await
         .map_err(|e| ImageError::Push(reference.whole(), kubelab_proto::error_chain(&e)))?;
     Ok(response.manifest_url)
+}
+
+fn parse_reference(name: &str) -> Result<Reference, ImageError> {
+    name.parse()
+        .map_err(|e: oci_client::ParseError| ImageError::Reference(name.to_string(), e.to_string()))
+}
+
+/// A client for the reference's registry: plain HTTP for loopback registries (as Docker
+/// does for 127.0.0.0/8) and those named with --insecure-registry, HTTPS for the rest.
+fn client_for(reference: &Reference, insecure_registries: &[String]) -> Client {
+    let host = reference.resolve_registry().to_string();
+    let plain = kubelab_proto::is_loopback_registry(&host) || insecure_registries.contains(&host);
+    Client::new(ClientConfig {
+        protocol: if plain {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        ..Default::default()
+    })
+}
+
+/// Pushes the image tagged `name` in the OCI layout at `layout` (what `kubelabd build`
+/// writes) to the registry `name` names; returns the manifest's digest.
+pub async fn push_built(
+    layout: &Path,
+    name: &str,
+    insecure_registries: &[String],
+) -> Result<String, ImageError> {
+    let reference = parse_reference(name)?;
+    let failed = |message: String| ImageError::Push(name.to_string(), message);
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|e| failed(format!("reading {}: {e}", path.display())))
+    };
+    let blob_path = |digest: &str| {
+        let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        layout.join("blobs").join(algorithm).join(hex)
+    };
+    let index: serde_json::Value = serde_json::from_slice(&read(layout.join("index.json"))?)
+        .map_err(|e| failed(format!("{}: {e}", layout.join("index.json").display())))?;
+    let entry = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .ok_or_else(|| {
+            failed(format!(
+                "no image {name} in {} (build it first)",
+                layout.display()
+            ))
+        })?;
+    let digest = entry["digest"].as_str().unwrap_or_default().to_string();
+    let manifest_bytes = read(blob_path(&digest))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| failed(format!("manifest {digest}: {e}")))?;
+    let blobs: Vec<String> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&manifest["config"]))
+        .filter_map(|d| d["digest"].as_str().map(String::from))
+        .collect();
+    let client = client_for(&reference, insecure_registries);
+    let auth = RegistryAuth::Anonymous;
+    client
+        .store_auth_if_needed(reference.resolve_registry(), &auth)
+        .await;
+    let registry_error =
+        |e: oci_client::errors::OciDistributionError| failed(kubelab_proto::error_chain(&e));
+    for blob in &blobs {
+        let short = &blob[blob.len().saturating_sub(64)..][..12];
+        if client
+            .blob_exists(&reference, blob)
+            .await
+            .map_err(registry_error)?
+        {
+            println!("Copying blob {short} skipped: already exists");
+            continue;
+        }
+        let data = read(blob_path(blob))?;
+        client
+            .push_blob(&reference, data, blob)
+            .await
+            .map_err(registry_error)?;
+        println!("Copying blob {short} done");
+    }
+    let content_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or(manifest::OCI_IMAGE_MEDIA_TYPE)
+        .parse::<http::HeaderValue>()
+        .map_err(|e| failed(e.to_string()))?;
+    client
+        .push_manifest_raw(&reference, manifest_bytes, content_type)
+        .await
+        .map_err(registry_error)?;
+    println!("Writing manifest {digest}");
+    Ok(digest)
 }

@@ -2,13 +2,15 @@
 //!
 //! Layout: `commands/` (one file per verb), `api` (the connection to the apiserver and
 //! its errors), `manifest` (Pod YAML → API objects), `output` (tables, describe, `-o
-//! json|yaml` in Kubernetes' shape), `image` (`image push`). This file holds the command
-//! line itself. The CLI talks to the apiserver (and to registries for `image push`) only,
-//! never to agents or the store.
+//! json|yaml` in Kubernetes' shape), `image` (pushing images), `build` (`image build`,
+//! which hands the build to `kubelabd build`). This file holds the command line itself.
+//! The CLI talks to the apiserver (and to registries for pushes) only, never to agents
+//! or the store.
 
 #![forbid(unsafe_code)]
 
 mod api;
+mod build;
 mod commands;
 mod image;
 mod manifest;
@@ -174,6 +176,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ImageCommand {
+    /// Build an image from DIR/Containerfile (or Dockerfile); --push sends it to its registry.
+    Build(build::BuildArgs),
     /// Pack a directory as an image (one layer per directory) and push it to a registry.
     Push(image::PushArgs),
 }
@@ -201,6 +205,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let (server, ns) = (&connection, cli.namespace.as_str());
     match cli.command {
+        Command::Image {
+            command: ImageCommand::Build(args),
+        } => match build::run(args).await? {
+            0 => Ok(()),
+            // kubelabd build has printed the error.
+            code => std::process::exit(code),
+        },
         Command::Image {
             command: ImageCommand::Push(args),
         } => {

@@ -6,6 +6,8 @@
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
 //! - `shim` — one single-threaded process per container; with `exec-helper` (one per
 //!   `kubelab exec` or exec probe), the only callers of libcontainer.
+//! - `build` — `kubelab image build`'s builder: Containerfile steps as layers, RUN
+//!   through the shim; images kept in an OCI layout.
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
 //! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
@@ -14,6 +16,7 @@
 
 mod agent;
 mod apiserver;
+mod build;
 mod client;
 mod cri_log;
 mod hollow;
@@ -54,6 +57,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run many hollow nodes (no containers: for scale tests and benchmarks only).
     HollowNodes(hollow::HollowNodesArgs),
+    /// Build an image from a Containerfile (what `kubelab image build` runs).
+    Build(build::BuildArgs),
     /// Internal: run one container (started by the agent).
     #[command(hide = true)]
     Shim(shim::ShimArgs),
@@ -123,6 +128,7 @@ fn run() -> anyhow::Result<()> {
                 }
             }
             Command::Up(args) => up::run(args, shutdown_signal()).await.context("up"),
+            Command::Build(args) => build::run(args).await.context("build"),
             Command::Shim(_) | Command::ExecHelper(_) => {
                 unreachable!("handled before the runtime starts")
             }

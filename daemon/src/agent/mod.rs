@@ -12,7 +12,7 @@
 //! (their shims live on); the agent started again re-adopts them, and removes what it
 //! finds of pods deleted meanwhile.
 
-mod image;
+pub mod image;
 mod logs;
 mod network;
 mod pod_status;

@@ -100,6 +100,20 @@ pub struct Image {
     /// diff_ids, bottom layer first.
     pub diff_ids: Vec<String>,
     pub size_bytes: u64,
+    /// The layers as the registry holds them (compressed blobs), bottom first.
+    #[serde(default)]
+    pub layers: Vec<LayerBlob>,
+    /// The digest of the image config blob.
+    #[serde(default)]
+    pub config_digest: String,
+}
+
+/// One layer blob of a manifest: what to ask a registry for, or find in a blob store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerBlob {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
 }
 
 /// How `ensure` got the image, for the pod's events.
@@ -118,6 +132,9 @@ pub struct ImageManager {
     http: OnceCell<Client>,
     /// One lock per image reference, so two pods asking for one image pull it once.
     pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where to keep the downloaded blobs (`sha256/HEX`), for the image builder, which
+    /// pushes its base image's layers again. An agent keeps only the unpacked layers.
+    blob_store: Option<PathBuf>,
 }
 
 impl ImageManager {
@@ -145,7 +162,60 @@ impl ImageManager {
             https: OnceCell::new(),
             http: OnceCell::new(),
             pulls: Mutex::new(HashMap::new()),
+            blob_store: None,
         })
+    }
+
+    /// Keeps every blob pulled from now on in `dir/sha256/HEX` (an OCI layout's `blobs/`).
+    pub fn keep_blobs_in(mut self, dir: PathBuf) -> Result<Self, ImageError> {
+        let sha = dir.join("sha256");
+        std::fs::create_dir_all(&sha).map_err(|e| ImageError::Io(sha, e))?;
+        self.blob_store = Some(dir);
+        Ok(self)
+    }
+
+    /// Where the blob store keeps a blob, when there is one.
+    pub fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let (algorithm, hex) = digest.split_once(':')?;
+        Some(self.blob_store.as_ref()?.join(algorithm).join(hex))
+    }
+
+    /// Adds a layer made on this machine (the image builder's): unpacks the plain tar,
+    /// checked against its diff_id, beside the pulled ones.
+    pub fn add_layer(&self, tar: &Path, diff_id: &str) -> Result<PathBuf, ImageError> {
+        let dir = self.layer_dir(diff_id);
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let unpack_to = self
+            .root
+            .join("tmp")
+            .join(format!("layer-{}", uuid::Uuid::new_v4().simple()));
+        unpack::unpack_layer(
+            tar,
+            "application/vnd.oci.image.layer.v1.tar",
+            diff_id,
+            &unpack_to,
+            self.max_layer_bytes,
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&unpack_to);
+            ImageError::Unpack(diff_id.to_string(), e)
+        })?;
+        if let Err(e) = std::fs::rename(&unpack_to, &dir) {
+            let _ = std::fs::remove_dir_all(&unpack_to);
+            if !dir.exists() {
+                return Err(ImageError::Io(dir, e));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Forgets what this store knows of an image reference (its layers stay).
+    pub fn forget(&self, image: &str) {
+        if let Ok(reference) = image.parse::<Reference>() {
+            let _ = std::fs::remove_file(self.record_path(&reference));
+        }
     }
 
     /// The directory holding a layer's unpacked files.
@@ -238,9 +308,13 @@ impl ImageManager {
             )));
         }
         let mut downloaded = 0;
+        if let Some(path) = self.blob_path(&manifest.config.digest) {
+            std::fs::write(&path, &config).map_err(|e| ImageError::Io(path, e))?;
+        }
         for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
             let dir = self.layer_dir(diff_id);
-            if dir.exists() {
+            let blob_kept = self.blob_path(&layer.digest).is_none_or(|p| p.exists());
+            if dir.exists() && blob_kept {
                 tracing::debug!(%diff_id, "layer already unpacked");
                 continue;
             }
@@ -286,6 +360,10 @@ impl ImageManager {
             .inspect_err(|_| {
                 let _ = std::fs::remove_dir_all(&unpack_to);
             })?;
+            if let Some(keep) = self.blob_path(&layer.digest) {
+                tmp.persist(&keep)
+                    .map_err(|e| ImageError::Io(keep.clone(), e.error))?;
+            }
             // A rename is atomic: other readers see the whole layer or none of it.
             if let Err(e) = std::fs::rename(&unpack_to, &dir) {
                 let _ = std::fs::remove_dir_all(&unpack_to);
@@ -302,6 +380,16 @@ impl ImageManager {
             config: config_file.config.unwrap_or_default(),
             diff_ids,
             size_bytes,
+            layers: manifest
+                .layers
+                .iter()
+                .map(|l| LayerBlob {
+                    digest: l.digest.clone(),
+                    media_type: l.media_type.clone(),
+                    size: l.size.max(0) as u64,
+                })
+                .collect(),
+            config_digest: manifest.config.digest.clone(),
         };
         self.write_record(reference, &img)?;
         Ok((img, downloaded))

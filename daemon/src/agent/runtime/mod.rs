@@ -8,7 +8,7 @@
 //! never calls libcontainer: the library forks and `chdir`s its caller, which a
 //! multi-threaded tokio process must not suffer (see docs/architecture.md).
 
-mod cgroups;
+pub mod cgroups;
 pub mod exec;
 pub mod sandbox;
 pub mod security;

@@ -1,0 +1,232 @@
+//! RUN: a command in a container of the build's current rootfs.
+//!
+//! The same path a pod's container takes: an OCI runtime spec written into a bundle,
+//! then `kubelabd shim`, which creates and starts the container through libcontainer,
+//! copies its output into a CRI-format log and records how it ended. The container runs
+//! in the host's network (a build fetches things) with the host's `resolv.conf` and
+//! `hosts` mounted over the image's, the default capabilities and seccomp profile, its
+//! own mount, pid, IPC and UTS namespaces, and a cgroup of its own. Its output is
+//! shown as it comes. Owns the bundle in the step's scratch directory; the rootfs is
+//! `rootfs.rs`'s.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use libcontainer::oci_spec::runtime::{
+    LinuxNamespaceType, MountBuilder, ProcessBuilder, Spec, UserBuilder,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::agent::runtime::security;
+use crate::agent::runtime::ExitRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building the runtime spec: {0}")]
+    Spec(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the shim: {0}")]
+    Shim(String),
+}
+
+/// What runs, as whom, where.
+pub struct RunStep {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: (u32, u32),
+}
+
+/// Runs the command to its end in the rootfs at `merged`; returns how it ended.
+/// `scratch` holds the bundle and the log; `state_root` is libcontainer's.
+pub async fn run(
+    merged: &Path,
+    scratch: &Path,
+    state_root: &Path,
+    step: &RunStep,
+) -> Result<ExitRecord, RunError> {
+    let id = format!("build-{}", uuid::Uuid::new_v4().simple());
+    let bundle = scratch.join("bundle");
+    std::fs::create_dir_all(&bundle).map_err(|e| RunError::Io(bundle.clone(), e))?;
+    let spec = spec(merged, &id, step)?;
+    spec.save(bundle.join("config.json"))
+        .map_err(|e| RunError::Spec(e.to_string()))?;
+    let (log, exit_file, shim_log) = (
+        scratch.join("run.log"),
+        scratch.join("exit.json"),
+        scratch.join("shim.log"),
+    );
+    let shim_exe = std::env::current_exe().map_err(|e| RunError::Shim(e.to_string()))?;
+    let mut shim = tokio::process::Command::new(shim_exe)
+        .arg("shim")
+        .args(["--id", &id])
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--state-root")
+        .arg(state_root)
+        .arg("--log")
+        .arg(&log)
+        .arg("--exit-file")
+        .arg(&exit_file)
+        // One file, never rotated: it is read as it grows.
+        .args(["--log-max-bytes", &(1u64 << 40).to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&shim_log).map_err(|e| RunError::Io(shim_log.clone(), e))?)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| RunError::Shim(e.to_string()))?;
+    let mut answers = shim
+        .stdout
+        .take()
+        .map(|out| tokio::io::BufReader::new(out).lines())
+        .ok_or_else(|| RunError::Shim("no stdout".into()))?;
+    let mut stdin = shim
+        .stdin
+        .take()
+        .ok_or_else(|| RunError::Shim("no stdin".into()))?;
+    let why_not = |shim_log: &Path| {
+        std::fs::read_to_string(shim_log)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    for (say, expect) in [(None, "created"), (Some("start\n"), "started")] {
+        if let Some(line) = say {
+            stdin
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| RunError::Shim(e.to_string()))?;
+        }
+        let answer = answers.next_line().await.ok().flatten().unwrap_or_default();
+        match answer.split_once(' ') {
+            Some((word, pid)) if word == expect => tracing::debug!(pid, "container {expect}"),
+            Some(("error", message)) => {
+                let _ = shim.wait().await;
+                return Err(RunError::Shim(message.to_string()));
+            }
+            _ => {
+                let _ = shim.wait().await;
+                return Err(RunError::Shim(format!(
+                    "it ended without starting the container: {}",
+                    why_not(&shim_log)
+                )));
+            }
+        }
+    }
+    // The container runs; show its output as the shim writes it, until the shim is done.
+    let mut shown = 0u64;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shim.wait() => break,
+            _ = tick.tick() => shown = show_output(&log, shown),
+        }
+    }
+    show_output(&log, shown);
+    let record = std::fs::read(&exit_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
+        .ok_or_else(|| RunError::Shim(format!("no exit record: {}", why_not(&shim_log))))?;
+    Ok(record)
+}
+
+/// Prints the log's records from byte `from` on (whole lines only); returns where it stopped.
+fn show_output(log: &Path, from: u64) -> u64 {
+    use std::io::{Read, Seek, Write};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return from;
+    };
+    if file.seek(std::io::SeekFrom::Start(from)).is_err() {
+        return from;
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return from;
+    }
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        return from;
+    };
+    let mut out = std::io::stdout().lock();
+    for line in bytes[..end].split(|b| *b == b'\n') {
+        if let Some(record) = crate::cri_log::parse(line) {
+            let _ = out.write_all(record.text);
+            if record.full {
+                let _ = out.write_all(b"\n");
+            }
+        }
+    }
+    let _ = out.flush();
+    from + end as u64 + 1
+}
+
+fn spec(merged: &Path, id: &str, step: &RunStep) -> Result<Spec, RunError> {
+    let err = |e: libcontainer::oci_spec::OciSpecError| RunError::Spec(e.to_string());
+    let mut spec = Spec::default();
+    let defaults = spec.process().clone().unwrap_or_default();
+    let sc = kubelab_proto::v1::SecurityContext::default();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(step.argv.clone())
+        .env(step.env.clone())
+        .cwd(&step.cwd)
+        .user(
+            UserBuilder::default()
+                .uid(step.user.0)
+                .gid(step.user.1)
+                .build()
+                .map_err(err)?,
+        )
+        .capabilities(security::capabilities(&sc).map_err(|e| RunError::Spec(e.to_string()))?)
+        .rlimits(defaults.rlimits().clone().unwrap_or_default())
+        // As a pod's default. (libcontainer loads the seccomp filter after dropping
+        // capabilities, which the kernel allows only with no_new_privs.)
+        .no_new_privileges(true)
+        .build()
+        .map_err(err)?;
+    spec.set_process(Some(process));
+    if let Some(root) = spec.root_mut() {
+        root.set_path(merged.to_path_buf());
+        root.set_readonly(Some(false));
+    }
+    spec.set_hostname(Some("kubelab-build".into()));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for name in ["resolv.conf", "hosts"] {
+        let (host, image) = (Path::new("/etc").join(name), merged.join("etc").join(name));
+        // Only over a file the image has: a mount point made here would end up in the layer.
+        if host.is_file() && image.symlink_metadata().is_ok_and(|m| m.is_file()) {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(format!("/etc/{name}"))
+                    .typ("bind")
+                    .source(host)
+                    .options(vec!["rbind".into(), "rprivate".into(), "ro".into()])
+                    .build()
+                    .map_err(err)?,
+            );
+        }
+    }
+    spec.set_mounts(Some(mounts));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(PathBuf::from(format!("/kubelab-build/{id}"))));
+    let namespaces = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+        .collect();
+    linux.set_namespaces(Some(namespaces));
+    linux.set_seccomp(Some(
+        security::runtime_default_seccomp().map_err(|e| RunError::Spec(e.to_string()))?,
+    ));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// Removes the parent cgroup the build's containers sit in, once empty (each shim
+/// removes its container's own).
+pub fn remove_build_cgroups() {
+    crate::agent::runtime::cgroups::remove(Path::new("/kubelab-build"));
+}
