@@ -86,7 +86,11 @@ down:
 	@echo "the lab is down"
 
 ## Everything: unit tests and the end-to-end tests (real registry, real containers; root).
+## skopeo and umoci check that built images are standard OCI images.
+TEST_PACKAGES := skopeo umoci
 test: deps
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	cargo build --bins
 	cargo test --workspace -- --test-threads=2
 

@@ -28,6 +28,8 @@ pub enum ImageError {
     Pack(PathBuf, std::io::Error),
     #[error("pushing to {0}: {1}")]
     Push(String, String),
+    #[error("asking the registry about {0}: {1}")]
+    Inspect(String, String),
 }
 
 /// The manifest and media types to push: OCI's, or Docker's schema 2 (what older tools make).
@@ -293,4 +295,38 @@ pub async fn push_built(
         .map_err(registry_error)?;
     println!("Writing manifest {digest}");
     Ok(digest)
+}
+
+/// What a registry says of an image for `kubelab trace`: its config's labels, its layer
+/// count and compressed size. `digest` pins the very image a pod ran, when known.
+pub struct ImageFacts {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub layers: usize,
+    pub size: u64,
+}
+
+pub async fn facts(image: &str, digest: Option<&str>) -> Result<ImageFacts, ImageError> {
+    let mut reference = parse_reference(image)?;
+    if let Some(d) = digest.filter(|d| d.starts_with("sha256:")) {
+        reference = reference.clone_with_digest(d.to_string());
+    }
+    let client = client_for(&reference, &[]);
+    let (manifest, _, config) = client
+        .pull_manifest_and_config(&reference, &RegistryAuth::Anonymous)
+        .await
+        .map_err(|e| ImageError::Inspect(image.to_string(), kubelab_proto::error_chain(&e)))?;
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    let labels = config["config"]["Labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ImageFacts {
+        labels,
+        layers: manifest.layers.len(),
+        size: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
+    })
 }

@@ -600,6 +600,36 @@ impl Lab {
         reference
     }
 
+    /// Where this lab's `kubelab image build` keeps images, layers and its cache.
+    pub fn build_root(&self) -> PathBuf {
+        self.dir.path().join("build")
+    }
+
+    /// `kubelab image build DIR -t TAG ARGS...` with this lab's build root.
+    pub fn build(&self, dir: &Path, tag: &str, args: &[&str]) -> Output {
+        Command::new(bin("kubelab"))
+            .args(["image", "build"])
+            .arg(dir)
+            .args(["-t", tag, "--root"])
+            .arg(self.build_root())
+            .args(args)
+            .output()
+            .expect("run kubelab image build")
+    }
+
+    /// The same, failing the test (with its output) unless it succeeds; returns stdout.
+    pub fn build_ok(&self, dir: &Path, tag: &str, args: &[&str]) -> String {
+        let out = self.build(dir, tag, args);
+        assert!(
+            out.status.success(),
+            "kubelab image build {} failed:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Pushes an image made of these raw (uncompressed) tar layers, bottom first, as they
     /// are — hostile ones included, which `kubelab image push` would never make.
     pub fn push_raw_layers(&self, tag: &str, layers: Vec<Vec<u8>>) -> String {

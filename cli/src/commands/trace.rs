@@ -1,13 +1,24 @@
 //! `kubelab trace pod NAME`: the pod's path through the seven steps of the workflow, each
 //! with its time (from the pod's creation), how long it took, and what happened.
 //!
-//! Reads only what the components already record — the pod's metadata and status, and its
-//! events — and never asks an agent. A step with no record says so.
+//! Reads only what the components already record — the pod's metadata and status, its
+//! events, and the image's labels in the registry (`kubelab image build` records when it
+//! built the image and how long that took) — and never asks an agent. A step with no
+//! record says so.
+
+use std::time::Duration;
 
 use kubelab_proto::v1::{Event, Pod};
 
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
+use crate::image::ImageFacts;
+
+/// The labels `kubelabd build` puts on every image it builds.
+const BUILT_LABEL: &str = "io.kubelab.image.built";
+const BUILD_SECONDS_LABEL: &str = "io.kubelab.image.build-seconds";
+/// How long to wait for the registry before tracing without the image's labels.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn run(
     server: &Connection,
@@ -18,7 +29,30 @@ pub async fn run(
     check_pod_kind(kind)?;
     let mut api = Api::connect(server).await?;
     let (pod, events) = api.pod_and_events(namespace, name).await?;
-    print!("{}", trace(&pod, &events));
+    // The first container's image, pinned to the digest the agent ran if it said.
+    let spec = pod.spec.clone().unwrap_or_default();
+    let facts = match spec.containers.first() {
+        Some(c) => {
+            let digest = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.iter().find(|cs| cs.name == c.name))
+                .map(|cs| cs.image_id.clone())
+                .filter(|d| !d.is_empty());
+            match tokio::time::timeout(
+                REGISTRY_TIMEOUT,
+                crate::image::facts(&c.image, digest.as_deref()),
+            )
+            .await
+            {
+                Ok(Ok(facts)) => Ok(facts),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("the registry of {} did not answer", c.image)),
+            }
+        }
+        None => Err("the pod has no container".into()),
+    };
+    print!("{}", trace(&pod, &events, &facts));
     Ok(())
 }
 
@@ -26,12 +60,14 @@ pub async fn run(
 struct Step {
     what: &'static str,
     at_ms: Option<i64>,
+    /// How long the step took, when it is known apart from the step before it.
+    took_ms: Option<i64>,
     detail: String,
 }
 
 /// The seven steps as a table. Times are relative to the pod's creation; the duration of a
-/// step is the time since the previous step that has a time.
-pub fn trace(pod: &Pod, events: &[Event]) -> String {
+/// step is the time since the previous step that has a time, unless the step knows its own.
+pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) -> String {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
@@ -40,35 +76,27 @@ pub fn trace(pod: &Pod, events: &[Event]) -> String {
     let first = |reason: &str| events.iter().find(|e| e.reason == reason);
     let all = |reason: &'static str| events.iter().filter(move |e| e.reason == reason);
     let images: Vec<&str> = spec.containers.iter().map(|c| c.image.as_str()).collect();
-    let mut steps = vec![
-        Step {
-            what: "1 image built",
-            at_ms: None,
-            detail: "not recorded here (built before the pod existed)".into(),
-        },
-        Step {
-            what: "2 image pushed",
-            at_ms: None,
-            detail: format!("to the registry of {}", images.join(", ")),
-        },
-        Step {
-            what: "3 pod created",
-            at_ms: Some(0),
-            detail: format!(
-                "the apiserver stored {}/{}, Pending",
-                meta.namespace, meta.name
-            ),
-        },
-    ];
+    let mut steps = image_steps(&images, image, created);
+    steps.extend([Step {
+        what: "3 pod created",
+        at_ms: Some(0),
+        took_ms: None,
+        detail: format!(
+            "the apiserver stored {}/{}, Pending",
+            meta.namespace, meta.name
+        ),
+    }]);
     steps.push(match first("Scheduled") {
         Some(e) => Step {
             what: "4 scheduled",
             at_ms: since(e.timestamp_ms),
+            took_ms: None,
             detail: e.message.clone(),
         },
         None => Step {
             what: "4 scheduled",
             at_ms: None,
+            took_ms: None,
             detail: match first("FailedScheduling") {
                 Some(e) => format!("not yet: {}", e.message),
                 None => "not yet (is the scheduler running?)".into(),
@@ -78,6 +106,7 @@ pub fn trace(pod: &Pod, events: &[Event]) -> String {
     steps.push(Step {
         what: "5 accepted by the agent",
         at_ms: since(status.start_time_ms),
+        took_ms: None,
         detail: if status.start_time_ms > 0 {
             format!(
                 "the agent of {} took the pod (status.startTime)",
@@ -94,6 +123,7 @@ pub fn trace(pod: &Pod, events: &[Event]) -> String {
     steps.push(Step {
         what: "6 image pulled",
         at_ms: pulled.last().and_then(|e| since(e.timestamp_ms)),
+        took_ms: None,
         detail: if pulled.is_empty() {
             match (first("Failed"), pulling) {
                 (Some(e), _) => format!("failed: {}", e.message),
@@ -134,6 +164,7 @@ pub fn trace(pod: &Pod, events: &[Event]) -> String {
     steps.push(Step {
         what: "7 container started",
         at_ms: started.last().and_then(|e| since(e.timestamp_ms)),
+        took_ms: None,
         detail,
     });
     let mut rows = vec![["STEP", "AT", "TOOK", "WHAT HAPPENED"]
@@ -143,9 +174,19 @@ pub fn trace(pod: &Pod, events: &[Event]) -> String {
     for step in &steps {
         let (at, took) = match step.at_ms {
             Some(at) => {
-                let took = previous.map(|p| ms(at - p)).unwrap_or_else(|| "-".into());
-                previous = Some(at);
-                (format!("+{}", ms(at)), took)
+                let took = match (step.took_ms, previous) {
+                    (Some(took), _) => ms(took),
+                    (None, Some(p)) => ms(at - p),
+                    (None, None) => "-".into(),
+                };
+                // Before the pod existed (the build) is not the start of step 3.
+                if at >= 0 {
+                    previous = Some(at);
+                }
+                (
+                    format!("{}{}", if at < 0 { "-" } else { "+" }, ms(at.abs())),
+                    took,
+                )
             }
             None => ("-".into(), "-".into()),
         };
@@ -178,6 +219,69 @@ pub fn trace(pod: &Pod, events: &[Event]) -> String {
         ));
     }
     out
+}
+
+/// Steps 1 and 2, from the image's labels in the registry.
+fn image_steps(images: &[&str], facts: &Result<ImageFacts, String>, created_ms: i64) -> Vec<Step> {
+    let image = images.first().copied().unwrap_or("");
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(why) => {
+            return vec![
+                Step {
+                    what: "1 image built",
+                    at_ms: None,
+                    took_ms: None,
+                    detail: format!("unknown: {why}"),
+                },
+                Step {
+                    what: "2 image pushed",
+                    at_ms: None,
+                    took_ms: None,
+                    detail: format!("to the registry of {}", images.join(", ")),
+                },
+            ];
+        }
+    };
+    let built_ms = facts
+        .labels
+        .get(BUILT_LABEL)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis());
+    let took_ms = facts
+        .labels
+        .get(BUILD_SECONDS_LABEL)
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|s| (s * 1000.0).round() as i64);
+    let size = if facts.size >= 1 << 20 {
+        format!("{:.1} MB", facts.size as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", facts.size as f64 / 1e3)
+    };
+    let built = match built_ms {
+        Some(_) => Step {
+            what: "1 image built",
+            at_ms: built_ms.map(|b| b - created_ms),
+            took_ms,
+            detail: format!("by kubelab image build: {} layers, {size}", facts.layers),
+        },
+        None => Step {
+            what: "1 image built",
+            at_ms: None,
+            took_ms: None,
+            detail: format!(
+                "not by kubelab image build (no {BUILT_LABEL} label); {} layers, {size}",
+                facts.layers
+            ),
+        },
+    };
+    let pushed = Step {
+        what: "2 image pushed",
+        at_ms: None,
+        took_ms: None,
+        detail: format!("{image} is in its registry (a registry records no push time)"),
+    };
+    vec![built, pushed]
 }
 
 fn ms(ms: i64) -> String {
