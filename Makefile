@@ -57,22 +57,32 @@ up: build registry
 	echo "error: the nodes did not become Ready (see $(LAB)/up.log)" >&2; exit 1
 
 demo: up
-	@echo; echo "== step 1-2: build a busybox image and push it to the registry"
+	@echo; echo "== step 1-2: build images and push them to the registry"
+	@echo "-- the base image: Debian's static busybox as a root filesystem, one layer"
 	@rm -rf $(LAB)/rootfs && examples/busybox-rootfs.sh $(LAB)/rootfs
 	$(KUBELAB) image push $(LAB)/rootfs $(REGISTRY)/busybox:demo --cmd sh
+	@echo "-- the example app on top of it, built from examples/site/Containerfile"
+	$(KUBELAB) image build examples/site -t $(REGISTRY)/site:demo --build-arg REGISTRY=$(REGISTRY) --root $(LAB)/build --push
 	@echo; echo "== the nodes, each with its range of pod addresses"
 	$(KUBELAB) get nodes -o wide
-	@echo; echo "== step 3-7: ask for a pod; the scheduler binds it, an agent pulls and starts it"
+	@echo; echo "== step 3-7: ask for two pods; the scheduler binds them, the agents pull and start them"
 	@$(KUBELAB) delete pod hello >/dev/null 2>&1 || true
+	@$(KUBELAB) delete pod site >/dev/null 2>&1 || true
 	sed "s#127.0.0.1:5000#$(REGISTRY)#" examples/hello.yaml | $(KUBELAB) apply -f -
+	sed "s#127.0.0.1:5000#$(REGISTRY)#" examples/site.yaml | $(KUBELAB) apply -f -
 	$(KUBELAB) wait pod hello --for Succeeded --timeout 60
+	$(KUBELAB) wait pod site --for Ready --timeout 60
 	$(KUBELAB) get pods -o wide
-	@echo; echo "== its output"
+	@echo; echo "== hello's output"
 	$(KUBELAB) logs hello
-	@echo; echo "== its timeline"
-	$(KUBELAB) describe pod hello
+	@echo; echo "== the site, asked from this machine (its pod address is on the node's CNI bridge)"
+	@ip=$$($(KUBELAB) get pod site -o wide | awk 'NR==2 {print $$6}'); \
+	echo "curl http://$$ip:8080/cgi-bin/hello"; curl -fsS http://$$ip:8080/cgi-bin/hello; \
+	echo "curl http://$$ip:8080/build-info.txt"; curl -fsS http://$$ip:8080/build-info.txt
+	@echo; echo "== the site's timeline"
+	$(KUBELAB) describe pod site
 	@echo; echo "== its way through the seven steps"
-	$(KUBELAB) trace pod hello
+	$(KUBELAB) trace pod site
 	@echo; echo "The lab is still up. Try: $(KUBELAB) apply -f examples/sleep.yaml; stop it all with: make down"
 
 ## Stops what `make demo` started (the agents stop their pods first).

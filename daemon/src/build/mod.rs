@@ -250,7 +250,7 @@ impl Builder {
             let step_error = |message: String| BuildError::Step {
                 file: file.clone(),
                 line: instruction.line,
-                text: instruction.text.clone(),
+                text: abbreviated(&instruction.text),
                 message,
             };
             match (&instruction.kind, image.as_mut()) {
@@ -868,6 +868,14 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// An instruction as an error names it: the first 60 characters (the line says the rest).
+fn abbreviated(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 fn env_of(config: &Map<String, Value>) -> Vec<String> {
