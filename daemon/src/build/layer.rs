@@ -3,12 +3,12 @@
 //! What a step changed is exactly what overlayfs put in its upper directory: new and
 //! modified files, a 0/0 character device for each deleted name, and the
 //! `trusted.overlay.opaque=y` attribute on a directory that replaced one below. This
-//! module writes that as a tar in OCI's terms (`.wh.NAME` and `.wh..wh..opq`), then
-//! gzips it: the tar's sha256 is the layer's diff_id, the gzip's is its blob digest.
-//! It reads the upper directory and writes two files; it mounts and runs nothing.
+//! module writes that as a tar in OCI's terms (`.wh.NAME` and `.wh..wh..opq`), gzipped
+//! as it is made: the tar's sha256 is the layer's diff_id, the gzip's is its blob
+//! digest. It reads the upper directory and writes one file; it mounts and runs nothing.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ pub enum LayerError {
     Write(PathBuf, std::io::Error),
 }
 
-/// A layer written to disk: the uncompressed tar and its gzip.
+/// A layer written to disk (gzip-compressed).
 #[derive(Debug)]
 pub struct Written {
     pub diff_id: String,
@@ -38,11 +38,15 @@ pub fn is_empty(upper: &Path) -> Result<bool, LayerError> {
     Ok(entries.next().is_none())
 }
 
-/// Writes `upper` as `tar_path` (plain tar) and `gz_path` (gzip of it).
-pub fn write(upper: &Path, tar_path: &Path, gz_path: &Path) -> Result<Written, LayerError> {
-    let wr = |e| LayerError::Write(tar_path.to_path_buf(), e);
-    let tar_file = std::fs::File::create(tar_path).map_err(wr)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::new(tar_file));
+/// Writes `upper` as a gzip-compressed tar at `gz_path`.
+pub fn write(upper: &Path, gz_path: &Path) -> Result<Written, LayerError> {
+    let wr = |e| LayerError::Write(gz_path.to_path_buf(), e);
+    // tar → sha256 (the diff_id) → gzip → sha256 (the digest) → the file, in one pass.
+    let file = HashingWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(gz_path).map_err(wr)?,
+    ));
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut builder = tar::Builder::new(HashingWriter::new(gz));
     builder.follow_symlinks(false);
     let mut entries = 0;
     // (device, inode) of files with several links → the first path written, so that the
@@ -139,14 +143,14 @@ pub fn write(upper: &Path, tar_path: &Path, gz_path: &Path) -> Result<Written, L
         }
         stack.extend(subdirs.into_iter().rev());
     }
-    let mut out = builder.into_inner().map_err(wr)?;
-    out.flush().map_err(wr)?;
-    drop(out);
-    let (diff_id, digest, size) = compress(tar_path, gz_path)?;
+    let tar = builder.into_inner().map_err(wr)?;
+    let diff_id = tar.digest();
+    let mut file = tar.inner.finish().map_err(wr)?;
+    file.flush().map_err(wr)?;
     Ok(Written {
         diff_id,
-        digest,
-        size,
+        digest: file.digest(),
+        size: file.written,
         entries,
     })
 }
@@ -155,40 +159,24 @@ fn is_opaque(dir: &Path) -> bool {
     matches!(xattr::get(dir, "trusted.overlay.opaque"), Ok(Some(v)) if v == b"y")
 }
 
-/// Gzips the tar, hashing both sides on the way: (diff_id, digest, compressed size).
-fn compress(tar_path: &Path, gz_path: &Path) -> Result<(String, String, u64), LayerError> {
-    let rd = |e| LayerError::Read(tar_path.to_path_buf(), e);
-    let wr = |e| LayerError::Write(gz_path.to_path_buf(), e);
-    let mut input = std::fs::File::open(tar_path).map_err(rd)?;
-    let output = HashingWriter {
-        inner: std::io::BufWriter::new(std::fs::File::create(gz_path).map_err(wr)?),
-        hasher: sha2::Sha256::new(),
-        written: 0,
-    };
-    let mut gz = flate2::write::GzEncoder::new(output, flate2::Compression::fast());
-    let mut tar_hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = input.read(&mut buf).map_err(rd)?;
-        if n == 0 {
-            break;
-        }
-        tar_hasher.update(&buf[..n]);
-        gz.write_all(&buf[..n]).map_err(wr)?;
-    }
-    let mut output = gz.finish().map_err(wr)?;
-    output.inner.flush().map_err(wr)?;
-    Ok((
-        format!("sha256:{}", hex::encode(tar_hasher.finalize())),
-        format!("sha256:{}", hex::encode(output.hasher.finalize())),
-        output.written,
-    ))
-}
-
 struct HashingWriter<W> {
     inner: W,
     hasher: sha2::Sha256,
     written: u64,
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: sha2::Sha256::new(),
+            written: 0,
+        }
+    }
+
+    fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -225,9 +213,15 @@ mod tests {
         )
         .unwrap();
         xattr::set(upper.join("etc/conf.d"), "trusted.overlay.opaque", b"y").unwrap();
-        let (tar_path, gz_path) = (dir.path().join("l.tar"), dir.path().join("l.tar.gz"));
-        let written = write(&upper, &tar_path, &gz_path).unwrap();
-        let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+        let gz_path = dir.path().join("l.tar.gz");
+        let written = write(&upper, &gz_path).unwrap();
+        let mut tar_bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(&gz_path).unwrap()),
+            &mut tar_bytes,
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
         let names: Vec<(String, tar::EntryType)> = archive
             .entries()
             .unwrap()
@@ -252,7 +246,6 @@ mod tests {
             ]
         );
         assert_eq!(written.entries, 6);
-        let tar_bytes = std::fs::read(&tar_path).unwrap();
         assert_eq!(
             written.diff_id,
             format!("sha256:{}", hex::encode(sha2::Sha256::digest(&tar_bytes)))

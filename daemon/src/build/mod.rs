@@ -645,6 +645,7 @@ impl Builder {
         }
         let t = Instant::now();
         let mut step = self.mount(image)?;
+        tracing::debug!(layers = image.layers.len(), merged = %step.merged.display(), "overlay mounted");
         let step_err = |message: String| BuildError::Usage(message);
         match change {
             Change::Mkdir(dir) => {
@@ -713,7 +714,9 @@ impl Builder {
                 }
             }
         }
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "step done; unmounting");
         step.unmount().map_err(|e| step_err(e.to_string()))?;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "unmounted");
         let layer = if layer::is_empty(&step.upper).map_err(|e| step_err(e.to_string()))? {
             say(&format!(
                 "--> no change to the files ({} ms)",
@@ -721,14 +724,14 @@ impl Builder {
             ));
             None
         } else {
-            let (tar, gz) = (
-                step.dir().join("layer.tar"),
-                step.dir().join("layer.tar.gz"),
-            );
-            let written =
-                layer::write(&step.upper, &tar, &gz).map_err(|e| step_err(e.to_string()))?;
+            let gz = step.dir().join("layer.tar.gz");
+            let written = layer::write(&step.upper, &gz).map_err(|e| step_err(e.to_string()))?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, diff_id = %written.diff_id, "layer written");
             self.layout.adopt(&gz, &written.digest)?;
-            self.images.add_layer(&tar, &written.diff_id)?;
+            // The upper directory is in overlayfs' own form, as an unpacked layer is: it
+            // becomes the layer's directory as it is (no unpacking of what was just packed).
+            self.images.adopt_layer(&step.upper, &written.diff_id)?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "layer stored");
             say(&format!(
                 "--> layer {} ({} entries, {}) in {} ms",
                 short(&written.diff_id),

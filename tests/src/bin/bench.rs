@@ -780,6 +780,73 @@ async fn image_pull(rows: &mut Vec<Row>) {
     });
 }
 
+/// Row 7: `kubelab image build` of examples/site: cold (nothing cached, the base image
+/// pulled), cached (nothing changed), and with one copied file changed.
+async fn image_build(rows: &mut Vec<Row>) {
+    let lab = Lab::start(0);
+    lab.push_busybox("demo");
+    let context = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/site");
+    // A copy, so that "one file changed" does not touch the repository.
+    let copy = lab.dir.path().join("site");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&context)
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let image = format!("{}/site:bench", lab.registry);
+    let build = |root: &std::path::Path| {
+        let start = Instant::now();
+        let out = Command::new(kubelab_tests::bin("kubelab"))
+            .args(["image", "build"])
+            .arg(&copy)
+            .args([
+                "-t",
+                &image,
+                "--build-arg",
+                &format!("REGISTRY={}", lab.registry),
+                "--root",
+            ])
+            .arg(root)
+            .output()
+            .expect("kubelab image build");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        start.elapsed()
+    };
+    let runs = 5;
+    let mut cold: Vec<Duration> = (0..runs)
+        .map(|i| build(&lab.dir.path().join(format!("cold-{i}"))))
+        .collect();
+    let root = lab.dir.path().join("warm");
+    build(&root);
+    let mut cached: Vec<Duration> = (0..runs).map(|_| build(&root)).collect();
+    let mut changed: Vec<Duration> = (0..runs)
+        .map(|i| {
+            std::fs::write(
+                copy.join("www/index.html"),
+                format!("<h1>version {i}</h1>\n"),
+            )
+            .expect("edit");
+            build(&root)
+        })
+        .collect();
+    for v in [&mut cold, &mut cached, &mut changed] {
+        v.sort();
+    }
+    let ms = |v: &[Duration]| percentile(v, 50.0).as_secs_f64() * 1000.0;
+    rows.push(Row {
+        what: format!("7. `kubelab image build examples/site` (12 steps, 4 layers on busybox), median of {runs}: cold (base pulled) / cached / one copied file changed"),
+        ours: format!("{:.0} ms / {:.0} ms / {:.0} ms", ms(&cold), ms(&cached), ms(&changed)),
+        comparison: "-".into(),
+        target: "-".into(),
+    });
+}
+
 #[tokio::main]
 async fn main() {
     kubelab_proto::credential::init_tls();
@@ -802,6 +869,9 @@ async fn main() {
     }
     if wanted("6") {
         image_pull(&mut rows).await;
+    }
+    if wanted("7") {
+        image_build(&mut rows).await;
     }
     rows.sort_by(|a, b| a.what.cmp(&b.what));
     println!();

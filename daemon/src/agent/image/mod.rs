@@ -180,35 +180,19 @@ impl ImageManager {
         Some(self.blob_store.as_ref()?.join(algorithm).join(hex))
     }
 
-    /// Adds a layer made on this machine (the image builder's): unpacks the plain tar,
-    /// checked against its diff_id, beside the pulled ones.
-    pub fn add_layer(&self, tar: &Path, diff_id: &str) -> Result<PathBuf, ImageError> {
-        let dir = self.layer_dir(diff_id);
-        if dir.exists() {
-            return Ok(dir);
-        }
-        let unpack_to = self
-            .root
-            .join("tmp")
-            .join(format!("layer-{}", uuid::Uuid::new_v4().simple()));
-        unpack::unpack_layer(
-            tar,
-            "application/vnd.oci.image.layer.v1.tar",
-            diff_id,
-            &unpack_to,
-            self.max_layer_bytes,
-        )
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&unpack_to);
-            ImageError::Unpack(diff_id.to_string(), e)
-        })?;
-        if let Err(e) = std::fs::rename(&unpack_to, &dir) {
-            let _ = std::fs::remove_dir_all(&unpack_to);
-            if !dir.exists() {
-                return Err(ImageError::Io(dir, e));
+    /// Adds a layer made on this machine (the image builder's): `dir` holds its files in
+    /// overlayfs' form (whiteouts as 0/0 devices, opaque directories marked), as an
+    /// unpacked layer does, and is moved into place.
+    pub fn adopt_layer(&self, dir: &Path, diff_id: &str) -> Result<PathBuf, ImageError> {
+        let target = self.layer_dir(diff_id);
+        if !target.exists() {
+            if let Err(e) = std::fs::rename(dir, &target) {
+                if !target.exists() {
+                    return Err(ImageError::Io(target, e));
+                }
             }
         }
-        Ok(dir)
+        Ok(target)
     }
 
     /// Forgets what this store knows of an image reference (its layers stay).
