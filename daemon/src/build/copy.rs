@@ -3,7 +3,8 @@
 //! Docker's rules: sources are relative to the build directory and may not leave it
 //! (`*` and `?` match within a name); a directory's contents are copied, not the
 //! directory itself; a destination ending in `/` (or an existing directory) receives
-//! files under their own names; several sources need such a destination. ADD also
+//! files under their own names; several sources need such a destination; what
+//! `.containerignore` names is left out (`ignore.rs`). ADD also
 //! unpacks a local tar archive (plain or gzip) at the destination; it does not download
 //! URLs. Files belong to root unless `--chown` says otherwise. Reads only the build
 //! directory; writes only inside the rootfs it is given (paths resolved by `rootfs.rs`).
@@ -14,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::Digest;
 
+use super::ignore::Ignore;
 use super::rootfs;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +28,14 @@ pub enum CopyError {
     Rootfs(#[from] rootfs::RootfsError),
 }
 
-/// Finds the sources in the build directory, wildcards expanded, in order.
-pub fn sources(context: &Path, patterns: &[String], add: bool) -> Result<Vec<PathBuf>, CopyError> {
+/// Finds the sources in the build directory, wildcards expanded, in order; those that
+/// `.containerignore` leaves out are not found.
+pub fn sources(
+    context: &Path,
+    ignore: &Ignore,
+    patterns: &[String],
+    add: bool,
+) -> Result<Vec<PathBuf>, CopyError> {
     let mut found = Vec::new();
     for pattern in patterns {
         if add && (pattern.starts_with("http://") || pattern.starts_with("https://")) {
@@ -75,8 +83,19 @@ pub fn sources(context: &Path, patterns: &[String], add: bool) -> Result<Vec<Pat
         }
         let existing: Vec<PathBuf> = candidates
             .into_iter()
-            .filter(|c| c.symlink_metadata().is_ok())
+            .filter(|c| c.symlink_metadata().is_ok() && !ignore.skips(c))
             .collect();
+        // A symlinked directory on the way must not lead out of the build directory (the
+        // source itself, if a symlink, is copied as one, never followed).
+        for path in &existing {
+            let parent = path.parent().and_then(|p| std::fs::canonicalize(p).ok());
+            if !parent.is_some_and(|p| p.starts_with(context)) {
+                return Err(CopyError::Source(format!(
+                    "{pattern}: leads outside the build directory {} through a symlink",
+                    context.display()
+                )));
+            }
+        }
         if existing.is_empty() {
             return Err(CopyError::Source(format!(
                 "{pattern}: no such file or directory in the build directory {}",
@@ -89,7 +108,7 @@ pub fn sources(context: &Path, patterns: &[String], add: bool) -> Result<Vec<Pat
 }
 
 /// `*` (any run of characters) and `?` (one character) within one name.
-fn glob_match(pattern: &str, name: &str) -> bool {
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     // Classic two-pointer match with backtracking to the last `*`.
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
@@ -114,7 +133,7 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 /// A digest of everything the sources hold (names, types, modes, contents): the part of
 /// a COPY's cache key that says whether the files changed.
-pub fn content_digest(sources: &[PathBuf]) -> Result<String, CopyError> {
+pub fn content_digest(sources: &[PathBuf], ignore: &Ignore) -> Result<String, CopyError> {
     let mut hasher = sha2::Sha256::new();
     for source in sources {
         let mut stack = vec![source.clone()];
@@ -136,6 +155,7 @@ pub fn content_digest(sources: &[PathBuf]) -> Result<String, CopyError> {
                     .map_err(|e| CopyError::Io(path.clone(), e))?
                     .flatten()
                     .map(|e| e.path())
+                    .filter(|p| !ignore.skips(p))
                     .collect();
                 children.sort();
                 stack.extend(children.into_iter().rev());
@@ -163,6 +183,7 @@ pub struct CopyStep<'a> {
     pub workdir: &'a str,
     pub owner: (u32, u32),
     pub mode: Option<u32>,
+    pub ignore: &'a Ignore,
 }
 
 /// Copies (or unpacks) the sources into the rootfs at `root`.
@@ -217,6 +238,9 @@ fn copy_tree(from: &Path, to: &Path, step: &CopyStep<'_>) -> Result<(), CopyErro
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let source = entry.path();
+        if step.ignore.skips(&source) {
+            continue;
+        }
         let meta = source
             .symlink_metadata()
             .map_err(|e| CopyError::Io(source.clone(), e))?;
@@ -342,6 +366,10 @@ mod tests {
         std::fs::write(context.join("site/index.html"), "hi").unwrap();
         std::fs::write(context.join("site/css/a.css"), "x").unwrap();
         std::fs::write(context.join("one.txt"), "1").unwrap();
+        std::fs::write(context.join(".containerignore"), "site/*.bak\n").unwrap();
+        std::fs::write(context.join("site/old.bak"), "left out").unwrap();
+        let ignore = Ignore::load(&context);
+        let sources = |patterns: &[String], add: bool| sources(&context, &ignore, patterns, add);
         let step = |sources: &[PathBuf], dest: &str| {
             apply(
                 &root,
@@ -352,46 +380,58 @@ mod tests {
                     workdir: "/app",
                     owner: (0, 0),
                     mode: None,
+                    ignore: &ignore,
                 },
             )
         };
-        step(&sources(&context, &["site".into()], false).unwrap(), "/www").unwrap();
+        step(&sources(&["site".into()], false).unwrap(), "/www").unwrap();
         assert!(root.join("www/index.html").is_file());
         assert!(root.join("www/css/a.css").is_file());
-        step(
-            &sources(&context, &["one.txt".into()], false).unwrap(),
-            "renamed.txt",
-        )
-        .unwrap();
+        assert!(
+            !root.join("www/old.bak").exists(),
+            ".containerignore leaves it out"
+        );
+        step(&sources(&["one.txt".into()], false).unwrap(), "renamed.txt").unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("app/renamed.txt")).unwrap(),
             "1"
         );
         step(
-            &sources(&context, &["site/*.html".into(), "one.txt".into()], false).unwrap(),
+            &sources(&["site/*.html".into(), "one.txt".into()], false).unwrap(),
             "/many/",
         )
         .unwrap();
         assert!(root.join("many/index.html").is_file() && root.join("many/one.txt").is_file());
-        let two = sources(&context, &["one.txt".into(), "site".into()], false).unwrap();
+        let two = sources(&["one.txt".into(), "site".into()], false).unwrap();
         assert!(step(&two, "/nodir")
             .unwrap_err()
             .to_string()
             .contains("must be a directory and end with /"));
-        assert!(sources(&context, &["../x".into()], false)
+        assert!(sources(&["../x".into()], false)
             .unwrap_err()
             .to_string()
             .contains("outside the build directory"));
-        assert!(sources(&context, &["nope*".into()], false)
+        assert!(sources(&["nope*".into()], false)
             .unwrap_err()
             .to_string()
             .contains("no such file"));
-        assert!(sources(&context, &["https://x/y".into()], true)
+        std::os::unix::fs::symlink("/etc", context.join("hostetc")).unwrap();
+        assert!(sources(&["hostetc/passwd".into()], false)
+            .unwrap_err()
+            .to_string()
+            .contains("through a symlink"));
+        assert!(
+            sources(&["hostetc".into()], false).is_ok(),
+            "a symlink itself is copied as one"
+        );
+        assert!(sources(&["https://x/y".into()], true)
             .unwrap_err()
             .to_string()
             .contains("not supported"));
-        let a = content_digest(&two).unwrap();
+        let a = content_digest(&two, &ignore).unwrap();
+        std::fs::write(context.join("site/old.bak"), "ignored, changed").unwrap();
+        assert_eq!(a, content_digest(&two, &ignore).unwrap());
         std::fs::write(context.join("site/css/a.css"), "y").unwrap();
-        assert_ne!(a, content_digest(&two).unwrap());
+        assert_ne!(a, content_digest(&two, &ignore).unwrap());
     }
 }

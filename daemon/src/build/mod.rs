@@ -19,6 +19,7 @@
 
 mod containerfile;
 mod copy;
+mod ignore;
 mod layer;
 mod layout;
 mod rootfs;
@@ -147,6 +148,8 @@ enum Change {
 struct Builder {
     file: PathBuf,
     context: PathBuf,
+    /// What COPY and ADD leave out of the build directory.
+    ignore: ignore::Ignore,
     root: PathBuf,
     images: ImageManager,
     layout: layout::Layout,
@@ -165,6 +168,11 @@ struct Builder {
 
 pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
     let started = Instant::now();
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BuildError::Usage(
+            "building mounts layers and runs RUN steps in containers: run it as root (sudo kubelab image build ...)".into(),
+        ));
+    }
     let context = std::fs::canonicalize(&args.context).map_err(|e| {
         BuildError::Usage(format!("build directory {}: {e}", args.context.display()))
     })?;
@@ -207,7 +215,7 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
     }
     // One build at a time per root: they share the tags and the scratch directory.
     let _lock = lock(&root)?;
-    clean_scratch(&root.join("steps"));
+    clean_scratch(&root);
     let layout = layout::Layout::open(root.join("oci"))?;
     let images = ImageManager::new(
         root.join("images"),
@@ -217,6 +225,7 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
     .keep_blobs_in(layout.blobs())?;
     let mut builder = Builder {
         file,
+        ignore: ignore::Ignore::load(&context),
         context,
         root,
         images,
@@ -514,7 +523,12 @@ impl Builder {
             Kind::User(user) => {
                 let user = expand(user)?;
                 // kubelab runs images as numbers: a name is looked up in the image now.
-                let numeric = {
+                let both_numbers = user
+                    .split_once(':')
+                    .is_some_and(|(u, g)| u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok());
+                let numeric = if both_numbers {
+                    rootfs::lookup_user(Path::new("/nonexistent"), &user).map_err(usage)?
+                } else {
                     let view = self.mount(image)?;
                     rootfs::lookup_user(&view.merged, &user).map_err(usage)?
                 };
@@ -552,9 +566,10 @@ impl Builder {
                     return Err(usage("needs at least one source and a destination".into()));
                 }
                 let dest = words.pop().unwrap_or_default();
-                let sources =
-                    copy::sources(&self.context, &words, *add).map_err(|e| usage(e.to_string()))?;
-                let digest = copy::content_digest(&sources).map_err(|e| usage(e.to_string()))?;
+                let sources = copy::sources(&self.context, &self.ignore, &words, *add)
+                    .map_err(|e| usage(e.to_string()))?;
+                let digest = copy::content_digest(&sources, &self.ignore)
+                    .map_err(|e| usage(e.to_string()))?;
                 let chmod = match chmod {
                     Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
                         usage(format!(
@@ -678,6 +693,7 @@ impl Builder {
                         workdir: &workdir,
                         owner,
                         mode: chmod,
+                        ignore: &self.ignore,
                     },
                 )
                 .map_err(|e| step_err(e.to_string()))?;
@@ -953,11 +969,25 @@ fn lock(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, BuildError> {
     }
 }
 
-/// What an interrupted build left in the scratch directory: unmounted and removed.
-fn clean_scratch(steps: &Path) {
-    for entry in std::fs::read_dir(steps).into_iter().flatten().flatten() {
+/// What an interrupted build (Ctrl-C) left: its steps' mounts and scratch directories,
+/// libcontainer's state of its RUN containers, their empty cgroups. Called with the
+/// root's lock held, so no build of this root is running.
+fn clean_scratch(root: &Path) {
+    for entry in std::fs::read_dir(root.join("steps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let merged = entry.path().join("merged");
         let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(entry.path());
     }
+    for entry in std::fs::read_dir(root.join("runtime"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+    run::remove_build_cgroups();
 }
