@@ -105,8 +105,9 @@ test: deps
 	cargo test --workspace -- --test-threads=2
 
 ## Speed figures, each beside a comparison from the same run; prints one table (kept in
-## docs/benchmarks.md). Not a test. skopeo and umoci are the image-pull comparison.
-BENCH_PACKAGES := skopeo umoci
+## docs/benchmarks.md). Not a test. skopeo and umoci are the image-pull comparison,
+## buildah the image-build one.
+BENCH_PACKAGES := skopeo umoci buildah
 bench: build
 	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi

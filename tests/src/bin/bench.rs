@@ -835,6 +835,38 @@ async fn image_build(rows: &mut Vec<Row>) {
             build(&root)
         })
         .collect();
+    // The same three with buildah (Debian's; `buildah bud --layers`, its own storage).
+    let buildah = |root: &std::path::Path| {
+        let start = Instant::now();
+        let ok = Command::new("buildah")
+            .arg("--root")
+            .arg(root.join("root"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .args(["--storage-driver", "overlay", "bud", "--layers", "--quiet", "--tls-verify=false"])
+            .args(["--build-arg", &format!("REGISTRY={}", lab.registry), "-t", "site:bench"])
+            .arg(&copy)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| start.elapsed())
+    };
+    let theirs: Option<[Vec<Duration>; 3]> = (|| {
+        let cold = (0..runs)
+            .map(|i| buildah(&lab.dir.path().join(format!("buildah-cold-{i}"))))
+            .collect::<Option<Vec<_>>>()?;
+        let root = lab.dir.path().join("buildah-warm");
+        buildah(&root)?;
+        let cached = (0..runs).map(|_| buildah(&root)).collect::<Option<Vec<_>>>()?;
+        let changed = (0..runs)
+            .map(|i| {
+                std::fs::write(copy.join("www/index.html"), format!("<h1>buildah {i}</h1>\n")).ok()?;
+                buildah(&root)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some([cold, cached, changed])
+    })();
     for v in [&mut cold, &mut cached, &mut changed] {
         v.sort();
     }
@@ -842,7 +874,15 @@ async fn image_build(rows: &mut Vec<Row>) {
     rows.push(Row {
         what: format!("7. `kubelab image build examples/site` (12 steps, 4 layers on busybox), median of {runs}: cold (base pulled) / cached / one copied file changed"),
         ours: format!("{:.0} ms / {:.0} ms / {:.0} ms", ms(&cold), ms(&cached), ms(&changed)),
-        comparison: "-".into(),
+        comparison: match theirs {
+            Some(mut t) => {
+                for v in &mut t {
+                    v.sort();
+                }
+                format!("`buildah bud --layers`, same steps: {:.0} ms / {:.0} ms / {:.0} ms", ms(&t[0]), ms(&t[1]), ms(&t[2]))
+            }
+            None => "buildah missing or failed (apt-get install buildah)".into(),
+        },
         target: "-".into(),
     });
 }
