@@ -156,23 +156,19 @@ fn instruction(line: usize, keyword: &str, rest: &str) -> Result<Kind, ParseErro
                     format!("FROM {rest}: flags (such as --platform) are not supported"),
                 ));
             }
-            let mut words = rest.split_whitespace();
-            let image = words.next().unwrap_or_default().to_string();
-            match (words.next(), words.next()) {
-                (None, _) => {}
-                (Some(as_), Some(_)) if as_.eq_ignore_ascii_case("AS") => {
-                    return Err(error(
-                        line,
-                        "FROM … AS NAME: multi-stage builds are not supported",
-                    ))
-                }
+            // `AS name` names the stage; with one stage there is nothing to refer to it.
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.as_slice() {
+                [_] => {}
+                [_, as_, _] if as_.eq_ignore_ascii_case("AS") => {}
                 _ => {
                     return Err(error(
                         line,
-                        "FROM takes one image (FROM IMAGE, or FROM scratch)",
+                        "FROM takes one image (FROM IMAGE [AS NAME], or FROM scratch)",
                     ))
                 }
             }
+            let image = words[0].to_string();
             Kind::From(image)
         }
         "RUN" => {
@@ -471,7 +467,8 @@ mod tests {
             format!("line 2: unknown instruction \"FROBNICATE\" (supported: {SUPPORTED})")
         );
         assert_eq!(parse("FROM a\nFROM b\n").unwrap_err().line, 2);
-        assert_eq!(parse("FROM a AS x\n").unwrap_err().line, 1);
+        assert!(parse("FROM a AS x\n").is_ok(), "one named stage is fine");
+        assert_eq!(parse("FROM a AS x\nFROM b\n").unwrap_err().line, 2);
         assert_eq!(parse("RUN true\n").unwrap_err().line, 1);
         assert_eq!(parse("FROM a\nCOPY --from=x a b\n").unwrap_err().line, 2);
         assert_eq!(

@@ -377,15 +377,7 @@ impl Builder {
         let mut pulled = false;
         let (mut base, _) = self.images.ensure(name, policy, || pulled = true).await?;
         // The blobs are needed to push the image later; a store emptied by hand lacks them.
-        let complete = |b: &crate::agent::image::Image| {
-            !b.layers.is_empty() || b.diff_ids.is_empty()
-        } && base
-            .layers
-            .iter()
-            .map(|l| &l.digest)
-            .chain(std::iter::once(&base.config_digest))
-            .all(|d| self.layout.blob_path(d).exists());
-        if !complete(&base) {
+        if !self.has_blobs(&base) {
             self.images.forget(name);
             pulled = true;
             base = self
@@ -438,6 +430,18 @@ impl Builder {
         })
     }
 
+    /// Whether the layout holds every blob of a pulled image (its layers and config).
+    fn has_blobs(&self, image: &crate::agent::image::Image) -> bool {
+        let recorded = !image.layers.is_empty() || image.diff_ids.is_empty();
+        recorded
+            && image
+                .layers
+                .iter()
+                .map(|l| &l.digest)
+                .chain(std::iter::once(&image.config_digest))
+                .all(|d| self.layout.blob_path(d).exists())
+    }
+
     /// One instruction after FROM.
     async fn step(
         &mut self,
@@ -474,24 +478,15 @@ impl Builder {
             }
             Kind::Label(labels) => {
                 let pairs = containerfile::pairs(labels, &vars, false).map_err(usage)?;
-                let map = image.config.entry("Labels").or_insert_with(|| json!({}));
-                if !map.is_object() {
-                    *map = json!({});
-                }
+                let map = object(&mut image.config, "Labels");
                 for (k, v) in &pairs {
-                    map[k] = json!(v);
+                    map.insert(k.clone(), json!(v));
                 }
                 self.config_step(image, text, &format!("LABEL {pairs:?}"));
             }
             Kind::Expose(ports) => {
                 let words = containerfile::words(ports, &vars).map_err(usage)?;
-                let map = image
-                    .config
-                    .entry("ExposedPorts")
-                    .or_insert_with(|| json!({}));
-                if !map.is_object() {
-                    *map = json!({});
-                }
+                let map = object(&mut image.config, "ExposedPorts");
                 for word in &words {
                     let (port, protocol) = word.split_once('/').unwrap_or((word, "tcp"));
                     let protocol = protocol.to_ascii_lowercase();
@@ -502,7 +497,7 @@ impl Builder {
                             "{word:?} is not a port (examples: 80, 8080/tcp, 53/udp)"
                         )));
                     }
-                    map[format!("{port}/{protocol}")] = json!({});
+                    map.insert(format!("{port}/{protocol}"), json!({}));
                 }
                 self.config_step(image, text, &format!("EXPOSE {words:?}"));
             }
@@ -820,17 +815,17 @@ impl Builder {
         started: Instant,
     ) -> Result<(), BuildError> {
         say(&format!("COMMIT {}", args.tag));
-        let labels = image.config.entry("Labels").or_insert_with(|| json!({}));
-        if !labels.is_object() {
-            *labels = json!({});
-        }
+        let labels = object(&mut image.config, "Labels");
         for pair in &args.labels {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            labels[k] = json!(v);
+            labels.insert(k.to_string(), json!(v));
         }
         let now = now_rfc3339();
-        labels[BUILT_LABEL] = json!(now);
-        labels[BUILD_SECONDS_LABEL] = json!(format!("{:.3}", started.elapsed().as_secs_f64()));
+        labels.insert(BUILT_LABEL.into(), json!(now));
+        labels.insert(
+            BUILD_SECONDS_LABEL.into(),
+            json!(format!("{:.3}", started.elapsed().as_secs_f64())),
+        );
         let config = json!({
             "created": now,
             "architecture": image.architecture,
@@ -894,6 +889,18 @@ fn abbreviated(text: &str) -> String {
     match text.char_indices().nth(60) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
+    }
+}
+
+/// The object under `key` in the config (made if missing or not an object).
+fn object<'a>(config: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let value = config.entry(key).or_insert_with(|| json!({}));
+    if !value.is_object() {
+        *value = json!({});
+    }
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("made an object just above"),
     }
 }
 

@@ -843,8 +843,20 @@ async fn image_build(rows: &mut Vec<Row>) {
             .arg(root.join("root"))
             .arg("--runroot")
             .arg(root.join("run"))
-            .args(["--storage-driver", "overlay", "bud", "--layers", "--quiet", "--tls-verify=false"])
-            .args(["--build-arg", &format!("REGISTRY={}", lab.registry), "-t", "site:bench"])
+            .args([
+                "--storage-driver",
+                "overlay",
+                "bud",
+                "--layers",
+                "--quiet",
+                "--tls-verify=false",
+            ])
+            .args([
+                "--build-arg",
+                &format!("REGISTRY={}", lab.registry),
+                "-t",
+                "site:bench",
+            ])
             .arg(&copy)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -858,10 +870,16 @@ async fn image_build(rows: &mut Vec<Row>) {
             .collect::<Option<Vec<_>>>()?;
         let root = lab.dir.path().join("buildah-warm");
         buildah(&root)?;
-        let cached = (0..runs).map(|_| buildah(&root)).collect::<Option<Vec<_>>>()?;
+        let cached = (0..runs)
+            .map(|_| buildah(&root))
+            .collect::<Option<Vec<_>>>()?;
         let changed = (0..runs)
             .map(|i| {
-                std::fs::write(copy.join("www/index.html"), format!("<h1>buildah {i}</h1>\n")).ok()?;
+                std::fs::write(
+                    copy.join("www/index.html"),
+                    format!("<h1>buildah {i}</h1>\n"),
+                )
+                .ok()?;
                 buildah(&root)
             })
             .collect::<Option<Vec<_>>>()?;
