@@ -45,6 +45,13 @@ pub struct BuildArgs {
 
 /// Runs the build; returns the process's exit code (kubelabd has said why it failed).
 pub async fn run(args: BuildArgs) -> anyhow::Result<i32> {
+    if args.push && !names_a_registry(&args.tag) {
+        anyhow::bail!(
+            "--push: {:?} names no registry, so it would mean Docker Hub (kubelab does not log in there): name the image HOST:PORT/NAME:TAG, e.g. 127.0.0.1:5000/{}",
+            args.tag,
+            args.tag
+        );
+    }
     let kubelabd = kubelabd()?;
     let mut command = tokio::process::Command::new(&kubelabd);
     command
@@ -88,6 +95,15 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Whether the image name starts with a registry host (`host.domain/`, `host:port/`,
+/// `localhost/`), as Docker tells one from a Docker Hub path.
+fn names_a_registry(name: &str) -> bool {
+    match name.split_once('/') {
+        Some((first, _)) => first.contains(['.', ':']) || first == "localhost",
+        None => false,
+    }
+}
+
 /// `kubelabd` beside this program (as `make` and the tests lay them out), else on PATH.
 fn kubelabd() -> anyhow::Result<PathBuf> {
     if let Some(beside) = std::env::current_exe()
@@ -103,4 +119,16 @@ fn kubelabd() -> anyhow::Result<PathBuf> {
         .map(|dir| dir.join("kubelabd"))
         .find(|p| p.is_file())
         .context("kubelab image build runs `kubelabd build`, and kubelabd is neither beside kubelab nor on PATH: build it (cargo build --bins) or add it to PATH")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_registry_host_is_told_from_a_docker_hub_path() {
+        assert!(super::names_a_registry("127.0.0.1:5000/site:1"));
+        assert!(super::names_a_registry("registry.example.org/a/b"));
+        assert!(super::names_a_registry("localhost/x"));
+        assert!(!super::names_a_registry("site:1"));
+        assert!(!super::names_a_registry("library/site"));
+    }
 }

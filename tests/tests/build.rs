@@ -318,6 +318,18 @@ fn an_unsupported_instruction_fails_with_its_line() {
     let stderr = one_line_error(&lab.build(&context, "bad:1", &[]));
     assert!(stderr.contains("line 2: COPY missing.txt /: missing.txt: no such file or directory in the build directory"), "{stderr}");
 
+    std::fs::write(&file, format!("FROM {}/nope:1\n", lab.registry)).unwrap();
+    let stderr = one_line_error(&lab.build(&context, "bad:1", &[]));
+    assert!(
+        stderr.contains("line 1: FROM")
+            && stderr.contains(
+                "(the registry has no such image or tag: push it first, or check the name)"
+            ),
+        "{stderr}"
+    );
+    let stderr = one_line_error(&lab.build(&context, "bad:1", &["--push"]));
+    assert!(stderr.contains("\"bad:1\" names no registry"), "{stderr}");
+
     let base = lab.push_busybox("1");
     std::fs::write(
         &file,

@@ -452,11 +452,16 @@ fn registry_error(
     reference: &Reference,
     e: oci_client::errors::OciDistributionError,
 ) -> ImageError {
-    ImageError::Registry(format!(
-        "{}: {}",
-        reference.whole(),
-        kubelab_proto::error_chain(&e)
-    ))
+    let chain = kubelab_proto::error_chain(&e);
+    // The fix, for the two failures a lab meets most.
+    let hint = if chain.contains("manifest unknown") || chain.contains("name unknown") {
+        " (the registry has no such image or tag: push it first, or check the name)"
+    } else if chain.contains("Connection refused") {
+        " (no registry answers there: start it, or check the host and port)"
+    } else {
+        ""
+    };
+    ImageError::Registry(format!("{}: {chain}{hint}", reference.whole()))
 }
 
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
