@@ -226,8 +226,9 @@ fn an_image_built_with_every_instruction_runs_as_a_pod_and_trace_shows_seven_ste
     );
 }
 
-/// Building again with nothing changed takes every layer from the cache and adds none;
-/// changing a copied file makes that step and the ones after it again, not the ones before.
+/// Building again with nothing changed takes every layer from the cache, adds none, and
+/// gives the same image (same digest); changing a copied file makes that step and the
+/// ones after it again, not the ones before.
 #[test]
 fn a_cached_rebuild_adds_no_layer() {
     let lab = Lab::start(0);
@@ -271,6 +272,15 @@ fn a_cached_rebuild_adds_no_layer() {
         "the RUN ran again:\n{again}"
     );
     assert_eq!(layers(&lab), layers_first);
+    // Nothing changed, so it is the same image: same digest (and the first build's time).
+    let digest = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("--> built in "))
+            .and_then(|l| l.split(": ").nth(1))
+            .map(String::from)
+    };
+    assert!(again.contains("--> every step as before"), "{again}");
+    assert_eq!(digest(&again), digest(&first));
 
     std::fs::write(context.join("site/index.html"), "<h1>changed</h1>\n").unwrap();
     let changed = lab.build_ok(&context, &image, &args);
@@ -282,6 +292,7 @@ fn a_cached_rebuild_adds_no_layer() {
     let layers_changed = layers(&lab);
     assert_eq!(layers_changed[..2], layers_first[..2]);
     assert_ne!(layers_changed[2], layers_first[2]);
+    assert_ne!(digest(&changed), digest(&first));
 }
 
 /// A Containerfile kubelab cannot build fails with one line naming the file, the line and

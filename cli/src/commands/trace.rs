@@ -285,9 +285,10 @@ fn image_steps(images: &[&str], facts: &Result<ImageFacts, String>, created_ms: 
 }
 
 fn ms(ms: i64) -> String {
-    if ms.abs() < 10_000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1000.0)
+    match ms.abs() {
+        a if a < 10_000 => format!("{ms} ms"),
+        a if a < 600_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        a if a < 7_200_000 => format!("{} min", ms / 60_000),
+        _ => format!("{} h", ms / 3_600_000),
     }
 }
