@@ -78,10 +78,19 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<i32> {
     if args.pull {
         command.arg("--pull");
     }
-    let status = command
-        .status()
-        .await
+    // Ctrl-C reaches kubelabd too (same terminal): it stops the build and cleans up. Until
+    // it has, this process waits instead of dying on the signal.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
+    let mut child = command
+        .spawn()
         .with_context(|| format!("running {} build", kubelabd.display()))?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for kubelabd build")?,
+            _ = sigint.recv() => {}
+        }
+    };
     if !status.success() {
         return Ok(status.code().unwrap_or(1));
     }

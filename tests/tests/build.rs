@@ -373,3 +373,60 @@ fn an_unsupported_instruction_fails_with_its_line() {
         "{stderr}"
     );
 }
+
+/// Ctrl-C during a long RUN (SIGINT to the terminal's process group) stops the build at
+/// once: the container is killed, and no mount, process or cgroup of the build is left.
+#[test]
+fn ctrl_c_stops_a_running_build_and_leaves_nothing() {
+    use std::os::unix::process::CommandExt;
+    let lab = Lab::start(0);
+    let base = lab.push_busybox("1");
+    let context = lab.dir.path().join("slow");
+    std::fs::create_dir_all(&context).unwrap();
+    let marker = format!("kubelab-ctrl-c-{}", std::process::id());
+    std::fs::write(
+        context.join("Containerfile"),
+        format!("FROM {base}\nRUN echo started; sleep 300; echo {marker}\nRUN echo never\n"),
+    )
+    .unwrap();
+    let child = Command::new(kubelab_tests::bin("kubelab"))
+        .args(["image", "build"])
+        .arg(&context)
+        .args(["-t", "slow:1", "--root"])
+        .arg(lab.build_root())
+        // Its own process group, as a terminal's foreground job has.
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = || kubelab_tests::processes_mentioning(&marker);
+    kubelab_tests::wait_until(
+        "the RUN's sleep",
+        std::time::Duration::from_secs(30),
+        || !running().is_empty(),
+    );
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-(child.id() as i32)),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("--> interrupted: the container was killed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("never"), "{stdout}");
+    assert_eq!(stderr.trim(), "error: build: interrupted (Ctrl-C)");
+    assert!(running().is_empty(), "left running: {:?}", running());
+    assert!(mounts_under(&lab.build_root()).is_empty());
+    let steps: Vec<_> = std::fs::read_dir(lab.build_root().join("steps"))
+        .unwrap()
+        .collect();
+    assert!(steps.is_empty(), "scratch left: {steps:?}");
+}

@@ -99,6 +99,8 @@ pub enum BuildError {
     Image(#[from] crate::agent::image::ImageError),
     #[error(transparent)]
     Layout(#[from] layout::LayoutError),
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
 }
 
 /// What the cache remembers of a file-changing step: the layer it made, if any.
@@ -165,6 +167,8 @@ struct Builder {
     /// Layers made by this build, and taken from the cache.
     made: usize,
     cached: usize,
+    /// Turns true on Ctrl-C: the build stops at the next step, a RUN at once.
+    interrupted: tokio::sync::watch::Receiver<bool>,
 }
 
 pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
@@ -224,7 +228,16 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
         u64::MAX,
     )?
     .keep_blobs_in(layout.blobs())?;
+    // Ctrl-C stops the build between steps, or kills a RUN's container, and the build
+    // then cleans up after itself (mounts, the container's cgroup) before it exits.
+    let (interrupt, interrupted) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            let _ = interrupt.send(true);
+        }
+    });
     let mut builder = Builder {
+        interrupted,
         file,
         ignore: ignore::Ignore::load(&context),
         context,
@@ -255,6 +268,9 @@ impl Builder {
         let total = instructions.len();
         let mut image: Option<Image> = None;
         for (n, instruction) in instructions.iter().enumerate() {
+            if *self.interrupted.borrow() {
+                return Err(BuildError::Interrupted);
+            }
             say(&format!("STEP {}/{total}: {}", n + 1, instruction.text));
             let file = self.file.clone();
             let step_error = |message: String| BuildError::Step {
@@ -376,7 +392,11 @@ impl Builder {
         };
         let t = Instant::now();
         let mut pulled = false;
-        let (mut base, _) = self.images.ensure(name, policy, || pulled = true).await?;
+        let mut interrupted = self.interrupted.clone();
+        let (mut base, _) = tokio::select! {
+            pulled = self.images.ensure(name, policy, || pulled = true) => pulled?,
+            _ = interrupted.wait_for(|stop| *stop) => return Err(BuildError::Interrupted),
+        };
         // The blobs are needed to push the image later; a store emptied by hand lacks them.
         if !self.has_blobs(&base) {
             self.images.forget(name);
@@ -715,9 +735,22 @@ impl Builder {
                 };
                 let state = self.root.join("runtime");
                 let scratch = step.dir().to_path_buf();
-                let exit = run::run(&step.merged, &scratch, &state, &run_step)
-                    .await
-                    .map_err(|e| step_err(e.to_string()))?;
+                let exit = match run::run(
+                    &step.merged,
+                    &scratch,
+                    &state,
+                    &run_step,
+                    &mut self.interrupted,
+                )
+                .await
+                {
+                    Ok(exit) => exit,
+                    Err(run::RunError::Interrupted) => {
+                        say("--> interrupted: the container was killed");
+                        return Err(BuildError::Interrupted);
+                    }
+                    Err(e) => return Err(step_err(e.to_string())),
+                };
                 if exit.exit_code != 0 {
                     return Err(step_err(match exit.signal {
                         0 => format!("the command exited with code {}", exit.exit_code),

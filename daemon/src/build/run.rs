@@ -28,6 +28,8 @@ pub enum RunError {
     Io(PathBuf, std::io::Error),
     #[error("the shim: {0}")]
     Shim(String),
+    #[error("interrupted (Ctrl-C): the container was killed")]
+    Interrupted,
 }
 
 /// What runs, as whom, where.
@@ -39,12 +41,15 @@ pub struct RunStep {
 }
 
 /// Runs the command to its end in the rootfs at `merged`; returns how it ended.
-/// `scratch` holds the bundle and the log; `state_root` is libcontainer's.
+/// `scratch` holds the bundle and the log; `state_root` is libcontainer's. When
+/// `interrupted` turns true (Ctrl-C), the container is killed and its shim left to clean
+/// up after it, as after any exit.
 pub async fn run(
     merged: &Path,
     scratch: &Path,
     state_root: &Path,
     step: &RunStep,
+    interrupted: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<ExitRecord, RunError> {
     let id = format!("build-{}", uuid::Uuid::new_v4().simple());
     let bundle = scratch.join("bundle");
@@ -75,6 +80,9 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&shim_log).map_err(|e| RunError::Io(shim_log.clone(), e))?)
         .kill_on_drop(false)
+        // Its own process group: the terminal's Ctrl-C is for the builder, which then
+        // stops the container through the shim's normal path.
+        .process_group(0)
         .spawn()
         .map_err(|e| RunError::Shim(e.to_string()))?;
     let mut answers = shim
@@ -92,6 +100,7 @@ pub async fn run(
             .trim()
             .to_string()
     };
+    let mut pid = 0;
     for (say, expect) in [(None, "created"), (Some("start\n"), "started")] {
         if let Some(line) = say {
             stdin
@@ -101,7 +110,10 @@ pub async fn run(
         }
         let answer = answers.next_line().await.ok().flatten().unwrap_or_default();
         match answer.split_once(' ') {
-            Some((word, pid)) if word == expect => tracing::debug!(pid, "container {expect}"),
+            Some((word, answer)) if word == expect => {
+                tracing::debug!(pid = answer, "container {expect}");
+                pid = answer.parse().unwrap_or(0);
+            }
             Some(("error", message)) => {
                 let _ = shim.wait().await;
                 return Err(RunError::Shim(message.to_string()));
@@ -118,18 +130,41 @@ pub async fn run(
     // The container runs; show its output as the shim writes it, until the shim is done.
     let mut shown = 0u64;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut killed = *interrupted.borrow();
+    if killed {
+        kill(pid);
+    }
     loop {
         tokio::select! {
             _ = shim.wait() => break,
             _ = tick.tick() => shown = show_output(&log, shown),
+            changed = interrupted.changed(), if !killed => {
+                if changed.is_err() || *interrupted.borrow() {
+                    killed = true;
+                    kill(pid);
+                }
+            }
         }
     }
     show_output(&log, shown);
+    if killed {
+        return Err(RunError::Interrupted);
+    }
     let record = std::fs::read(&exit_file)
         .ok()
         .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
         .ok_or_else(|| RunError::Shim(format!("no exit record: {}", why_not(&shim_log))))?;
     Ok(record)
+}
+
+/// SIGKILL to the container's first process: the rest of its pid namespace goes with it.
+fn kill(pid: i32) {
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// Prints the log's records from byte `from` on (whole lines only); returns where it stopped.
