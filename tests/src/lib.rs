@@ -68,6 +68,15 @@ pub fn pod_manifest(name: &str, image: &str, restart_policy: &str, script: &str)
     )
 }
 
+/// The line of `kubelab trace` output for a step ("4 scheduled"); fails the test without it.
+pub fn trace_step(trace: &str, step: &str) -> String {
+    trace
+        .lines()
+        .find(|l| l.trim_start().starts_with(step))
+        .unwrap_or_else(|| panic!("no step {step:?} in:\n{trace}"))
+        .to_string()
+}
+
 /// Makes a busybox root filesystem at `dir` with `examples/busybox-rootfs.sh`.
 pub fn make_busybox_rootfs(dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/busybox-rootfs.sh");

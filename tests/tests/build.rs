@@ -189,13 +189,7 @@ fn an_image_built_with_every_instruction_runs_as_a_pod_and_trace_shows_seven_ste
 
     // And trace has every step, the build's from the image's labels.
     let trace = lab.ok(&["trace", "pod", "built"]);
-    let line = |step: &str| {
-        trace
-            .lines()
-            .find(|l| l.trim_start().starts_with(step))
-            .unwrap_or_else(|| panic!("no step {step:?} in:\n{trace}"))
-            .to_string()
-    };
+    let line = |step: &str| kubelab_tests::trace_step(&trace, step);
     let built = line("1 image built");
     assert!(
         built.contains("by kubelab image build: 5 layers"),

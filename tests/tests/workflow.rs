@@ -41,13 +41,7 @@ fn trace_shows_each_step_and_get_events_lists_them() {
     lab.apply_ok(&pod_manifest("traced", &image, "Always", "sleep 600"));
     lab.wait_for("traced", "Running");
     let trace = lab.ok(&["trace", "pod", "traced"]);
-    let line = |step: &str| {
-        trace
-            .lines()
-            .find(|l| l.trim_start().starts_with(step))
-            .unwrap_or_else(|| panic!("no step {step:?} in:\n{trace}"))
-            .to_string()
-    };
+    let line = |step: &str| kubelab_tests::trace_step(&trace, step);
     assert!(trace.starts_with("Pod default/traced (uid "), "{trace}");
     assert!(line("3 pod created").contains("+0 ms"), "{trace}");
     let scheduled = line("4 scheduled");

@@ -77,16 +77,9 @@ pub fn write(upper: &Path, gz_path: &Path) -> Result<Written, LayerError> {
             header.set_gid(meta.gid().into());
             if kind.is_char_device() && meta.rdev() == 0 {
                 // overlayfs' whiteout: the name was deleted.
-                let mut wh = tar::Header::new_gnu();
-                wh.set_entry_type(tar::EntryType::Regular);
-                wh.set_size(0);
-                wh.set_mode(0o600);
-                wh.set_uid(0);
-                wh.set_gid(0);
-                wh.set_mtime(meta.mtime().max(0) as u64);
                 let marker = relative.join(format!(".wh.{}", name.to_string_lossy()));
                 builder
-                    .append_data(&mut wh, marker, std::io::empty())
+                    .append_data(&mut marker_header(meta.mtime()), marker, std::io::empty())
                     .map_err(wr)?;
             } else if kind.is_dir() {
                 header.set_size(0);
@@ -94,14 +87,9 @@ pub fn write(upper: &Path, gz_path: &Path) -> Result<Written, LayerError> {
                     .append_data(&mut header, &rel, std::io::empty())
                     .map_err(wr)?;
                 if is_opaque(&path) {
-                    let mut wh = tar::Header::new_gnu();
-                    wh.set_entry_type(tar::EntryType::Regular);
-                    wh.set_size(0);
-                    wh.set_mode(0o600);
-                    wh.set_uid(0);
-                    wh.set_gid(0);
+                    let marker = rel.join(".wh..wh..opq");
                     builder
-                        .append_data(&mut wh, rel.join(".wh..wh..opq"), std::io::empty())
+                        .append_data(&mut marker_header(meta.mtime()), marker, std::io::empty())
                         .map_err(wr)?;
                 }
                 subdirs.push(rel);
@@ -153,6 +141,18 @@ pub fn write(upper: &Path, gz_path: &Path) -> Result<Written, LayerError> {
         size: file.written,
         entries,
     })
+}
+
+/// The header of a whiteout marker: an empty file of root's.
+fn marker_header(mtime: i64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(0);
+    header.set_mode(0o600);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime.max(0) as u64);
+    header
 }
 
 fn is_opaque(dir: &Path) -> bool {

@@ -135,6 +135,7 @@ enum Change {
         add: bool,
         sources: Vec<PathBuf>,
         dest: String,
+        workdir: String,
         chown: Option<String>,
         chmod: Option<u32>,
     },
@@ -472,13 +473,10 @@ impl Builder {
         let usage = BuildError::Usage;
         let vars = self.vars(Some(image));
         let expand = |t: &str| containerfile::expand(t, &vars).map_err(usage);
-        let workdir = image
-            .config
-            .get("WorkingDir")
-            .and_then(Value::as_str)
-            .filter(|w| !w.is_empty())
-            .unwrap_or("/")
-            .to_string();
+        let workdir = match config_str(&image.config, "WorkingDir") {
+            "" => "/".to_string(),
+            w => w.to_string(),
+        };
         let text = &instruction.text;
         match &instruction.kind {
             Kind::From(_) => unreachable!("containerfile::parse refuses a second FROM"),
@@ -603,6 +601,7 @@ impl Builder {
                     add: *add,
                     sources,
                     dest,
+                    workdir,
                     chown,
                     chmod,
                 };
@@ -619,12 +618,7 @@ impl Builder {
                         env.push(format!("{k}={v}"));
                     }
                 }
-                let user = image
-                    .config
-                    .get("User")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let user = config_str(&image.config, "User").to_string();
                 let argv = command.argv();
                 let key = format!("RUN {argv:?} env {env:?} user {user} in {workdir}");
                 let change = Change::Run {
@@ -687,6 +681,7 @@ impl Builder {
                 add,
                 sources,
                 dest,
+                workdir,
                 chown,
                 chmod,
             } => {
@@ -694,12 +689,6 @@ impl Builder {
                     Some(c) => rootfs::lookup_user(&step.merged, c).map_err(step_err)?,
                     None => (0, 0),
                 };
-                let workdir = image
-                    .config
-                    .get("WorkingDir")
-                    .and_then(Value::as_str)
-                    .unwrap_or("/")
-                    .to_string();
                 copy::apply(
                     &step.merged,
                     &copy::CopyStep {
@@ -978,6 +967,11 @@ fn abbreviated(text: &str) -> String {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
     }
+}
+
+/// A string field of the config ("" when missing).
+fn config_str<'a>(config: &'a Map<String, Value>, key: &str) -> &'a str {
+    config.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The object under `key` in the config (made if missing or not an object).
