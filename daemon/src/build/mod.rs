@@ -78,8 +78,9 @@ pub struct BuildArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Why, in one line; inside a step it is given the step's file, line and text.
     #[error("{0}")]
-    Usage(String),
+    Message(String),
     #[error("{file}: {error}")]
     Containerfile {
         file: PathBuf,
@@ -175,12 +176,12 @@ struct Builder {
 pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
     let started = Instant::now();
     if !nix::unistd::geteuid().is_root() {
-        return Err(BuildError::Usage(
+        return Err(BuildError::Message(
             "building mounts layers and runs RUN steps in containers: run it as root (sudo kubelab image build ...)".into(),
         ));
     }
     let context = std::fs::canonicalize(&args.context).map_err(|e| {
-        BuildError::Usage(format!("build directory {}: {e}", args.context.display()))
+        BuildError::Message(format!("build directory {}: {e}", args.context.display()))
     })?;
     let file = match &args.file {
         Some(f) => f.clone(),
@@ -189,7 +190,7 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
             .map(|n| context.join(n))
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                BuildError::Usage(format!(
+                BuildError::Message(format!(
                     "no Containerfile or Dockerfile in {} (name another file with -f)",
                     context.display()
                 ))
@@ -202,7 +203,7 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
             error,
         })?;
     if let Err(e) = args.tag.parse::<oci_client::Reference>() {
-        return Err(BuildError::Usage(format!(
+        return Err(BuildError::Message(format!(
             "invalid image name {:?} for -t: {e} (example: 127.0.0.1:5000/site:1)",
             args.tag
         )));
@@ -223,10 +224,12 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
     let _lock = lock(&root)?;
     clean_scratch(&root);
     let layout = layout::Layout::open(root.join("oci"))?;
+    // A base image is as untrusted as a pod's: the agent's default limit on how far one
+    // layer may inflate holds here too.
     let images = ImageManager::new(
         root.join("images"),
         args.insecure_registries.clone(),
-        u64::MAX,
+        16 << 30,
     )?
     .keep_blobs_in(layout.blobs())?;
     // Ctrl-C stops the build between steps, or kills a RUN's container, and the build
@@ -288,19 +291,19 @@ impl Builder {
                 (Kind::From(name), None) => {
                     let name = self.expand(name, None).map_err(step_error)?;
                     image = Some(self.from(&name).await.map_err(|e| match e {
-                        BuildError::Usage(m) => step_error(m),
+                        BuildError::Message(m) => step_error(m),
                         other => step_error(other.to_string()),
                     })?);
                 }
                 (_, Some(img)) => self.step(img, instruction).await.map_err(|e| match e {
-                    BuildError::Usage(m) => step_error(m),
+                    BuildError::Message(m) => step_error(m),
                     other => other,
                 })?,
                 (_, None) => unreachable!("containerfile::parse puts FROM first"),
             }
         }
         let Some(image) = image else {
-            return Err(BuildError::Usage("no FROM".into()));
+            return Err(BuildError::Message("no FROM".into()));
         };
         let unused: Vec<&String> = self
             .build_args
@@ -413,7 +416,7 @@ impl Builder {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| {
-                BuildError::Usage(format!(
+                BuildError::Message(format!(
                     "the config of {name} is missing from {}",
                     config_path.display()
                 ))
@@ -470,9 +473,9 @@ impl Builder {
         image: &mut Image,
         instruction: &Instruction,
     ) -> Result<(), BuildError> {
-        let usage = BuildError::Usage;
+        let message = BuildError::Message;
         let vars = self.vars(Some(image));
-        let expand = |t: &str| containerfile::expand(t, &vars).map_err(usage);
+        let expand = |t: &str| containerfile::expand(t, &vars).map_err(message);
         let workdir = match config_str(&image.config, "WorkingDir") {
             "" => "/".to_string(),
             w => w.to_string(),
@@ -481,12 +484,12 @@ impl Builder {
         match &instruction.kind {
             Kind::From(_) => unreachable!("containerfile::parse refuses a second FROM"),
             Kind::Arg(arg) => {
-                let (name, value) = self.declare_arg(arg, false).map_err(usage)?;
+                let (name, value) = self.declare_arg(arg, false).map_err(message)?;
                 self.args.insert(name.clone(), value.clone());
                 self.config_step(image, text, &format!("ARG {name}={value:?}"));
             }
             Kind::Env(env) => {
-                let pairs = containerfile::pairs(env, &vars, true).map_err(usage)?;
+                let pairs = containerfile::pairs(env, &vars, true).map_err(message)?;
                 let mut list = env_of(&image.config);
                 for (k, v) in &pairs {
                     list.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
@@ -496,7 +499,7 @@ impl Builder {
                 self.config_step(image, text, &format!("ENV {pairs:?}"));
             }
             Kind::Label(labels) => {
-                let pairs = containerfile::pairs(labels, &vars, false).map_err(usage)?;
+                let pairs = containerfile::pairs(labels, &vars, false).map_err(message)?;
                 let map = object(&mut image.config, "Labels");
                 for (k, v) in &pairs {
                     map.insert(k.clone(), json!(v));
@@ -504,7 +507,7 @@ impl Builder {
                 self.config_step(image, text, &format!("LABEL {pairs:?}"));
             }
             Kind::Expose(ports) => {
-                let words = containerfile::words(ports, &vars).map_err(usage)?;
+                let words = containerfile::words(ports, &vars).map_err(message)?;
                 let map = object(&mut image.config, "ExposedPorts");
                 for word in &words {
                     let (port, protocol) = word.split_once('/').unwrap_or((word, "tcp"));
@@ -512,7 +515,7 @@ impl Builder {
                     if !matches!(port.parse::<u16>(), Ok(p) if p > 0)
                         || !matches!(protocol.as_str(), "tcp" | "udp" | "sctp")
                     {
-                        return Err(usage(format!(
+                        return Err(message(format!(
                             "{word:?} is not a port (examples: 80, 8080/tcp, 53/udp)"
                         )));
                     }
@@ -541,10 +544,10 @@ impl Builder {
                     .split_once(':')
                     .is_some_and(|(u, g)| u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok());
                 let numeric = if both_numbers {
-                    rootfs::lookup_user(Path::new("/nonexistent"), &user).map_err(usage)?
+                    rootfs::lookup_user(Path::new("/nonexistent"), &user).map_err(message)?
                 } else {
                     let view = self.mount(image)?;
-                    rootfs::lookup_user(&view.merged, &user).map_err(usage)?
+                    rootfs::lookup_user(&view.merged, &user).map_err(message)?
                 };
                 let value = format!("{}:{}", numeric.0, numeric.1);
                 if value != user {
@@ -575,18 +578,20 @@ impl Builder {
                 chmod,
                 args,
             } => {
-                let mut words = containerfile::words(args, &vars).map_err(usage)?;
+                let mut words = containerfile::words(args, &vars).map_err(message)?;
                 if words.len() < 2 {
-                    return Err(usage("needs at least one source and a destination".into()));
+                    return Err(message(
+                        "needs at least one source and a destination".into(),
+                    ));
                 }
                 let dest = words.pop().unwrap_or_default();
                 let sources = copy::sources(&self.context, &self.ignore, &words, *add)
-                    .map_err(|e| usage(e.to_string()))?;
+                    .map_err(|e| message(e.to_string()))?;
                 let digest = copy::content_digest(&sources, &self.ignore)
-                    .map_err(|e| usage(e.to_string()))?;
+                    .map_err(|e| message(e.to_string()))?;
                 let chmod = match chmod {
                     Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                        usage(format!(
+                        message(format!(
                             "--chmod={m}: not an octal mode (example: --chmod=644)"
                         ))
                     })?),
@@ -671,87 +676,14 @@ impl Builder {
         let t = Instant::now();
         let mut step = self.mount(image)?;
         tracing::debug!(layers = image.layers.len(), merged = %step.merged.display(), "overlay mounted");
-        let step_err = |message: String| BuildError::Usage(message);
-        match change {
-            Change::Mkdir(dir) => {
-                rootfs::make_dirs(&step.merged, &dir, (0, 0))
-                    .map_err(|e| step_err(e.to_string()))?;
-            }
-            Change::Copy {
-                add,
-                sources,
-                dest,
-                workdir,
-                chown,
-                chmod,
-            } => {
-                let owner = match &chown {
-                    Some(c) => rootfs::lookup_user(&step.merged, c).map_err(step_err)?,
-                    None => (0, 0),
-                };
-                copy::apply(
-                    &step.merged,
-                    &copy::CopyStep {
-                        add,
-                        sources: &sources,
-                        dest: &dest,
-                        workdir: &workdir,
-                        owner,
-                        mode: chmod,
-                        ignore: &self.ignore,
-                    },
-                )
-                .map_err(|e| step_err(e.to_string()))?;
-            }
-            Change::Run {
-                argv,
-                env,
-                cwd,
-                user,
-            } => {
-                let user = match user.as_str() {
-                    "" => (0, 0),
-                    u => rootfs::lookup_user(&step.merged, u).map_err(step_err)?,
-                };
-                // The working directory exists before the command runs, as in Docker.
-                rootfs::make_dirs(&step.merged, &cwd, (0, 0))
-                    .map_err(|e| step_err(e.to_string()))?;
-                let run_step = run::RunStep {
-                    argv,
-                    env,
-                    cwd,
-                    user,
-                };
-                let state = self.root.join("runtime");
-                let scratch = step.dir().to_path_buf();
-                let exit = match run::run(
-                    &step.merged,
-                    &scratch,
-                    &state,
-                    &run_step,
-                    &mut self.interrupted,
-                )
-                .await
-                {
-                    Ok(exit) => exit,
-                    Err(run::RunError::Interrupted) => {
-                        say("--> interrupted: the container was killed");
-                        return Err(BuildError::Interrupted);
-                    }
-                    Err(e) => return Err(step_err(e.to_string())),
-                };
-                if exit.exit_code != 0 {
-                    return Err(step_err(match exit.signal {
-                        0 => format!("the command exited with code {}", exit.exit_code),
-                        s => format!("the command was killed by signal {s}"),
-                    }));
-                }
-            }
-        }
+        self.apply(&step, change).await?;
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "step done; unmounting");
-        step.unmount().map_err(|e| step_err(e.to_string()))?;
+        step.unmount()
+            .map_err(|e| BuildError::Message(e.to_string()))?;
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "unmounted");
-        let layer = if layer::is_empty(&step.upper).map_err(|e| step_err(e.to_string()))? {
+        let layer = if layer::is_empty(&step.upper)
+            .map_err(|e| BuildError::Message(e.to_string()))?
+        {
             say(&format!(
                 "--> no change to the files ({} ms)",
                 t.elapsed().as_millis()
@@ -759,7 +691,8 @@ impl Builder {
             None
         } else {
             let gz = step.dir().join("layer.tar.gz");
-            let written = layer::write(&step.upper, &gz).map_err(|e| step_err(e.to_string()))?;
+            let written =
+                layer::write(&step.upper, &gz).map_err(|e| BuildError::Message(e.to_string()))?;
             tracing::debug!(ms = t.elapsed().as_millis() as u64, diff_id = %written.diff_id, "layer written");
             self.layout.adopt(&gz, &written.digest)?;
             // The upper directory is in overlayfs' own form, as an unpacked layer is: it
@@ -796,6 +729,87 @@ impl Builder {
         Ok(())
     }
 
+    /// Does what a file step does, on the step's mounted rootfs.
+    async fn apply(&mut self, step: &StepRootfs, change: Change) -> Result<(), BuildError> {
+        match change {
+            Change::Mkdir(dir) => {
+                rootfs::make_dirs(&step.merged, &dir, (0, 0))
+                    .map_err(|e| BuildError::Message(e.to_string()))?;
+            }
+            Change::Copy {
+                add,
+                sources,
+                dest,
+                workdir,
+                chown,
+                chmod,
+            } => {
+                let owner = match &chown {
+                    Some(c) => rootfs::lookup_user(&step.merged, c).map_err(BuildError::Message)?,
+                    None => (0, 0),
+                };
+                copy::apply(
+                    &step.merged,
+                    &copy::CopyStep {
+                        add,
+                        sources: &sources,
+                        dest: &dest,
+                        workdir: &workdir,
+                        owner,
+                        mode: chmod,
+                        ignore: &self.ignore,
+                    },
+                )
+                .map_err(|e| BuildError::Message(e.to_string()))?;
+            }
+            Change::Run {
+                argv,
+                env,
+                cwd,
+                user,
+            } => {
+                let user = match user.as_str() {
+                    "" => (0, 0),
+                    u => rootfs::lookup_user(&step.merged, u).map_err(BuildError::Message)?,
+                };
+                // The working directory exists before the command runs, as in Docker.
+                rootfs::make_dirs(&step.merged, &cwd, (0, 0))
+                    .map_err(|e| BuildError::Message(e.to_string()))?;
+                let run_step = run::RunStep {
+                    argv,
+                    env,
+                    cwd,
+                    user,
+                };
+                let state = self.root.join("runtime");
+                let scratch = step.dir().to_path_buf();
+                let exit = match run::run(
+                    &step.merged,
+                    &scratch,
+                    &state,
+                    &run_step,
+                    &mut self.interrupted,
+                )
+                .await
+                {
+                    Ok(exit) => exit,
+                    Err(run::RunError::Interrupted) => {
+                        say("--> interrupted: the container was killed");
+                        return Err(BuildError::Interrupted);
+                    }
+                    Err(e) => return Err(BuildError::Message(e.to_string())),
+                };
+                if exit.exit_code != 0 {
+                    return Err(BuildError::Message(match exit.signal {
+                        0 => format!("the command exited with code {}", exit.exit_code),
+                        s => format!("the command was killed by signal {s}"),
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn layer_is_here(&self, layer: Option<&Layer>) -> bool {
         layer.is_none_or(|l| {
             self.images.layer_dir(&l.diff_id).exists()
@@ -827,7 +841,7 @@ impl Builder {
             .map(|l| self.images.layer_dir(&l.diff_id))
             .collect();
         StepRootfs::mount(&self.root.join("steps"), &layers, &self.root.join("empty"))
-            .map_err(|e| BuildError::Usage(e.to_string()))
+            .map_err(|e| BuildError::Message(e.to_string()))
     }
 
     /// Writes the config and the manifest, and tags the image in the layout.
