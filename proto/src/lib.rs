@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod image_ref;
 
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.
 pub mod v1 {

@@ -191,7 +191,6 @@ pub async fn run(
         return Ok(());
     }
     let auth = Arc::new(auth);
-    tokio::task::spawn_blocking(validation::warm_up);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), admin_config = ?admin_config, "apiserver serving (TLS)");
     let stop = Arc::new(tokio::sync::Notify::new());
     let pods = PodsServer::new(pods::PodsService::new(

@@ -86,13 +86,6 @@ pub fn check_dns_subdomain(what: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Image references are checked with oci-client's parser, whose regex is compiled on first
-/// use (~40 ms of CPU): the apiserver calls this at start, so that the first pod created
-/// does not wait for it.
-pub fn warm_up() {
-    let _ = "kubelab.invalid/warm-up:1".parse::<oci_client::Reference>();
-}
-
 /// What this apiserver lets pods ask for beyond the defaults (kube-apiserver's
 /// `--allow-privileged`; hostPath, which PodSecurity's baseline refuses, likewise).
 #[derive(Clone, Copy, Debug, Default)]
@@ -361,7 +354,7 @@ fn default_container(c: &mut Container) -> Result<(), ApiError> {
             c.name
         )));
     }
-    if let Err(e) = c.image.parse::<oci_client::Reference>() {
+    if let Err(e) = kubelab_proto::image_ref::parse(&c.image) {
         return Err(ApiError::Invalid(format!(
             "container {:?}: image {:?} is not a valid reference ({e}; example: registry.example:5000/app:1.0)",
             c.name, c.image

@@ -202,7 +202,7 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
             file: file.clone(),
             error,
         })?;
-    if let Err(e) = args.tag.parse::<oci_client::Reference>() {
+    if let Err(e) = kubelab_proto::image_ref::parse(&args.tag) {
         return Err(BuildError::Message(format!(
             "invalid image name {:?} for -t: {e} (example: 127.0.0.1:5000/site:1)",
             args.tag

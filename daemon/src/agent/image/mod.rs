@@ -197,7 +197,7 @@ impl ImageManager {
 
     /// Forgets what this store knows of an image reference (its layers stay).
     pub fn forget(&self, image: &str) {
-        if let Ok(reference) = image.parse::<Reference>() {
+        if let Ok(reference) = oci_reference(image) {
             let _ = std::fs::remove_file(self.record_path(&reference));
         }
     }
@@ -215,9 +215,8 @@ impl ImageManager {
         policy: PullPolicy,
         on_pull: impl FnOnce(),
     ) -> Result<(Image, Outcome), ImageError> {
-        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| {
-            ImageError::InvalidReference(image.to_string(), e.to_string())
-        })?;
+        let reference = oci_reference(image)
+            .map_err(|e| ImageError::InvalidReference(image.to_string(), e.to_string()))?;
         let lock = {
             let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
             pulls.entry(reference.whole()).or_default().clone()
@@ -438,14 +437,23 @@ impl ImageManager {
 
     /// Builds both clients now, at agent start, so that the first pod does not wait for it.
     pub async fn warm_up(&self) {
-        // oci-client parses references with a regex compiled on first use (~40 ms of
-        // CPU): pay it now, off the async workers, not on the first pod's path.
-        let _ =
-            tokio::task::spawn_blocking(|| "kubelab.invalid/warm-up:1".parse::<Reference>()).await;
         self.client_for(true).await;
         self.client_for(false).await;
-        tracing::debug!("registry clients and reference parser ready");
+        tracing::debug!("registry clients ready");
     }
+}
+
+/// oci-client's form of a reference, read with our parser (`kubelab_proto::image_ref`:
+/// oci-client's own regex would hold ~12 MB in every agent).
+pub fn oci_reference(image: &str) -> Result<Reference, kubelab_proto::image_ref::RefError> {
+    let r = kubelab_proto::image_ref::parse(image)?;
+    Ok(match (r.tag, r.digest) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(r.registry, r.repository, tag, digest)
+        }
+        (None, Some(digest)) => Reference::with_digest(r.registry, r.repository, digest),
+        (tag, None) => Reference::with_tag(r.registry, r.repository, tag.unwrap_or_default()),
+    })
 }
 
 fn registry_error(
