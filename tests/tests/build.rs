@@ -19,7 +19,8 @@ ADD bundle.tar.gz /app/extra/
 RUN echo "$GREETING from RUN as $(id -u)" > /app/run.txt \
  && echo "web:x:1000:1000::/app:/bin/sh" >> /etc/passwd \
  && rm /app/site/drop.txt \
- && echo "RUN says $GREETING"
+ && echo "RUN says $GREETING" \
+ && echo "resolv.conf: $(test -e /etc/resolv.conf && echo yes || echo no)"
 USER web
 EXPOSE 8080/tcp
 ENTRYPOINT ["/bin/sh", "-c"]
@@ -74,7 +75,7 @@ fn an_image_built_with_every_instruction_runs_as_a_pod_and_trace_shows_seven_ste
     let context = lab.dir.path().join("app");
     write_context(&context);
     let image = format!("{}/app:1", lab.registry);
-    let out = lab.build_ok(
+    let built = lab.build_ok(
         &context,
         &image,
         &[
@@ -95,7 +96,7 @@ fn an_image_built_with_every_instruction_runs_as_a_pod_and_trace_shows_seven_ste
         &format!("Successfully tagged {image}"),
         &format!("pushed {image}@sha256:"),
     ] {
-        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+        assert!(built.contains(expected), "no {expected:?} in:\n{built}");
     }
 
     // What a registry client sees.

@@ -676,10 +676,11 @@ impl Builder {
         let t = Instant::now();
         let mut step = self.mount(image)?;
         tracing::debug!(layers = image.layers.len(), merged = %step.merged.display(), "overlay mounted");
-        self.apply(&step, change).await?;
+        let scaffolding = self.apply(&step, change).await?;
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "step done; unmounting");
         step.unmount()
             .map_err(|e| BuildError::Message(e.to_string()))?;
+        run::remove_scaffolding(&step.upper, &scaffolding);
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "unmounted");
         let layer = if layer::is_empty(&step.upper)
             .map_err(|e| BuildError::Message(e.to_string()))?
@@ -729,8 +730,14 @@ impl Builder {
         Ok(())
     }
 
-    /// Does what a file step does, on the step's mounted rootfs.
-    async fn apply(&mut self, step: &StepRootfs, change: Change) -> Result<(), BuildError> {
+    /// Does what a file step does, on the step's mounted rootfs. Returns what a RUN's
+    /// runtime made there that is not the step's own doing (`run::scaffolding`).
+    async fn apply(
+        &mut self,
+        step: &StepRootfs,
+        change: Change,
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        let mut scaffolding = Vec::new();
         match change {
             Change::Mkdir(dir) => {
                 rootfs::make_dirs(&step.merged, &dir, (0, 0))
@@ -783,6 +790,7 @@ impl Builder {
                 };
                 let state = self.root.join("runtime");
                 let scratch = step.dir().to_path_buf();
+                scaffolding = run::scaffolding(&step.merged);
                 let exit = match run::run(
                     &step.merged,
                     &scratch,
@@ -807,7 +815,7 @@ impl Builder {
                 }
             }
         }
-        Ok(())
+        Ok(scaffolding)
     }
 
     fn layer_is_here(&self, layer: Option<&Layer>) -> bool {

@@ -4,7 +4,8 @@
 //! then `kubelabd shim`, which creates and starts the container through libcontainer,
 //! copies its output into a CRI-format log and records how it ended. The container runs
 //! in the host's network (a build fetches things) with the host's `resolv.conf` and
-//! `hosts` mounted over the image's, the default capabilities and seccomp profile, its
+//! `hosts` mounted (read-only) over the image's or where it has none, the default
+//! capabilities and seccomp profile, its
 //! own mount, pid, IPC and UTS namespaces, and a cgroup of its own. Its output is
 //! shown as it comes. Owns the bundle in the step's scratch directory; the rootfs is
 //! `rootfs.rs`'s.
@@ -157,6 +158,35 @@ pub async fn run(
     Ok(record)
 }
 
+/// What the runtime makes in the rootfs for a RUN when the image lacks it: mount points
+/// (`/proc`, `/sys`, `/dev`, `/etc/resolv.conf`, `/etc/hosts`) and `/etc` for them. They
+/// are not the command's doing; those still empty afterwards are taken out of the layer.
+/// Deepest first.
+pub fn scaffolding(merged: &Path) -> Vec<PathBuf> {
+    ["etc/resolv.conf", "etc/hosts", "etc", "proc", "sys", "dev"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| merged.join(p).symlink_metadata().is_err())
+        .collect()
+}
+
+/// Removes, from the step's upper directory, the scaffolding that is still empty.
+pub fn remove_scaffolding(upper: &Path, scaffolding: &[PathBuf]) {
+    for relative in scaffolding {
+        let path = upper.join(relative);
+        match path.symlink_metadata() {
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&path);
+            }
+            // Fails, as it should, when the command put something in it.
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// SIGKILL to the container's first process: the rest of its pid namespace goes with it.
 fn kill(pid: i32) {
     if pid > 0 {
@@ -229,8 +259,18 @@ fn spec(merged: &Path, id: &str, step: &RunStep) -> Result<Spec, RunError> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for name in ["resolv.conf", "hosts"] {
         let (host, image) = (Path::new("/etc").join(name), merged.join("etc").join(name));
-        // Only over a file the image has: a mount point made here would end up in the layer.
-        if host.is_file() && image.symlink_metadata().is_ok_and(|m| m.is_file()) {
+        // Over the image's file, or where it has none (the mount point is taken out of
+        // the layer afterwards: `remove_scaffolding`); never through a symlink.
+        let target_ok = match (
+            image.symlink_metadata(),
+            merged.join("etc").symlink_metadata(),
+        ) {
+            (Ok(file), _) => file.is_file(),
+            // None there: fine where /etc is a directory, or is missing too.
+            (Err(_), Ok(etc)) => etc.is_dir(),
+            (Err(_), Err(_)) => true,
+        };
+        if host.is_file() && target_ok {
             mounts.push(
                 MountBuilder::default()
                     .destination(format!("/etc/{name}"))
