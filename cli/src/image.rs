@@ -277,7 +277,8 @@ pub async fn push_built(
     let registry_error =
         |e: oci_client::errors::OciDistributionError| failed(kubelab_proto::error_chain(&e));
     for blob in &blobs {
-        let short = &blob[blob.len().saturating_sub(64)..][..12];
+        let hex = blob.split_once(':').map_or(blob.as_str(), |(_, h)| h);
+        let short = hex.get(..12).unwrap_or(hex);
         if client
             .blob_exists(&reference, blob)
             .await
