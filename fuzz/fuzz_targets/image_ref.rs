@@ -8,15 +8,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(r) = kubelab_proto::image_ref::parse(text) {
-        let mut whole = format!("{}/{}", r.registry, r.repository);
-        if let Some(t) = &r.tag {
-            whole.push(':');
-            whole.push_str(t);
-        }
-        if let Some(d) = &r.digest {
-            whole.push('@');
-            whole.push_str(d);
-        }
+        let whole = r.to_string();
         assert_eq!(kubelab_proto::image_ref::parse(&whole).as_ref(), Ok(&r), "{whole}");
     }
 });

@@ -21,6 +21,20 @@ pub struct ImageRef {
     pub digest: Option<String>,
 }
 
+/// The whole normalised form: `registry/repository[:tag][@digest]`.
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why a reference is not one, in words that say what to fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefError(pub String);
@@ -187,19 +201,6 @@ fn check_digest(digest: &str) -> Result<(), RefError> {
 mod tests {
     use super::*;
 
-    fn whole(r: &ImageRef) -> String {
-        let mut s = format!("{}/{}", r.registry, r.repository);
-        if let Some(t) = &r.tag {
-            s.push(':');
-            s.push_str(t);
-        }
-        if let Some(d) = &r.digest {
-            s.push('@');
-            s.push_str(d);
-        }
-        s
-    }
-
     /// Normalised as Docker (and oci-client) do.
     #[test]
     fn references_normalise_as_docker_does() {
@@ -230,7 +231,7 @@ mod tests {
                 format!("127.0.0.1:5000/site:1@{digest}"),
             ),
         ] {
-            assert_eq!(whole(&parse(input).unwrap()), expected, "{input}");
+            assert_eq!(parse(input).unwrap().to_string(), expected, "{input}");
         }
     }
 
