@@ -224,64 +224,59 @@ pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) ->
 /// Steps 1 and 2, from the image's labels in the registry.
 fn image_steps(images: &[&str], facts: &Result<ImageFacts, String>, created_ms: i64) -> Vec<Step> {
     let image = images.first().copied().unwrap_or("");
-    let facts = match facts {
-        Ok(facts) => facts,
-        Err(why) => {
-            return vec![
-                Step {
-                    what: "1 image built",
-                    at_ms: None,
-                    took_ms: None,
-                    detail: format!("unknown: {why}"),
-                },
-                Step {
-                    what: "2 image pushed",
-                    at_ms: None,
-                    took_ms: None,
-                    detail: format!("to the registry of {}", images.join(", ")),
-                },
-            ];
+    // (when it was built, how long that took, what to say of the build, of the push)
+    let (at_ms, took_ms, built, pushed) = match facts {
+        Err(why) => (
+            None,
+            None,
+            format!("unknown: {why}"),
+            format!("to the registry of {}", images.join(", ")),
+        ),
+        Ok(facts) => {
+            let size = if facts.size >= 1 << 20 {
+                format!("{:.1} MB", facts.size as f64 / 1e6)
+            } else {
+                format!("{:.1} kB", facts.size as f64 / 1e3)
+            };
+            let built_ms = facts
+                .labels
+                .get(BUILT_LABEL)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis());
+            let took_ms = facts
+                .labels
+                .get(BUILD_SECONDS_LABEL)
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(|s| (s * 1000.0).round() as i64);
+            let built = match built_ms {
+                Some(_) => format!("by kubelab image build: {} layers, {size}", facts.layers),
+                None => format!(
+                    "not by kubelab image build (no {BUILT_LABEL} label); {} layers, {size}",
+                    facts.layers
+                ),
+            };
+            (
+                built_ms.map(|b| b - created_ms),
+                built_ms.and(took_ms),
+                built,
+                format!("{image} is in its registry (a registry records no push time)"),
+            )
         }
     };
-    let built_ms = facts
-        .labels
-        .get(BUILT_LABEL)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.timestamp_millis());
-    let took_ms = facts
-        .labels
-        .get(BUILD_SECONDS_LABEL)
-        .and_then(|s| s.parse::<f64>().ok())
-        .map(|s| (s * 1000.0).round() as i64);
-    let size = if facts.size >= 1 << 20 {
-        format!("{:.1} MB", facts.size as f64 / 1e6)
-    } else {
-        format!("{:.1} kB", facts.size as f64 / 1e3)
-    };
-    let built = match built_ms {
-        Some(_) => Step {
+    vec![
+        Step {
             what: "1 image built",
-            at_ms: built_ms.map(|b| b - created_ms),
+            at_ms,
             took_ms,
-            detail: format!("by kubelab image build: {} layers, {size}", facts.layers),
+            detail: built,
         },
-        None => Step {
-            what: "1 image built",
+        Step {
+            what: "2 image pushed",
             at_ms: None,
             took_ms: None,
-            detail: format!(
-                "not by kubelab image build (no {BUILT_LABEL} label); {} layers, {size}",
-                facts.layers
-            ),
+            detail: pushed,
         },
-    };
-    let pushed = Step {
-        what: "2 image pushed",
-        at_ms: None,
-        took_ms: None,
-        detail: format!("{image} is in its registry (a registry records no push time)"),
-    };
-    vec![built, pushed]
+    ]
 }
 
 fn ms(ms: i64) -> String {
