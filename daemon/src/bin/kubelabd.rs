@@ -1,29 +1,10 @@
-//! `kubelabd`: every kubelab daemon in one binary.
-//!
-//! Layout:
-//! - `apiserver` — the gRPC API and its sled store; the only owner of cluster state.
-//! - `scheduler` — binds unbound pods to nodes, through the API only.
-//! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
-//! - `shim` — one single-threaded process per container; with `exec-helper` (one per
-//!   `kubelab exec` or exec probe), the only callers of libcontainer.
-//! - `build` — `kubelab image build`'s builder: Containerfile steps as layers, RUN
-//!   through the shim; images kept in an OCI layout.
-//! - `up` — apiserver + scheduler + agents, for a lab in one command.
-//! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
-//! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
+//! `kubelabd`: every kubelab daemon in one binary. This file only parses the subcommand,
+//! sets up logging and the async runtime, and calls into the `kubelab_daemon` library,
+//! whose crate doc lists the parts.
 
 #![forbid(unsafe_code)]
 
-mod agent;
-mod apiserver;
-mod build;
-mod client;
-mod cri_log;
-mod hollow;
-mod net;
-mod scheduler;
-mod shim;
-mod up;
+use kubelab_daemon::{agent, apiserver, build, client, hollow, scheduler, shim, up};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -1,0 +1,27 @@
+//! kubelab's daemons as a library: the `kubelabd` binary (`src/bin/kubelabd.rs`) is a thin
+//! command-line front over it, and tests and fuzz targets use its modules by name.
+//!
+//! Layout:
+//! - `apiserver` — the gRPC API and its sled store; the only owner of cluster state.
+//! - `scheduler` — binds unbound pods to nodes, through the API only.
+//! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
+//! - `shim` — one single-threaded process per container; with `exec-helper` (one per
+//!   `kubelab exec` or exec probe), the only callers of libcontainer.
+//! - `build` — `kubelab image build`'s builder: Containerfile steps as layers, RUN
+//!   through the shim; images kept in an OCI layout.
+//! - `up` — apiserver + scheduler + agents, for a lab in one command.
+//! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
+//! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod apiserver;
+pub mod build;
+pub mod client;
+pub mod cri_log;
+pub mod hollow;
+pub mod net;
+pub mod scheduler;
+pub mod shim;
+pub mod up;
