@@ -239,13 +239,19 @@ fn container(c: k8s::Container) -> Result<api::Container, String> {
     let get = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
         m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
     };
-    let cpu = |q: Option<String>| q.map(|q| parse_cpu(&q)).transpose();
-    let mem = |q: Option<String>| q.map(|q| parse_memory(&q)).transpose();
+    let field =
+        |kind: &str, resource: &str| format!("container {:?}: resources.{kind}.{resource}", c.name);
+    let cpu =
+        |kind: &str, q: Option<String>| q.map(|q| parse_cpu(&field(kind, "cpu"), &q)).transpose();
+    let mem = |kind: &str, q: Option<String>| {
+        q.map(|q| parse_memory(&field(kind, "memory"), &q))
+            .transpose()
+    };
     let mut r = api::ResourceRequirements {
-        cpu_request_millis: cpu(get(&resources.requests, "cpu"))?.unwrap_or(0),
-        memory_request_bytes: mem(get(&resources.requests, "memory"))?.unwrap_or(0),
-        cpu_limit_millis: cpu(get(&resources.limits, "cpu"))?.unwrap_or(0),
-        memory_limit_bytes: mem(get(&resources.limits, "memory"))?.unwrap_or(0),
+        cpu_request_millis: cpu("requests", get(&resources.requests, "cpu"))?.unwrap_or(0),
+        memory_request_bytes: mem("requests", get(&resources.requests, "memory"))?.unwrap_or(0),
+        cpu_limit_millis: cpu("limits", get(&resources.limits, "cpu"))?.unwrap_or(0),
+        memory_limit_bytes: mem("limits", get(&resources.limits, "memory"))?.unwrap_or(0),
     };
     // As in Kubernetes, a limit without a request makes the request equal to the limit.
     if r.cpu_request_millis == 0 {
@@ -313,7 +319,7 @@ fn volume(v: k8s::Volume) -> Result<api::Volume, String> {
             medium: e.medium.unwrap_or_default(),
             size_limit_bytes: e
                 .size_limit
-                .map(|q| parse_memory(&q.0))
+                .map(|q| parse_memory(&format!("volume {:?}: emptyDir.sizeLimit", v.name), &q.0))
                 .transpose()?
                 .unwrap_or(0),
         })
@@ -335,11 +341,16 @@ fn volume(v: k8s::Volume) -> Result<api::Volume, String> {
 }
 
 /// A probe's port must be a number here (named ports need `ports`, which kubelab ignores).
-fn port(p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> Result<i32, String> {
+fn port(
+    field: &str,
+    p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+) -> Result<i32, String> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     match p {
         IntOrString::Int(n) if (1..=65535).contains(n) => Ok(*n),
-        IntOrString::Int(n) => Err(format!("port {n} is not in 1-65535")),
+        IntOrString::Int(n) => Err(format!(
+            "{field}: Invalid value: {n}: must be between 1 and 65535, inclusive"
+        )),
         IntOrString::String(s) => Err(format!(
             "port {s:?}: named ports are not supported; give the port number"
         )),
@@ -355,13 +366,13 @@ fn probe(p: k8s::Probe) -> Result<api::Probe, String> {
     } else if let Some(h) = p.http_get {
         Handler::HttpGet(api::HttpGetAction {
             path: h.path.unwrap_or_default(),
-            port: port(&h.port)?,
+            port: port("httpGet.port", &h.port)?,
             host: h.host.unwrap_or_default(),
             scheme: h.scheme.unwrap_or_default(),
         })
     } else if let Some(t) = p.tcp_socket {
         Handler::TcpSocket(api::TcpSocketAction {
-            port: port(&t.port)?,
+            port: port("tcpSocket.port", &t.port)?,
             host: t.host.unwrap_or_default(),
         })
     } else {
@@ -377,42 +388,29 @@ fn probe(p: k8s::Probe) -> Result<api::Probe, String> {
     })
 }
 
-/// `500m` → 500, `2` → 2000, `0.5` → 500.
-pub fn parse_cpu(q: &str) -> Result<i64, String> {
-    let bad = || format!("cpu quantity {q:?} is not valid (examples: 100m, 0.5, 2)");
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(bad);
-    }
-    q.parse::<f64>()
-        .ok()
-        .filter(|v| *v >= 0.0 && v.is_finite())
-        .map(|v| (v * 1000.0).round() as i64)
-        .ok_or_else(bad)
+/// A CPU quantity in millicores (`500m` → 500, `2` → 2000, `0.5` → 500), by Kubernetes'
+/// grammar (kubelab_proto::quantity). `what` names the field in the error.
+pub fn parse_cpu(what: &str, q: &str) -> Result<i64, String> {
+    quantity_in(what, q, kubelab_proto::quantity::parse_millis(q))
 }
 
-/// `64Mi` → 67108864, `1G` → 10^9, `128974848` → itself, `129e6` → 129000000.
-pub fn parse_memory(q: &str) -> Result<i64, String> {
-    let bad = || format!("memory quantity {q:?} is not valid (examples: 64Mi, 1Gi, 500M, 1048576)");
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-    ];
-    let (number, factor) = SUFFIXES
-        .iter()
-        .find_map(|(s, f)| q.strip_suffix(s).map(|n| (n, *f)))
-        .unwrap_or((q, 1.0));
-    number
-        .parse::<f64>()
-        .ok()
-        .filter(|v| *v >= 0.0 && v.is_finite())
-        .map(|v| (v * factor).round() as i64)
-        .ok_or_else(bad)
+/// A memory quantity in bytes (`64Mi` → 67108864, `1G` → 10^9, `129e6` → 129000000).
+pub fn parse_memory(what: &str, q: &str) -> Result<i64, String> {
+    quantity_in(what, q, kubelab_proto::quantity::parse_units(q))
+}
+
+fn quantity_in(
+    what: &str,
+    q: &str,
+    parsed: Result<i64, kubelab_proto::quantity::QuantityError>,
+) -> Result<i64, String> {
+    match parsed {
+        Ok(v) if v < 0 => Err(format!(
+            "{what}: Invalid value: {q:?}: must be greater than or equal to 0"
+        )),
+        Ok(v) => Ok(v),
+        Err(e) => Err(format!("{what}: Invalid value: {q:?}: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -421,11 +419,18 @@ mod tests {
 
     #[test]
     fn quantities_parse_like_kubernetes() {
-        assert_eq!(parse_cpu("250m"), Ok(250));
-        assert_eq!(parse_cpu("1.5"), Ok(1500));
-        assert_eq!(parse_memory("64Mi"), Ok(64 << 20));
-        assert_eq!(parse_memory("1G"), Ok(1_000_000_000));
-        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_cpu("cpu", "250m"), Ok(250));
+        assert_eq!(parse_cpu("cpu", "1.5"), Ok(1500));
+        assert_eq!(parse_memory("memory", "64Mi"), Ok(64 << 20));
+        assert_eq!(parse_memory("memory", "1G"), Ok(1_000_000_000));
+        assert!(parse_memory("memory", "lots").is_err());
+        assert_eq!(
+            parse_memory("memory", "8Ei").unwrap_err(),
+            "memory: Invalid value: \"8Ei\": must be less than or equal to 9223372036854775807"
+        );
+        assert!(parse_cpu("cpu", "-1")
+            .unwrap_err()
+            .contains("greater than or equal to 0"));
     }
 
     #[test]

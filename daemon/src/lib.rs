@@ -11,7 +11,8 @@
 //!   through the shim; images kept in an OCI layout.
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
 //! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
-//! - `client` — the API client the scheduler and agents share; `net` — socket plumbing.
+//! - `client` — the API client the scheduler and agents share; `net` — socket plumbing;
+//!   `deadline` — deadlines from outside durations without overflow.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod apiserver;
 pub mod build;
 pub mod client;
 pub mod cri_log;
+pub mod deadline;
 pub mod hollow;
 pub mod net;
 pub mod scheduler;

@@ -9,6 +9,7 @@
 
 pub mod credential;
 pub mod image_ref;
+pub mod quantity;
 
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.
 pub mod v1 {

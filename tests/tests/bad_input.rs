@@ -211,3 +211,139 @@ fn labels_images_and_sizes_are_checked() {
     assert!(err.contains("too large") && err.contains("1 MiB"), "{err}");
     assert!(err.len() < 400, "one short line: {err}");
 }
+
+/// Numbers from outside are checked against Kubernetes' limits at the API and refused with
+/// its words, never saturated or turned into a deadline that overflows: a grace period of
+/// i64::MAX, quantities past an i64 (every suffix), ids and ports out of range, a watch
+/// from a revision the store has not reached. A pod whose requests sum past an i64 is
+/// simply unschedulable, and the scheduler goes on binding other pods.
+#[test]
+fn hostile_numbers_are_refused_with_kubernetes_limits() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    let refused = |manifest: &str, expected: &str| {
+        let out = lab.apply(manifest);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "accepted: {manifest}");
+        assert!(
+            one_line(&err).contains(expected),
+            "{expected:?} not in {err}"
+        );
+    };
+    let with = |body: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: n\nspec:\n  containers:\n  - name: c\n    image: {image}\n{body}")
+    };
+    refused(
+        &with("    resources:\n      limits:\n        memory: 8Ei\n"),
+        "resources.limits.memory: Invalid value: \"8Ei\": must be less than or equal to 9223372036854775807",
+    );
+    refused(
+        &with("    resources:\n      requests:\n        cpu: 1e100\n"),
+        "must be less than or equal to 9223372036854775807m",
+    );
+    refused(
+        &with("    resources:\n      requests:\n        cpu: 1KiB\n"),
+        "quantities must match the regular expression",
+    );
+    refused(
+        &with("    securityContext:\n      runAsUser: -1\n"),
+        "runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+    );
+    refused(
+        &with("    securityContext:\n      runAsGroup: 4294967296\n"),
+        "must be between 0 and 2147483647, inclusive",
+    );
+    refused(
+        &with("    livenessProbe:\n      tcpSocket:\n        port: 70000\n"),
+        "livenessProbe: tcpSocket.port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+    );
+    refused(
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: n\nspec:\n  terminationGracePeriodSeconds: 9223372036854775807\n  containers:\n  - name: c\n    image: {image}\n"),
+        "must be less than or equal to 86400",
+    );
+    // Every suffix Kubernetes has is read.
+    lab.apply_ok(&with(
+        "    resources:\n      requests:\n        cpu: 1500u\n        memory: 1Ki\n      limits:\n        cpu: \"0.5\"\n        memory: 1.5Gi\n",
+    ));
+
+    lab.apply_ok(&pod_manifest("g", &image, "Never", "sleep 3600"));
+    lab.wait_for("g", "Running");
+    let err = lab.fails(&[
+        "delete",
+        "pod",
+        "g",
+        "--grace-period",
+        "9223372036854775807",
+    ]);
+    assert!(
+        one_line(&err).contains("gracePeriodSeconds: Invalid value: 9223372036854775807: must be less than or equal to 86400"),
+        "{err}"
+    );
+    lab.ok(&["delete", "pod", "g", "--grace-period", "1"]);
+    assert!(lab
+        .ok(&["get", "pods", "-o", "name"])
+        .lines()
+        .all(|l| l != "pod/g"));
+
+    kubelab_proto::credential::init_tls();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use futures::StreamExt;
+            use kubelab_proto::v1::{
+                Container, ObjectMeta, Pod, PodSpec, ResourceRequirements, WatchRequest,
+            };
+            let mut pods = lab.pods_client();
+            let err = match pods
+                .watch(WatchRequest {
+                    from_revision: u64::MAX,
+                    ..Default::default()
+                })
+                .await
+            {
+                Err(status) => status.message().to_string(),
+                Ok(stream) => match stream.into_inner().next().await {
+                    Some(Err(status)) => status.message().to_string(),
+                    other => panic!("a watch from the future went on: {other:?}"),
+                },
+            };
+            assert!(
+                err.contains("Too large resource version: 18446744073709551615"),
+                "{err}"
+            );
+            // Each request fits an i64; their sum does not.
+            let huge = |name: &str| Container {
+                name: name.into(),
+                image: image.clone(),
+                resources: Some(ResourceRequirements {
+                    cpu_request_millis: i64::MAX,
+                    memory_request_bytes: i64::MAX,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            pods.create(Pod {
+                metadata: Some(ObjectMeta {
+                    name: "huge".into(),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![huge("a"), huge("b")],
+                    ..Default::default()
+                }),
+                status: None,
+            })
+            .await
+            .expect("created");
+        });
+    kubelab_tests::wait_until(
+        "FailedScheduling of huge",
+        std::time::Duration::from_secs(10),
+        || {
+            lab.ok(&["describe", "pod", "huge"])
+                .contains("Insufficient cpu")
+        },
+    );
+    lab.apply_ok(&pod_manifest("after", &image, "Never", "true"));
+    lab.wait_for("after", "Succeeded");
+}

@@ -222,12 +222,8 @@ impl PodWorker {
     /// what the pod left on this node, and, for a delete asked in the API, finish it there.
     async fn stop(&mut self, grace_seconds: i64, finish_in_api: bool) {
         let names: Vec<String> = self.containers.keys().cloned().collect();
-        self.kill_containers(
-            &names,
-            Duration::from_secs(grace_seconds.max(0) as u64),
-            false,
-        )
-        .await;
+        self.kill_containers(&names, crate::deadline::grace_period(grace_seconds), false)
+            .await;
         self.remove_from_node().await;
         if finish_in_api {
             self.finish_delete().await;
@@ -404,7 +400,7 @@ impl PodWorker {
         );
         self.volumes = None;
         let delay = self.sandbox_backoff.step(self.k.config.backoff_max);
-        self.sandbox_retry_at = Some(Instant::now() + delay);
+        self.sandbox_retry_at = Some(crate::deadline::after(Instant::now(), delay));
     }
 
     /// Pinned namespaces, volumes and the pod's `/etc` files; then the CNI plugins start
@@ -567,10 +563,13 @@ impl PodWorker {
                 let state = self.runtime_of(c);
                 state.status.state = waiting(reason, &e.to_string());
                 let delay = state.pull_backoff.step(backoff_max);
-                state.retry_at = Some(Instant::now() + delay);
+                state.retry_at = Some(crate::deadline::after(Instant::now(), delay));
                 // Only a failed pull turns into ImagePullBackOff; a bad name stays named as such.
                 if reason == "ErrImagePull" {
-                    state.show_backoff_at = Some(Instant::now() + ERR_IMAGE_PULL_SHOWN.min(delay));
+                    state.show_backoff_at = Some(crate::deadline::after(
+                        Instant::now(),
+                        ERR_IMAGE_PULL_SHOWN.min(delay),
+                    ));
                 }
                 return Synced::Done;
             }
@@ -644,7 +643,7 @@ impl PodWorker {
         let state = self.runtime_of(c);
         state.status.state = waiting(reason, &error.to_string());
         let delay = state.crash_backoff.step(backoff_max);
-        state.retry_at = Some(Instant::now() + delay);
+        state.retry_at = Some(crate::deadline::after(Instant::now(), delay));
         Synced::Done
     }
 
@@ -657,7 +656,7 @@ impl PodWorker {
                 Some(State::Terminated(_))
             );
         if ran {
-            state.status.restart_count + 1
+            state.status.restart_count.saturating_add(1)
         } else {
             state.status.restart_count
         }
@@ -751,7 +750,7 @@ impl PodWorker {
                     .unwrap_or(30);
                 self.kill_containers(
                     &[name.to_string()],
-                    Duration::from_secs(grace.max(0) as u64),
+                    crate::deadline::grace_period(grace),
                     true,
                 )
                 .await;
@@ -848,7 +847,7 @@ impl PodWorker {
         }
         if restart {
             let delay = state.crash_backoff.step(config.backoff_max);
-            state.retry_at = Some(Instant::now() + delay);
+            state.retry_at = Some(crate::deadline::after(Instant::now(), delay));
             state.status.last_state = state.status.state.take();
             state.status.state = waiting(
                 "CrashLoopBackOff",
@@ -899,7 +898,7 @@ impl PodWorker {
         }
         let mut killed = first == Signal::SIGKILL;
         // Until the grace period ends; once SIGKILL is sent, until the reaping should be done.
-        let mut deadline = tokio::time::Instant::now() + if killed { KILL_TIMEOUT } else { grace };
+        let mut deadline = crate::deadline::tokio_after(if killed { KILL_TIMEOUT } else { grace });
         let still_running = |w: &PodWorker| {
             running
                 .iter()
@@ -924,7 +923,7 @@ impl PodWorker {
                         self.k.runtime.signal(pid, Signal::SIGKILL);
                     }
                     killed = true;
-                    deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
+                    deadline = crate::deadline::tokio_after(KILL_TIMEOUT);
                 }
             }
         }

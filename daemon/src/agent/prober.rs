@@ -92,20 +92,25 @@ impl Counter {
             probe: probe.clone(),
             successes: 0,
             failures: 0,
-            next: now + Duration::from_secs(probe.initial_delay_seconds.max(0) as u64),
+            next: tokio::time::Instant::from_std(crate::deadline::after(
+                now.into_std(),
+                crate::deadline::seconds(probe.initial_delay_seconds),
+            )),
         }
     }
 
     /// Records one result; returns the new verdict when a threshold was just crossed.
     fn record(&mut self, ok: bool) -> Option<bool> {
-        self.next += Duration::from_secs(self.probe.period_seconds.max(1) as u64);
+        let period = crate::deadline::seconds(self.probe.period_seconds.max(1));
+        self.next =
+            tokio::time::Instant::from_std(crate::deadline::after(self.next.into_std(), period));
         if ok {
             self.failures = 0;
-            self.successes += 1;
+            self.successes = self.successes.saturating_add(1);
             (self.successes == self.probe.success_threshold.max(1)).then_some(true)
         } else {
             self.successes = 0;
-            self.failures += 1;
+            self.failures = self.failures.saturating_add(1);
             (self.failures == self.probe.failure_threshold.max(1)).then_some(false)
         }
     }
@@ -174,7 +179,7 @@ impl Prober {
 
     /// Runs the probe once; a failure is reported as an `Unhealthy` event.
     async fn try_once(&self, kind: ProbeKind, probe: &Probe) -> (bool, String) {
-        let timeout = Duration::from_secs(probe.timeout_seconds.max(1) as u64);
+        let timeout = crate::deadline::seconds(probe.timeout_seconds.max(1));
         let result = match tokio::time::timeout(timeout, self.check(probe)).await {
             Ok(result) => result,
             Err(_) => Err(format!("timeout: no answer within {}s", timeout.as_secs())),

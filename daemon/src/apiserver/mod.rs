@@ -45,6 +45,8 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("resource version {0} is too old (history starts after {1}): expired, relist")]
     Expired(u64, u64),
+    #[error("Too large resource version: {0}, current: {1} (relist)")]
+    TooLarge(u64, u64),
     #[error("this watch fell behind the changes after revision {0} and was closed: relist")]
     WatchTooSlow(u64),
     #[error("storage error: {0}")]
@@ -67,7 +69,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
             ApiError::Conflict(_) => tonic::Status::aborted(message),
             ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
-            ApiError::Expired(..) | ApiError::WatchTooSlow(_) => {
+            ApiError::Expired(..) | ApiError::TooLarge(..) | ApiError::WatchTooSlow(_) => {
                 tonic::Status::out_of_range(message)
             }
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),

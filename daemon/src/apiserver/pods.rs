@@ -192,6 +192,9 @@ impl Pods for PodsService {
         let who = self.auth.identify(&request)?;
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
+        if let Some(seconds) = r.grace_period_seconds {
+            super::validation::check_grace_period(seconds)?;
+        }
         // A node only finishes the deletes of its own pods (forced, once they are stopped).
         let finishing = r.force && r.grace_period_seconds == Some(0);
         match &who {

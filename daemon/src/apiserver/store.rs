@@ -352,39 +352,28 @@ impl Store {
 
     /// Changes after `from_revision` under `prefix` (and bound to `node`, unless empty):
     /// first replayed from history, then live. A revision older than the history window is
-    /// `Expired`: the caller must relist.
+    /// `Expired` and one newer than the store's is `TooLarge`: the caller must relist.
     pub async fn watch(
         &self,
         from_revision: u64,
         prefix: String,
         node: String,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<Change, ApiError>>, ApiError> {
-        // Register and read history under the write lock: no write can land between the
-        // two, so every change is either replayed or live, exactly once, in order.
+        // Under the write lock only what must be atomic with writes: the checks, and the
+        // registration of the live feed at a known revision `upto`. Every later change is
+        // live; the replay of (from_revision, upto] reads history afterwards, off the lock
+        // and off the async threads, so a long replay never holds up writers.
         let (live_tx, mut live) = tokio::sync::mpsc::channel(WATCHER_BUFFER);
         let lagged = Arc::new(AtomicBool::new(false));
-        let changes = {
+        let upto = {
             let _guard = self.write_lock.lock().await;
+            let current = self.revision();
+            if from_revision > current {
+                return Err(ApiError::TooLarge(from_revision, current));
+            }
             let compacted = self.compacted.load(Ordering::SeqCst);
             if from_revision < compacted {
                 return Err(ApiError::Expired(from_revision, compacted));
-            }
-            let mut changes = Vec::new();
-            for entry in self.history.range((from_revision + 1).to_be_bytes()..) {
-                let (rev, bytes) = entry.map_err(storage)?;
-                let revision = u64::from_be_bytes(
-                    <[u8; 8]>::try_from(rev.as_ref()).map_err(|_| corrupt("history key"))?,
-                );
-                let record = HistoryRecord::decode(bytes.as_ref()).map_err(corrupt)?;
-                if record.key.starts_with(&prefix) && (node.is_empty() || record.node == node) {
-                    changes.push(Change {
-                        revision,
-                        change_type: record.change_type(),
-                        key: record.key,
-                        value: record.value.into(),
-                        node: record.node.into(),
-                    });
-                }
             }
             self.watchers
                 .lock()
@@ -392,18 +381,25 @@ impl Store {
                 .entry(node.as_str().into())
                 .or_default()
                 .push(Watcher {
-                    prefix,
+                    prefix: prefix.clone(),
                     tx: live_tx,
                     lagged: lagged.clone(),
                 });
-            changes
+            current
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let history = self.history.clone();
         tokio::spawn(async move {
-            let mut last = from_revision;
-            for change in changes {
-                last = change.revision;
-                if tx.send(Ok(change)).await.is_err() {
+            let mut last = upto;
+            if upto > from_revision {
+                let replay_tx = tx.clone();
+                let replayed = tokio::task::spawn_blocking(move || {
+                    replay(&history, from_revision, upto, &prefix, &node, &replay_tx)
+                })
+                .await
+                .unwrap_or_else(|e| Err(ApiError::Internal(format!("watch replay: {e}"))));
+                if let Err(e) = replayed {
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             }
@@ -419,6 +415,49 @@ impl Store {
         });
         Ok(rx)
     }
+}
+
+/// Sends the changes of revisions (`from`, `upto`] under `prefix` (and `node`) from
+/// history, in order; blocking (sled reads, and the channel's back-pressure). Every
+/// revision has a record, so a missing one means the window moved past it while this ran:
+/// the watcher is told to relist rather than silently miss a change.
+fn replay(
+    history: &sled::Tree,
+    from: u64,
+    upto: u64,
+    prefix: &str,
+    node: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<Change, ApiError>>,
+) -> Result<(), ApiError> {
+    let mut expected = from + 1;
+    for entry in history.range(expected.to_be_bytes()..=upto.to_be_bytes()) {
+        let (rev, bytes) = entry.map_err(storage)?;
+        let revision = u64::from_be_bytes(
+            <[u8; 8]>::try_from(rev.as_ref()).map_err(|_| corrupt("history key"))?,
+        );
+        if revision != expected {
+            return Err(ApiError::Expired(from, revision.saturating_sub(1)));
+        }
+        expected += 1;
+        let record = HistoryRecord::decode(bytes.as_ref()).map_err(corrupt)?;
+        if record.key.starts_with(prefix) && (node.is_empty() || record.node == node) {
+            let change = Change {
+                revision,
+                change_type: record.change_type(),
+                key: record.key,
+                value: record.value.into(),
+                node: record.node.into(),
+            };
+            if tx.blocking_send(Ok(change)).is_err() {
+                // The watcher went away.
+                return Ok(());
+            }
+        }
+    }
+    if expected != upto + 1 {
+        return Err(ApiError::Expired(from, upto));
+    }
+    Ok(())
 }
 
 fn storage(e: impl std::fmt::Display) -> ApiError {
@@ -547,6 +586,45 @@ mod tests {
             .watch(4, prefix::<Pod>(""), String::new())
             .await
             .is_ok());
+    }
+
+    /// A watch from a revision the store has not reached is refused (Kubernetes' "Too large
+    /// resource version"), not held open forever or turned into an overflow.
+    #[tokio::test]
+    async fn a_watch_from_the_future_is_told_to_relist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), HISTORY_WINDOW).expect("open");
+        put(&store, "a").await;
+        for from in [2, u64::MAX] {
+            let err = store
+                .watch(from, prefix::<Pod>(""), String::new())
+                .await
+                .expect_err("too large");
+            assert!(
+                err.to_string()
+                    .contains(&format!("Too large resource version: {from}, current: 1")),
+                "{err}"
+            );
+        }
+    }
+
+    /// A replay that finds its window compacted away says so instead of skipping changes;
+    /// the replay runs without the write lock, so writers go on meanwhile.
+    #[tokio::test]
+    async fn a_replay_overtaken_by_compaction_is_told_to_relist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 2).expect("open");
+        for name in ["a", "b", "c", "d"] {
+            put(&store, name).await;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let history = store.history.clone();
+        let err = tokio::task::spawn_blocking(move || replay(&history, 0, 4, "pods/", "", &tx))
+            .await
+            .expect("join")
+            .expect_err("revisions 1 and 2 are gone");
+        assert!(matches!(err, ApiError::Expired(0, 2)), "{err}");
+        assert!(rx.try_recv().is_err(), "nothing half-replayed");
     }
 
     #[tokio::test]

@@ -10,8 +10,52 @@ use super::ApiError;
 const MAX_CONTAINERS: usize = 32;
 const MAX_VOLUMES: usize = 64;
 const MAX_ENV: usize = 1024;
-/// The longest grace period or probe delay accepted: a day.
-const MAX_SECONDS: i64 = 86_400;
+/// The longest grace period or probe delay accepted: a day. (Kubernetes takes any int64
+/// grace period; kubelab bounds it so that no deadline computed from it can overflow.)
+pub const MAX_SECONDS: i64 = 86_400;
+/// Linux user and group ids as Kubernetes accepts them (`IsValidUserID`/`IsValidGroupID`).
+const MAX_ID: i64 = 2_147_483_647;
+
+/// `field: Invalid value: V: must be between LOW and HIGH, inclusive`, Kubernetes' words.
+fn check_range(field: &str, value: i64, low: i64, high: i64) -> Result<(), ApiError> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "{field}: Invalid value: {value}: must be between {low} and {high}, inclusive"
+        )))
+    }
+}
+
+/// The user and group ids of a securityContext (pod or container level).
+fn check_security_context(
+    field: &str,
+    sc: Option<&kubelab_proto::v1::SecurityContext>,
+) -> Result<(), ApiError> {
+    let Some(sc) = sc else { return Ok(()) };
+    if let Some(uid) = sc.run_as_user {
+        check_range(&format!("{field}.runAsUser"), uid, 0, MAX_ID)?;
+    }
+    if let Some(gid) = sc.run_as_group {
+        check_range(&format!("{field}.runAsGroup"), gid, 0, MAX_ID)?;
+    }
+    Ok(())
+}
+
+/// A delete's grace period: not negative (Kubernetes' rule) and at most `MAX_SECONDS`.
+pub fn check_grace_period(seconds: i64) -> Result<(), ApiError> {
+    if seconds < 0 {
+        return Err(ApiError::Invalid(format!(
+            "gracePeriodSeconds: Invalid value: {seconds}: must be greater than or equal to 0"
+        )));
+    }
+    if seconds > MAX_SECONDS {
+        return Err(ApiError::Invalid(format!(
+            "gracePeriodSeconds: Invalid value: {seconds}: must be less than or equal to {MAX_SECONDS} (a day; kubelab's limit)"
+        )));
+    }
+    Ok(())
+}
 
 /// Labels as Kubernetes allows them: a key is an optional DNS subdomain prefix and `/`,
 /// then a name of at most 63 alphanumerics, `-`, `_` or `.` (alphanumeric at both ends);
@@ -122,9 +166,11 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
     }
     if spec.termination_grace_period_seconds > MAX_SECONDS {
         return Err(ApiError::Invalid(format!(
-            "spec.terminationGracePeriodSeconds: at most {MAX_SECONDS} (a day)"
+            "spec.terminationGracePeriodSeconds: Invalid value: {}: must be less than or equal to {MAX_SECONDS} (a day; kubelab's limit)",
+            spec.termination_grace_period_seconds
         )));
     }
+    check_security_context("spec.securityContext", spec.security_context.as_ref())?;
     if !spec.node_name.is_empty() {
         check_dns_subdomain("spec.nodeName", &spec.node_name)?;
     }
@@ -200,6 +246,10 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
                 )));
             }
             check_mounts(c, &volumes)?;
+            check_security_context(
+                &format!("container {:?}: securityContext", c.name),
+                c.security_context.as_ref(),
+            )?;
             if !names.insert(c.name.clone()) {
                 return Err(ApiError::Invalid(format!(
                     "{list}: duplicate container name {:?}",
@@ -330,6 +380,19 @@ fn default_probe(container: &str, kind: &str, probe: &mut Option<Probe>) -> Resu
     // Kubernetes requires successThreshold 1 for liveness and startup probes.
     if kind != "readinessProbe" && p.success_threshold != 1 {
         return Err(bad("successThreshold must be 1"));
+    }
+    let port = match &p.handler {
+        Some(probe::Handler::HttpGet(h)) => Some(("httpGet.port", h.port)),
+        Some(probe::Handler::TcpSocket(t)) => Some(("tcpSocket.port", t.port)),
+        _ => None,
+    };
+    if let Some((what, port)) = port {
+        check_range(
+            &format!("container {container:?}: {kind}.{what}"),
+            i64::from(port),
+            1,
+            65_535,
+        )?;
     }
     match &p.handler {
         Some(probe::Handler::Exec(e)) if e.command.is_empty() => {

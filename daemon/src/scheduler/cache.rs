@@ -13,16 +13,19 @@ use kubelab_proto::v1::{Node, NodeResources, Pod};
 
 use super::framework::{requests, requests_for_scoring};
 
+/// Sums of requests. i128: each request is an i64 the API accepted, and the sum of every
+/// container of every pod on a node cannot overflow it, so adding and taking away stay
+/// exact (a saturated sum would not come back down when the pod goes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Resources {
-    pub cpu_millis: i64,
-    pub memory_bytes: i64,
+    pub cpu_millis: i128,
+    pub memory_bytes: i128,
 }
 
 impl Resources {
     fn add(&mut self, other: Resources, sign: i64) {
-        self.cpu_millis += sign * other.cpu_millis;
-        self.memory_bytes += sign * other.memory_bytes;
+        self.cpu_millis += i128::from(sign) * other.cpu_millis;
+        self.memory_bytes += i128::from(sign) * other.memory_bytes;
     }
 }
 

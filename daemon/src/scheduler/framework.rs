@@ -40,8 +40,8 @@ impl<'a> PodInfo<'a> {
 
 /// Requests a pod with none is counted as, for scoring only (kube-scheduler's defaults):
 /// otherwise pods without requests would all pile onto one node.
-pub const DEFAULT_CPU_MILLIS: i64 = 100;
-pub const DEFAULT_MEMORY_BYTES: i64 = 200 << 20;
+pub const DEFAULT_CPU_MILLIS: i128 = 100;
+pub const DEFAULT_MEMORY_BYTES: i128 = 200 << 20;
 
 /// The resources a pod asks for: the sum of its containers' requests (init containers run
 /// one at a time before, so the largest of them counts if it is larger).
@@ -54,15 +54,15 @@ pub fn requests(pod: &Pod) -> Resources {
         .iter()
         .filter_map(|c| c.resources.as_ref())
         .fold(Resources::default(), |acc, r| Resources {
-            cpu_millis: acc.cpu_millis + r.cpu_request_millis,
-            memory_bytes: acc.memory_bytes + r.memory_request_bytes,
+            cpu_millis: acc.cpu_millis + i128::from(r.cpu_request_millis),
+            memory_bytes: acc.memory_bytes + i128::from(r.memory_request_bytes),
         });
     spec.init_containers
         .iter()
         .filter_map(|c| c.resources.as_ref())
         .fold(sum, |acc, r| Resources {
-            cpu_millis: acc.cpu_millis.max(r.cpu_request_millis),
-            memory_bytes: acc.memory_bytes.max(r.memory_request_bytes),
+            cpu_millis: acc.cpu_millis.max(i128::from(r.cpu_request_millis)),
+            memory_bytes: acc.memory_bytes.max(i128::from(r.memory_request_bytes)),
         })
 }
 
@@ -108,10 +108,10 @@ pub fn filter(pod: &PodInfo, info: &NodeInfo) -> Option<String> {
     if info.pods + 1 > alloc.pods {
         return Some("Too many pods".into());
     }
-    if info.requested.cpu_millis + wanted.cpu_millis > alloc.cpu_millis {
+    if info.requested.cpu_millis + wanted.cpu_millis > i128::from(alloc.cpu_millis) {
         return Some("Insufficient cpu".into());
     }
-    if info.requested.memory_bytes + wanted.memory_bytes > alloc.memory_bytes {
+    if info.requested.memory_bytes + wanted.memory_bytes > i128::from(alloc.memory_bytes) {
         return Some("Insufficient memory".into());
     }
     None
@@ -174,11 +174,13 @@ pub fn score(pod: &PodInfo, info: &NodeInfo, same_labels_max: usize) -> i64 {
 /// pod, averaged, 0–100.
 fn least_allocated(info: &NodeInfo, wanted: Resources) -> i64 {
     let alloc = info.allocatable();
-    let free = |used: i64, cap: i64| {
+    // In i128: a node may report any i64 capacity, and 100 × that overflows an i64.
+    let free = |used: i128, cap: i64| {
+        let cap = i128::from(cap);
         if cap <= 0 {
             0
         } else {
-            ((cap - used).max(0) * 100) / cap
+            ((cap - used).clamp(0, cap) * 100) / cap
         }
     };
     let cpu = free(
@@ -189,7 +191,8 @@ fn least_allocated(info: &NodeInfo, wanted: Resources) -> i64 {
         info.non_zero.memory_bytes + wanted.memory_bytes,
         alloc.memory_bytes,
     );
-    (cpu + mem) / 2
+    // Both are 0–100.
+    ((cpu + mem) / 2) as i64
 }
 
 /// 100 with no untolerated PreferNoSchedule taint, 0 with one or more.

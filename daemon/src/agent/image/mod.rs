@@ -290,7 +290,7 @@ impl ImageManager {
                 diff_ids.len()
             )));
         }
-        let mut downloaded = 0;
+        let mut downloaded: u64 = 0;
         if let Some(path) = self.blob_path(&manifest.config.digest) {
             std::fs::write(&path, &config).map_err(|e| ImageError::Io(path, e))?;
         }
@@ -313,7 +313,8 @@ impl ImageManager {
                 .pull_blob(reference, layer, &mut file)
                 .await
                 .map_err(|e| registry_error(reference, e))?;
-            downloaded += layer.size.max(0) as u64;
+            // Sizes come from the registry's manifest: summed without overflow.
+            downloaded = downloaded.saturating_add(layer.size.max(0) as u64);
             let unpack_to = self
                 .root
                 .join("tmp")
@@ -356,7 +357,10 @@ impl ImageManager {
             }
             tracing::debug!(%diff_id, "layer unpacked");
         }
-        let size_bytes = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
+        let size_bytes = manifest
+            .layers
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.size.max(0) as u64));
         let img = Image {
             reference: reference.whole(),
             digest,

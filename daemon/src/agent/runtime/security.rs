@@ -98,6 +98,8 @@ pub enum SecurityError {
     Capability(String),
     #[error("building the security settings: {0}")]
     Build(String),
+    #[error("{0} {1} is not a valid Linux id (0 to 2147483647)")]
+    Id(&'static str, i64),
 }
 
 /// The container's effective securityContext: its own fields, else the pod's.
@@ -116,8 +118,17 @@ pub fn effective(pod: &Pod, container: &Container) -> SecurityContext {
 
 /// The user the container runs as: the securityContext's, else the image's.
 pub fn user(sc: &SecurityContext, image_user: (u32, u32)) -> Result<(u32, u32), SecurityError> {
-    let uid = sc.run_as_user.map(|u| u as u32).unwrap_or(image_user.0);
-    let gid = sc.run_as_group.map(|g| g as u32).unwrap_or(image_user.1);
+    // The apiserver refuses ids out of range; an object stored before it did is refused here
+    // rather than truncated to some other user.
+    let id = |what: &'static str, v: Option<i64>, image: u32| match v {
+        None => Ok(image),
+        Some(v) => u32::try_from(v)
+            .ok()
+            .filter(|v| *v <= i32::MAX as u32)
+            .ok_or(SecurityError::Id(what, v)),
+    };
+    let uid = id("runAsUser", sc.run_as_user, image_user.0)?;
+    let gid = id("runAsGroup", sc.run_as_group, image_user.1)?;
     if sc.run_as_non_root == Some(true) && uid == 0 {
         return Err(SecurityError::RunAsNonRoot);
     }

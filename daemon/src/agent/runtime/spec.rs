@@ -236,11 +236,12 @@ pub fn build(
     if limits.cpu_limit_millis > 0 || limits.cpu_request_millis > 0 {
         let mut cpu = LinuxCpuBuilder::default();
         if limits.cpu_request_millis > 0 {
-            // Kubernetes' mapping: 1 cpu = 1024 shares.
-            cpu = cpu.shares((limits.cpu_request_millis * 1024 / 1000).max(2) as u64);
+            cpu = cpu.shares(cpu_shares(limits.cpu_request_millis));
         }
         if limits.cpu_limit_millis > 0 {
-            cpu = cpu.quota(limits.cpu_limit_millis * 100).period(100_000u64);
+            cpu = cpu
+                .quota(cpu_quota(limits.cpu_limit_millis))
+                .period(CPU_PERIOD_US);
         }
         resources = resources.cpu(cpu.build().map_err(err)?);
     }
@@ -249,9 +250,37 @@ pub fn build(
     Ok(spec)
 }
 
+/// The CFS period the quota is counted against, as the kubelet sets it: 100 ms.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Kubernetes' mapping of a CPU request to cgroup shares: 1 cpu = 1024 shares, within the
+/// kernel's range 2–262144 (a request of any size maps to a valid value, never overflows).
+fn cpu_shares(request_millis: i64) -> u64 {
+    let shares = request_millis.saturating_mul(1024) / 1000;
+    shares.clamp(2, 262_144) as u64
+}
+
+/// A CPU limit as a CFS quota per `CPU_PERIOD_US`: 1 cpu = one period; at least 1 ms,
+/// the kernel's (and the kubelet's) smallest.
+fn cpu_quota(limit_millis: i64) -> i64 {
+    limit_millis
+        .saturating_mul(CPU_PERIOD_US as i64 / 1000)
+        .max(1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_requests_and_limits_of_any_size_map_to_valid_cgroup_values() {
+        assert_eq!(cpu_shares(1000), 1024);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_shares(i64::MAX), 262_144);
+        assert_eq!(cpu_quota(500), 50_000);
+        assert_eq!(cpu_quota(1), 1000);
+        assert_eq!(cpu_quota(i64::MAX), i64::MAX);
+    }
 
     fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
         ImageConfig {
