@@ -12,7 +12,8 @@
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
 //! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing;
-//!   `deadline` — deadlines from outside durations without overflow.
+//!   `deadline` — deadlines from outside durations without overflow; `supervise` — how a
+//!   task that should run forever ended.
 
 #![forbid(unsafe_code)]
 
@@ -26,4 +27,5 @@ pub mod hollow;
 pub mod net;
 pub mod scheduler;
 pub mod shim;
+pub mod supervise;
 pub mod up;

@@ -3,6 +3,11 @@
 //! Starts the apiserver and N agents as child processes of this one, and runs the scheduler
 //! in-process (still only through the API). One Ctrl-C (or SIGTERM) stops the agents first
 //! (they stop their pods), then the apiserver. It owns only those child processes.
+//!
+//! It watches them too: a scheduler that stops is restarted (said on stderr and in the
+//! log; if it keeps stopping, the lab stops); an apiserver or agent that exits stops the
+//! lab, saying which one and how, and `up` exits non-zero. A lab that silently runs on
+//! without its scheduler would leave every new pod Pending with no word why.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -41,7 +46,13 @@ pub enum UpError {
     AddressInUse(std::net::SocketAddr, std::io::Error),
     #[error("the apiserver did not come up on {0}: {1}")]
     Apiserver(std::net::SocketAddr, String),
+    #[error("the {0} stopped ({1}); the lab was stopped (see the log above)")]
+    Died(String, String),
 }
+
+/// A scheduler that stops this many times within `RESTART_WINDOW` stops the lab.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 pub async fn run(
     args: UpArgs,
@@ -91,12 +102,41 @@ pub async fn run(
         }
         agents.push(spawn(&format!("agent {name}"), &mut cmd)?);
     }
-    let scheduler = (!args.no_scheduler).then(|| tokio::spawn(crate::scheduler::run(api.clone())));
+    let start_scheduler = || tokio::spawn(crate::scheduler::run(api.clone()));
+    let mut scheduler = (!args.no_scheduler).then(start_scheduler);
     println!(
         "kubelab is up: apiserver on {}, {} agent(s). Ctrl-C stops it all.",
         args.listen, args.agents
     );
-    shutdown.await;
+    tokio::pin!(shutdown);
+    let mut restarts: Vec<std::time::Instant> = Vec::new();
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            ended = async { scheduler.as_mut().expect("guarded").await }, if scheduler.is_some() => {
+                let why = match ended {
+                    Ok(Err(e)) => kubelab_proto::error_chain(&e),
+                    other => crate::supervise::task_end(other),
+                };
+                restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
+                if restarts.len() >= MAX_RESTARTS {
+                    break Err(UpError::Died("scheduler".into(), format!("{why}, {MAX_RESTARTS} times within a minute")));
+                }
+                restarts.push(std::time::Instant::now());
+                eprintln!("kubelab up: the scheduler stopped ({why}); restarting it");
+                tracing::error!(reason = %why, "the scheduler stopped; restarting it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                scheduler = Some(start_scheduler());
+            }
+            status = apiserver.wait() => break Err(died("apiserver", status)),
+            (i, status) = first_exit(&mut agents) => {
+                break Err(died(&format!("agent of node-{}", i + 1), status))
+            }
+        }
+    };
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "stopping the lab");
+    }
     println!("stopping the lab...");
     if let Some(s) = scheduler {
         s.abort();
@@ -109,7 +149,27 @@ pub async fn run(
     }
     terminate(&apiserver);
     let _ = apiserver.wait().await;
-    Ok(())
+    outcome
+}
+
+fn died(what: &str, status: std::io::Result<std::process::ExitStatus>) -> UpError {
+    let how = match status {
+        Ok(status) => format!("it exited with {status}"),
+        Err(e) => format!("waiting for it failed: {e}"),
+    };
+    UpError::Died(what.into(), how)
+}
+
+/// The first of the agents to exit: its index and status. Never resolves without agents.
+async fn first_exit(agents: &mut [Child]) -> (usize, std::io::Result<std::process::ExitStatus>) {
+    if agents.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = agents
+        .iter_mut()
+        .enumerate()
+        .map(|(i, a)| Box::pin(async move { (i, a.wait().await) }));
+    futures::future::select_all(waits).await.0
 }
 
 fn terminate(child: &Child) {

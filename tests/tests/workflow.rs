@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kubelab_tests::{cgroups_matching, mounts_under, pod_manifest, Lab};
+use kubelab_tests::{cgroups_matching, mounts_under, pod_manifest, wait_until, Lab};
 
 /// A pod's output reaches `kubelab logs`, and `describe` shows every step of the workflow
 /// as events, in order: Scheduled, Pulling, Pulled, Created, Started.
@@ -467,6 +467,67 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
         mounts_under(&data).is_empty(),
         "mounts left: {:?}",
         mounts_under(&data)
+    );
+    let left = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(data.to_str().expect("path"))
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// `kubelabd up` is never silently half a lab: when one of its agents dies, it says which
+/// one and how, stops the rest (no process left behind) and exits non-zero.
+#[test]
+fn kubelabd_up_stops_and_says_so_when_an_agent_dies() {
+    use kubelab_tests::{bin, free_port, Proc};
+    let lab = Lab::start(0);
+    let server = format!("127.0.0.1:{}", free_port());
+    let data = lab.dir.path().join("up-data");
+    let log = lab.dir.path().join("up.log");
+    let mut up = Proc::spawn(
+        "kubelabd up",
+        std::process::Command::new(bin("kubelabd"))
+            .args(["up", "--agents", "1", "--listen", &server])
+            .arg("--admin-config")
+            .arg(lab.dir.path().join("up-admin.conf"))
+            .args(["--cluster-cidr", &lab.cluster_cidr])
+            .arg("--data-dir")
+            .arg(&data),
+        &log,
+    );
+    let agent_root = data.join("agents").join("node-1");
+    let agent = || {
+        kubelab_tests::processes_mentioning(agent_root.to_str().expect("path"))
+            .into_iter()
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains("--node-name"))
+                    .unwrap_or(false)
+            })
+    };
+    wait_until("the agent of node-1", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("kubelab is up"))
+            && agent().is_some()
+    });
+    let pid = agent().expect("agent pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the agent");
+    let status = up
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("kubelabd up stops when its agent dies");
+    assert!(!status.success(), "kubelabd up exited 0 without its agent");
+    let out = std::fs::read_to_string(&log).expect("up.log");
+    assert!(
+        out.contains("error: up: the agent of node-1 stopped (it exited with signal: 9"),
+        "{out}"
     );
     let left = std::process::Command::new("pgrep")
         .arg("-f")

@@ -209,11 +209,14 @@ pub async fn run(
         args.cluster.cluster_cidr,
         args.node_cidr_mask_size,
     ));
-    tokio::spawn(node_lifecycle::run(
+    // The controllers inside the apiserver: if one stops, the apiserver stops and says so
+    // (its supervisor, `kubelabd up` or the user, then sees it), rather than serve on
+    // with nodes never marked NotReady or events never expired.
+    let mut lifecycle = tokio::spawn(node_lifecycle::run(
         store.clone(),
         args.node_monitor_grace_period,
     ));
-    tokio::spawn(events::expire_events(store.clone(), args.event_ttl));
+    let mut expiry = tokio::spawn(events::expire_events(store.clone(), args.event_ttl));
     let events = EventsServer::new(events::EventsService::new(store, auth));
     let tls = tonic::transport::ServerTlsConfig::new().identity(
         tonic::transport::Identity::from_pem(&server_identity.cert, &server_identity.key),
@@ -232,6 +235,8 @@ pub async fn run(
     tokio::select! {
         served = &mut server => return served.map_err(ApiserverError::Serve),
         _ = shutdown => stop.notify_one(),
+        ended = &mut lifecycle => return Err(ApiserverError::Stopped("node lifecycle controller", crate::supervise::task_end(ended))),
+        ended = &mut expiry => return Err(ApiserverError::Stopped("event expiry", crate::supervise::task_end(ended))),
     }
     // A graceful stop waits for every connection to close, but watch streams never end by
     // themselves: give calls in flight a moment, then stop. Every acknowledged write is
@@ -257,6 +262,8 @@ pub enum ApiserverError {
     Serve(tonic::transport::Error),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error("the {0} stopped: {1}")]
+    Stopped(&'static str, String),
 }
 
 /// A gRPC stream of watch events, as returned by the Watch RPCs.
