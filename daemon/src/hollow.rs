@@ -120,6 +120,7 @@ pub async fn run(
                     .clone()
                     .join(JoinRequest {
                         node_name: node.name.clone(),
+                        without_serving_certificate: true,
                     })
                     .await
                     .map_err(|e| HollowError::Join(node.name.clone(), e.message().to_string()))?;

@@ -33,6 +33,11 @@ pub struct Credential {
     /// For a node: the token the apiserver presents when it calls this agent.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub peer_token: String,
+    /// For a node: its agent's TLS certificate and key (PEM), for its own name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub serving_cert: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub serving_key: String,
 }
 
 #[derive(Debug)]

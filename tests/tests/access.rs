@@ -56,7 +56,9 @@ fn calls_without_a_valid_token_are_refused() {
 }
 
 /// Node A's credential may not read, list or write node B's pods; the CLI's (admin)
-/// credential may not act as a node; nobody but the apiserver may call an agent.
+/// credential may not act as a node; nobody but the apiserver may call an agent: the hop
+/// is TLS with a certificate for the node's name, and node A's credentials do not open
+/// node B's agent.
 #[test]
 fn a_node_reaches_only_its_own_pods_and_the_cli_cannot_act_as_a_node() {
     init_tls();
@@ -130,20 +132,62 @@ fn a_node_reaches_only_its_own_pods_and_the_cli_cannot_act_as_a_node() {
         .and_then(|l| l.split_whitespace().find(|w| w.starts_with("127.0.0.1:")))
         .expect("agent endpoint")
         .to_string();
+    let node_b = credential_of(&lab, b);
+    let logs = LogsRequest {
+        namespace: "default".into(),
+        name: "on-b".into(),
+        container: "main".into(),
+        ..Default::default()
+    };
     block_on(async {
-        let mut agent = AgentClient::connect(format!("http://{endpoint}"))
+        // The hop is TLS: plain HTTP gets nowhere.
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .expect("endpoint")
+            .connect()
+            .await;
+        if let Ok(channel) = plain {
+            assert!(AgentClient::new(channel).logs(logs.clone()).await.is_err());
+        }
+        // B's agent proves it is B: its certificate, from the cluster CA, is for B's name
+        // only, so a client expecting node A's agent there refuses it.
+        let tls_as = |name: &str| {
+            tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))
+                .expect("endpoint")
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(&node_b.ca))
+                        .domain_name(name),
+                )
+                .expect("tls")
+        };
+        assert!(
+            tls_as(a).connect().await.is_err(),
+            "B's agent passed as {a}"
+        );
+        let channel = tls_as(b).connect().await.expect("TLS to B's agent");
+        let call = |token: &str| {
+            let mut agent = AgentClient::with_interceptor(
+                channel.clone(),
+                kubelab_proto::credential::Bearer::new(token),
+            );
+            let logs = logs.clone();
+            async move { agent.logs(logs).await.map(|_| ()) }
+        };
+        // No token, node A's peer token, node A's own token: all refused. Each agent
+        // knows only the token the apiserver shows it.
+        for (what, token) in [
+            ("no token", ""),
+            ("node A's peer token", node_a.peer_token.as_str()),
+            ("node A's token", node_a.token.as_str()),
+            ("the admin token", admin.token.as_str()),
+        ] {
+            let err = call(token).await.expect_err(what);
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{what}: {err}");
+        }
+        assert_ne!(node_a.peer_token, node_b.peer_token);
+        call(&node_b.peer_token)
             .await
-            .expect("connect to the agent");
-        let err = agent
-            .logs(LogsRequest {
-                namespace: "default".into(),
-                name: "on-b".into(),
-                container: "main".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+            .expect("B's own peer token (the apiserver's) opens B's agent");
     });
     // Through the apiserver, the admin reads them.
     lab.ok(&["logs", "on-b"]);

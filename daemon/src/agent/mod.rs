@@ -194,6 +194,8 @@ pub enum AgentError {
     Join(String),
     #[error("cannot serve on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    #[error("the agent's server (logs, exec): {0}")]
+    Serve(String),
 }
 
 pub async fn run(
@@ -259,14 +261,20 @@ pub async fn run(
     let endpoint = listener
         .local_addr()
         .map_err(|e| AgentError::Listen(args.listen, e))?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AgentServer::new(server::AgentService {
-                runtime: runtime.clone(),
-                peer_token: credential.peer_token.clone(),
-            }))
-            .serve_with_incoming(crate::net::incoming(listener)),
+    // TLS with the certificate the apiserver issued for this node's name: the apiserver
+    // checks it, and only it knows this agent's peer token.
+    let tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&credential.serving_cert, &credential.serving_key),
     );
+    let agent_server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| AgentError::Serve(e.to_string()))?
+        .add_service(AgentServer::new(server::AgentService {
+            runtime: runtime.clone(),
+            peer_token: credential.peer_token.clone(),
+        }))
+        .serve_with_incoming(crate::net::incoming(listener));
+    let mut agent_server = tokio::spawn(agent_server);
 
     let mut node = node_object(&args.node_name, &endpoint.to_string(), args.max_pods);
     node.metadata
@@ -287,14 +295,27 @@ pub async fn run(
     ));
 
     let workers = PodWorkers::new(kubelet.clone());
-    tokio::select! {
-        _ = sync_loop(&api, &args.node_name, &workers, &kubelet, &mut left_behind) => {}
-        _ = shutdown => tracing::info!("agent stopping: stopping its pods"),
-    }
+    let outcome = tokio::select! {
+        _ = sync_loop(&api, &args.node_name, &workers, &kubelet, &mut left_behind) => Ok(()),
+        _ = shutdown => {
+            tracing::info!("agent stopping: stopping its pods");
+            Ok(())
+        }
+        // The agent's own server (logs, exec) stopping is a failure to say, not to hide:
+        // the pods go on, but `kubelab logs` would fail with no reason given.
+        ended = &mut agent_server => {
+            let why = match ended {
+                Ok(Err(e)) => e.to_string(),
+                other => crate::supervise::task_end(other),
+            };
+            tracing::error!(reason = %why, "the agent's server stopped: stopping the agent");
+            Err(AgentError::Serve(why))
+        }
+    };
     workers.shutdown().await;
     kubelet.network.clean_up_node().await;
     runtime.remove_node_cgroups();
-    Ok(())
+    outcome
 }
 
 /// Takes `<root>/agent.lock` for as long as the agent runs: two agents sharing a root
@@ -401,8 +422,11 @@ async fn node_credential(
     root: &std::path::Path,
 ) -> Result<Credential, AgentError> {
     let path = root.join("node.conf");
-    if let Ok(credential) = Credential::load(&path) {
-        return Ok(credential);
+    match Credential::load(&path) {
+        Ok(credential) if !credential.serving_cert.is_empty() => return Ok(credential),
+        // Joined before agents had their own serving certificates: join again.
+        Ok(_) => tracing::info!("the node credential has no serving certificate: joining again"),
+        Err(_) => {}
     }
     let bootstrap = Credential::load(&args.bootstrap_config)?;
     let mut nodes = kubelab_proto::v1::nodes_client::NodesClient::new(bootstrap.channel()?);
@@ -410,6 +434,7 @@ async fn node_credential(
     let joined = loop {
         let request = kubelab_proto::v1::JoinRequest {
             node_name: args.node_name.clone(),
+            without_serving_certificate: false,
         };
         match nodes.join(request).await {
             Ok(joined) => break joined.into_inner(),
@@ -426,6 +451,8 @@ async fn node_credential(
     let credential = Credential {
         token: joined.token,
         peer_token: joined.peer_token,
+        serving_cert: joined.serving_cert,
+        serving_key: joined.serving_key,
         ..bootstrap
     };
     credential.save(&path)?;

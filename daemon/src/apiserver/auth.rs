@@ -1,8 +1,11 @@
 //! Who is calling: the cluster's keys, its bearer tokens, and the identity behind each.
 //!
 //! Made once in `<data-dir>/pki/`: a CA and the apiserver's certificate (rcgen), and the
-//! tokens — admin (the CLI), scheduler, bootstrap (for nodes joining), peer (what the
-//! apiserver shows agents), and one per node, issued when it joins. Every call must carry
+//! tokens — admin (the CLI), scheduler, bootstrap (for nodes joining), and two per node,
+//! issued when it joins: the node's own, and the peer token the apiserver shows that
+//! node's agent. With the node's token comes its agent's serving certificate, for the
+//! node's name and signed by the CA: the apiserver→agent hop is TLS, and no node's
+//! credential opens another node's agent (each agent knows only its own peer token). Every call must carry
 //! `authorization: Bearer TOKEN`; none gets past `UNAUTHENTICATED` without a valid one.
 //! What each identity may do is decided by the services (`may` helpers here). Never
 //! stores anything but the pki directory.
@@ -72,8 +75,19 @@ struct Tokens {
     admin: String,
     scheduler: String,
     bootstrap: String,
-    peer: String,
     nodes: BTreeMap<String, String>,
+    /// Per node: what the apiserver presents to that node's agent.
+    #[serde(default)]
+    peers: BTreeMap<String, String>,
+}
+
+/// What a joining node gets: its token, its agent's peer token and serving identity.
+pub struct NodeCredential {
+    pub token: String,
+    pub peer_token: String,
+    /// PEM; empty when not asked for (hollow nodes serve nothing).
+    pub serving_cert: String,
+    pub serving_key: String,
 }
 
 /// The certificate and key the apiserver serves with, PEM.
@@ -141,16 +155,10 @@ impl Authenticator {
     }
 
     fn create(dir: &Path) -> Result<(), AuthError> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        use rcgen::{CertificateParams, DnType, KeyPair};
         let err = |e: rcgen::Error| AuthError::Certificate(e.to_string());
         let ca_key = KeyPair::generate().map_err(err)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "kubelab CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+        let ca = ca_params()?.self_signed(&ca_key).map_err(err)?;
         let key = KeyPair::generate().map_err(err)?;
         // The apiserver listens on loopback by default; clients name it `localhost`.
         let names = vec![
@@ -167,8 +175,8 @@ impl Authenticator {
             admin: new_token(),
             scheduler: new_token(),
             bootstrap: new_token(),
-            peer: new_token(),
             nodes: BTreeMap::new(),
+            peers: BTreeMap::new(),
         };
         write_private(&dir.join("ca.pem"), ca.pem().as_bytes())?;
         write_private(&dir.join("ca-key.pem"), ca_key.serialize_pem().as_bytes())?;
@@ -199,6 +207,8 @@ impl Authenticator {
             ca: self.ca.clone(),
             token: token.to_string(),
             peer_token: String::new(),
+            serving_cert: String::new(),
+            serving_key: String::new(),
         };
         credential(&tokens.admin).save(&data_dir.join("admin.conf"))?;
         credential(&tokens.scheduler).save(&data_dir.join("scheduler.conf"))?;
@@ -242,24 +252,84 @@ impl Authenticator {
             })
     }
 
-    /// A node joins: it gets a token of its own (a new one replaces any earlier one) and
-    /// the peer token it will ask of the apiserver.
-    pub fn issue_node_token(&self, node: &str) -> Result<(String, String), AuthError> {
+    /// A node joins: it gets a token of its own and a peer token for its agent (new ones
+    /// replace any earlier ones), and, unless `serving` is false, its agent's serving
+    /// certificate for the name `node`.
+    pub fn issue_node_credential(
+        &self,
+        node: &str,
+        serving: bool,
+    ) -> Result<NodeCredential, AuthError> {
+        // Made before the lock: signing takes a little while.
+        let (serving_cert, serving_key) = if serving {
+            self.sign_serving_certificate(node)?
+        } else {
+            Default::default()
+        };
         let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
         let token = new_token();
+        let peer_token = new_token();
         tokens.nodes.insert(node.to_string(), token.clone());
+        tokens.peers.insert(node.to_string(), peer_token.clone());
         let text = serde_json::to_vec_pretty(&*tokens)
             .map_err(|e| AuthError::Io(self.dir.clone(), std::io::Error::other(e)))?;
         write_private(&self.dir.join("tokens.json"), &text)?;
-        Ok((token, tokens.peer.clone()))
+        Ok(NodeCredential {
+            token,
+            peer_token,
+            serving_cert,
+            serving_key,
+        })
     }
 
-    /// What the apiserver presents to agents.
-    pub fn peer_token(&self) -> String {
+    /// A certificate for `node`'s agent (its name as the DNS name, as the kubelet's serving
+    /// certificate has), signed by the cluster CA; PEM certificate and key.
+    fn sign_serving_certificate(&self, node: &str) -> Result<(String, String), AuthError> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let err = |e: rcgen::Error| AuthError::Certificate(e.to_string());
+        let ca_key_path = self.dir.join("ca-key.pem");
+        let ca_key_pem = std::fs::read_to_string(&ca_key_path)
+            .map_err(|e| AuthError::Io(ca_key_path.clone(), e))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(err)?;
+        // The CA's own parameters signed again with its key: the same subject and key, so
+        // what it signs chains to the CA certificate the clients hold.
+        let ca = ca_params()?.self_signed(&ca_key).map_err(err)?;
+        let key = KeyPair::generate().map_err(err)?;
+        let mut params = CertificateParams::new(vec![node.to_string()]).map_err(err)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("system:node:{node}"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// What the apiserver presents to `node`'s agent; `None` for a node that never joined.
+    pub fn peer_token_of(&self, node: &str) -> Option<String> {
         self.tokens
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .peer
-            .clone()
+            .peers
+            .get(node)
+            .cloned()
     }
+
+    /// The cluster's CA certificate, PEM: what agents' certificates are checked against.
+    pub fn ca(&self) -> &str {
+        &self.ca
+    }
+}
+
+/// The CA certificate's parameters (kept the same so that it can sign again after a
+/// restart with only its key).
+fn ca_params() -> Result<rcgen::CertificateParams, AuthError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| AuthError::Certificate(e.to_string()))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kubelab CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca_params)
 }

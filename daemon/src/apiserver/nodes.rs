@@ -65,14 +65,20 @@ impl Nodes for NodesService {
             &[Identity::Bootstrap],
             "join nodes (that takes the bootstrap credential)",
         )?;
-        let name = request.into_inner().node_name;
+        let r = request.into_inner();
+        let name = r.node_name;
         check_dns_subdomain("node name", &name)?;
-        let (token, peer_token) = self
+        let issued = self
             .auth
-            .issue_node_token(&name)
+            .issue_node_credential(&name, !r.without_serving_certificate)
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(node = %name, "node joined: credential issued");
-        Ok(Response::new(JoinResponse { token, peer_token }))
+        Ok(Response::new(JoinResponse {
+            token: issued.token,
+            peer_token: issued.peer_token,
+            serving_cert: issued.serving_cert,
+            serving_key: issued.serving_key,
+        }))
     }
 
     async fn register(&self, request: Request<Node>) -> Result<Response<Node>, Status> {

@@ -29,8 +29,9 @@ pub struct PodsService {
     store: Arc<Store>,
     auth: Arc<Authenticator>,
     admission: Admission,
-    /// One lazily connected channel per agent endpoint, reused by every logs call.
-    agents: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// Per node: its agent's endpoint and a lazily connected channel to it, reused by
+    /// every logs and exec call.
+    agents: Mutex<HashMap<String, (String, tonic::transport::Channel)>>,
 }
 
 impl PodsService {
@@ -43,22 +44,38 @@ impl PodsService {
         }
     }
 
-    /// A client for an agent, presenting the peer token agents ask of the apiserver.
-    fn agent(&self, endpoint: &str) -> Result<AgentClient<AuthChannel>, Status> {
+    /// A client for `node`'s agent at `endpoint`: TLS, the agent's certificate checked
+    /// against the cluster CA for the node's name, and that node's own peer token.
+    fn agent(&self, node: &str, endpoint: &str) -> Result<AgentClient<AuthChannel>, Status> {
+        let peer_token = self.auth.peer_token_of(node).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "node {node:?} has no agent credential (it joined before agents had their own): restart its agent"
+            ))
+        })?;
         let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = match agents.get(endpoint) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-                    .map_err(|e| Status::internal(format!("bad agent endpoint {endpoint:?}: {e}")))?
-                    .connect_lazy();
-                agents.insert(endpoint.to_string(), channel.clone());
+        let channel = match agents.get(node) {
+            Some((at, channel)) if at == endpoint => channel.clone(),
+            // New, or the agent moved: one entry per node, so the map is as large as the
+            // cluster, whatever endpoints nodes report.
+            _ => {
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(self.auth.ca()))
+                    .domain_name(node);
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))
+                        .and_then(|e| e.tls_config(tls))
+                        .map_err(|e| {
+                            Status::internal(format!("bad agent endpoint {endpoint:?}: {e}"))
+                        })?
+                        .connect_timeout(std::time::Duration::from_secs(2))
+                        .connect_lazy();
+                agents.insert(node.to_string(), (endpoint.to_string(), channel.clone()));
                 channel
             }
         };
         Ok(AgentClient::with_interceptor(
             channel,
-            Bearer::new(&self.auth.peer_token()),
+            Bearer::new(&peer_token),
         ))
     }
 }
@@ -466,7 +483,7 @@ impl PodsService {
         Ok(ContainerTarget {
             namespace: namespace_or_default(namespace).to_string(),
             container,
-            agent: self.agent(&endpoint)?,
+            agent: self.agent(&spec.node_name, &endpoint)?,
             node_name: spec.node_name,
             endpoint,
         })

@@ -28,7 +28,18 @@ pub enum CniError {
     Config(String),
     #[error("running CNI plugin {0:?}: {1}")]
     Io(String, std::io::Error),
+    #[error("CNI plugin {plugin:?} ({}) did not answer within {timeout:?} and was killed", command.to_lowercase())]
+    Timeout {
+        plugin: String,
+        command: &'static str,
+        timeout: std::time::Duration,
+    },
 }
+
+/// How long one plugin call may take. The kubelet gives a whole sandbox operation a few
+/// minutes; one local bridge call takes milliseconds, so a plugin still running after
+/// this is hung, and must not hold a pod's start or delete forever.
+pub const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one call is about: which container, which namespace, which interface.
 #[derive(Clone, Debug)]
@@ -43,6 +54,8 @@ pub struct Attachment {
 /// Plugin executables, looked up by type in these directories, in order.
 pub struct Plugins {
     pub dirs: Vec<PathBuf>,
+    /// Each call's limit (`PLUGIN_TIMEOUT`): past it the plugin is killed.
+    pub timeout: std::time::Duration,
 }
 
 impl Plugins {
@@ -141,10 +154,23 @@ impl Plugins {
             .spawn()
             .map_err(io)?;
         let input = serde_json::to_vec(config).map_err(|e| CniError::Config(e.to_string()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&input).await.map_err(io)?;
-        }
-        let out = child.wait_with_output().await.map_err(io)?;
+        let stdin = child.stdin.take();
+        let call = async move {
+            if let Some(mut stdin) = stdin {
+                stdin.write_all(&input).await?;
+            }
+            child.wait_with_output().await
+        };
+        // On time-out the call's future, and with it the child, is dropped: kill_on_drop
+        // ends the plugin.
+        let out = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| CniError::Timeout {
+                plugin: plugin.clone(),
+                command,
+                timeout: self.timeout,
+            })?
+            .map_err(io)?;
         if out.status.success() {
             if out.stdout.iter().all(|b| b.is_ascii_whitespace()) {
                 return Ok(Value::Null);
@@ -248,6 +274,36 @@ mod tests {
         assert!(plugin_config(&list, &list["plugins"][0], None)
             .get("prevResult")
             .is_none());
+    }
+
+    /// A plugin that hangs is killed at the time-out and the call says so; it does not
+    /// hold the pod's setup or teardown forever.
+    #[tokio::test]
+    async fn a_hung_plugin_is_killed_at_the_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plugin = dir.path().join("hang");
+        std::fs::write(&plugin, "#!/bin/sh\nexec sleep 600\n").expect("plugin");
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let plugins = Plugins {
+            dirs: vec![dir.path().into()],
+            timeout: std::time::Duration::from_millis(300),
+        };
+        let list = json!({"cniVersion": "1.0.0", "name": "net", "plugins": [{"type": "hang"}]});
+        let at = Attachment {
+            container_id: "c".into(),
+            netns: "/proc/self/ns/net".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+        };
+        let started = std::time::Instant::now();
+        let err = plugins.del(&list, &at, None).await.expect_err("timed out");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            err.to_string()
+                .contains("(del) did not answer within 300ms and was killed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl NetworkManager {
         NetworkManager {
             plugins: Plugins {
                 dirs: settings.bin_dirs.clone(),
+                timeout: cni::PLUGIN_TIMEOUT,
             },
             settings,
             pod_cidr: RwLock::new(String::new()),
@@ -306,7 +307,8 @@ impl NetworkManager {
         );
         let out = tokio::process::Command::new("iptables")
             .env("PATH", SYSTEM_PATH)
-            .args(["-w", "-t", "nat", op, "POSTROUTING", "-s", &pod_cidr])
+            // Wait at most 10 s for the xtables lock another program holds.
+            .args(["-w", "10", "-t", "nat", op, "POSTROUTING", "-s", &pod_cidr])
             .args(["!", "-d", &self.settings.cluster_cidr])
             .args(["-m", "comment", "--comment", &comment, "-j", "MASQUERADE"])
             .output()
