@@ -60,7 +60,17 @@ impl Recent {
     fn correlate(&mut self, event: &mut Event) {
         let now = event.timestamp_ms;
         self.seen
-            .retain(|_, (_, _, first)| now - *first < CORRELATION_WINDOW_MS);
+            .retain(|_, (_, _, first)| now.saturating_sub(*first) < CORRELATION_WINDOW_MS);
+        if self.seen.len() >= MAX_RECENT {
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, (_, _, first))| *first)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.seen.remove(&oldest);
+            }
+        }
         let object = event.involved_object.clone().unwrap_or_default();
         let key = (
             object.uid,
@@ -72,37 +82,69 @@ impl Recent {
             let name = format!("{}.{}", object.name, uuid::Uuid::new_v4().simple());
             (name, 0, now)
         });
-        *count += 1;
+        *count = count.saturating_add(1);
         event.metadata.get_or_insert_with(Default::default).name = name.clone();
         event.count = *count;
         event.first_timestamp_ms = *first;
     }
 }
 
+/// How many events may wait to be written; past that new ones are dropped (and counted
+/// in the log), as Kubernetes' event broadcaster drops when its queue of 1000 is full.
+const EVENT_QUEUE: usize = 1000;
+/// How many distinct recent events are remembered for correlation (Kubernetes' cache:
+/// 4096); past that the oldest is forgotten.
+const MAX_RECENT: usize = 4096;
+/// One event write may take this long; an apiserver that hangs costs the event, not the
+/// recorder.
+const EVENT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Records events in the order they happen, without making the caller wait (Kubernetes'
 /// EventRecorder). Events are best effort: one that cannot be written is logged and dropped.
 #[derive(Clone)]
 pub struct EventRecorder {
     source: String,
-    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EventRecorder {
     /// Starts the writer task; `source` names the reporter (`scheduler`, or a node name).
     pub fn start(api: ApiClient, source: &str) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(EVENT_QUEUE);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let dropped_seen = dropped.clone();
         tokio::spawn(async move {
             let mut recent = Recent::default();
             while let Some(mut event) = rx.recv().await {
+                let lost = dropped_seen.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if lost > 0 {
+                    tracing::warn!(
+                        lost,
+                        "events dropped: more were recorded than the apiserver took"
+                    );
+                }
                 recent.correlate(&mut event);
-                if let Err(e) = api.events.clone().create(event.clone()).await {
-                    tracing::warn!(reason = %event.reason, error = %e.message(), "could not record event");
+                let written = tokio::time::timeout(
+                    EVENT_WRITE_TIMEOUT,
+                    api.events.clone().create(event.clone()),
+                )
+                .await;
+                match written {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(reason = %event.reason, error = %e.message(), "could not record event")
+                    }
+                    Err(_) => {
+                        tracing::warn!(reason = %event.reason, "could not record event: the apiserver did not answer within 10s")
+                    }
                 }
             }
         });
         EventRecorder {
             source: source.to_string(),
             tx,
+            dropped,
         }
     }
 
@@ -128,6 +170,34 @@ impl EventRecorder {
             timestamp_ms: at_ms,
             ..Default::default()
         };
-        let _ = self.tx.send(event);
+        if self.tx.try_send(event).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many distinct events come within the window, only the newest 4096 are
+    /// remembered; a repeat still counts up.
+    #[test]
+    fn the_correlation_cache_is_bounded() {
+        let mut recent = Recent::default();
+        let event = |i: usize| Event {
+            reason: "Pulled".into(),
+            message: format!("image {i}"),
+            timestamp_ms: 1_000_000 + i as i64,
+            ..Default::default()
+        };
+        for i in 0..5000 {
+            recent.correlate(&mut event(i));
+        }
+        assert_eq!(recent.seen.len(), MAX_RECENT);
+        let mut again = event(4999);
+        recent.correlate(&mut again);
+        assert_eq!(again.count, 2);
     }
 }

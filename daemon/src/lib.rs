@@ -12,13 +12,15 @@
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.
 //! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing;
-//!   `deadline` — deadlines from outside durations without overflow; `supervise` — how a
+//!   `deadline` — deadlines from outside durations without overflow; `blocking` — disk
+//!   work kept off the async threads; `supervise` — how a
 //!   task that should run forever ended.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod apiserver;
+pub mod blocking;
 pub mod build;
 pub mod client;
 pub mod cri_log;

@@ -378,7 +378,11 @@ async fn list_and_watch(
             if let Err(e) = kubelet.network.teardown(&record).await {
                 tracing::warn!(%uid, error = %e, "could not detach an orphaned pod's network");
             }
-            let stopped = kubelet.runtime.remove_orphan(&uid);
+            let runtime = kubelet.runtime.clone();
+            let stopped = {
+                let uid = uid.clone();
+                crate::blocking::off_thread(move || runtime.remove_orphan(&uid)).await
+            };
             tracing::info!(%uid, stopped, "removed a pod deleted while the agent was away");
         }
     }

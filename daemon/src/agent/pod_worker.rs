@@ -281,10 +281,11 @@ impl PodWorker {
             }
         }
         if self.k.runtime.sandbox_exists(&uid) {
-            let volumes = self
-                .k
-                .runtime
-                .prepare_pod(&self.pod, self.k.config.pod_pids_limit);
+            let volumes = crate::blocking::here(|| {
+                self.k
+                    .runtime
+                    .prepare_pod(&self.pod, self.k.config.pod_pids_limit)
+            });
             self.volumes = volumes.ok();
             if let Some(ip) = NetworkManager::pod_ip(&self.k.runtime.network_record(&uid)) {
                 self.pod_ip = ip;
@@ -406,11 +407,12 @@ impl PodWorker {
     /// Pinned namespaces, volumes and the pod's `/etc` files; then the CNI plugins start
     /// attaching the pod network, as a task of its own.
     fn make_sandbox(&mut self) -> Result<HashMap<String, PathBuf>, String> {
-        let volumes = self
-            .k
-            .runtime
-            .prepare_pod(&self.pod, self.k.config.pod_pids_limit)
-            .map_err(|e| e.to_string())?;
+        let volumes = crate::blocking::here(|| {
+            self.k
+                .runtime
+                .prepare_pod(&self.pod, self.k.config.pod_pids_limit)
+        })
+        .map_err(|e| e.to_string())?;
         let uid = uid_of(&self.pod);
         if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
             self.pod_ip = HOST_IP.to_string();
@@ -434,9 +436,7 @@ impl PodWorker {
         }
         // Written now, so that containers can mount them; the pod's own line is added
         // once its IP is known (the file is rewritten in place: mounts see the change).
-        self.k
-            .runtime
-            .write_etc_files(&self.pod, &self.pod_ip)
+        crate::blocking::here(|| self.k.runtime.write_etc_files(&self.pod, &self.pod_ip))
             .map_err(|e| e.to_string())?;
         Ok(volumes)
     }
@@ -451,9 +451,7 @@ impl PodWorker {
             .await
             .unwrap_or_else(|e| Err(format!("the network task failed: {e}")))?;
         self.pod_ip = ip;
-        self.k
-            .runtime
-            .write_etc_files(&self.pod, &self.pod_ip)
+        crate::blocking::here(|| self.k.runtime.write_etc_files(&self.pod, &self.pod_ip))
             .map_err(|e| e.to_string())
     }
 
@@ -842,7 +840,7 @@ impl PodWorker {
                 next: config.backoff_initial,
             };
         }
-        if let Err(e) = self.k.runtime.remove_container(&uid, name) {
+        if let Err(e) = crate::blocking::here(|| self.k.runtime.remove_container(&uid, name)) {
             tracing::warn!(container = name, error = %e, "could not remove the container's files");
         }
         if restart {
@@ -949,7 +947,8 @@ impl PodWorker {
                 format!("error killing pod: failed to destroy network for sandbox: {e}"),
             );
         }
-        if let Err(e) = self.k.runtime.remove_pod(&self.pod) {
+        let (runtime, pod) = (self.k.runtime.clone(), self.pod.clone());
+        if let Err(e) = crate::blocking::off_thread(move || runtime.remove_pod(&pod)).await {
             tracing::warn!(error = %e, "could not remove the pod's files");
         }
     }

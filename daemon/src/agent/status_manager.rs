@@ -15,6 +15,9 @@ use tokio::sync::Notify;
 
 use crate::client::ApiClient;
 
+/// How long one status write may take before it is retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Default)]
 pub struct StatusManager {
     inner: Arc<Inner>,
@@ -44,7 +47,18 @@ impl StatusManager {
                 };
                 for request in batch {
                     let uid = request.uid.clone();
-                    match api.pods.clone().update_status(request.clone()).await {
+                    // A hung apiserver must not hold every later status: time out, retry.
+                    let written = tokio::time::timeout(
+                        WRITE_TIMEOUT,
+                        api.pods.clone().update_status(request.clone()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded(
+                            "the apiserver did not answer within 10s",
+                        ))
+                    });
+                    match written {
                         Ok(written) => {
                             let version = written
                                 .get_ref()
@@ -67,12 +81,20 @@ impl StatusManager {
                         }
                         Err(e) => {
                             tracing::warn!(pod = %request.name, error = %e.message(), "status not written; will retry");
-                            inner
-                                .pending
+                            // Retried only while the pod is still known (not forgotten).
+                            let known = inner
+                                .latest
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .entry(uid)
-                                .or_insert(request);
+                                .contains_key(&uid);
+                            if known {
+                                inner
+                                    .pending
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(uid)
+                                    .or_insert(request);
+                            }
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             inner.wake.notify_one();
                         }
@@ -118,6 +140,11 @@ impl StatusManager {
     pub fn forget(&self, uid: &str) {
         self.inner
             .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+        self.inner
+            .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);

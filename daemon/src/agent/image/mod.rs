@@ -137,6 +137,48 @@ pub struct ImageManager {
     blob_store: Option<PathBuf>,
 }
 
+/// One image's pull lock, held while the image is checked or pulled. The lock's entry
+/// leaves the map with its last holder, so the map holds only images being pulled now,
+/// not every image this agent ever pulled.
+struct PullLock<'a> {
+    pulls: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<'a> PullLock<'a> {
+    async fn take(
+        pulls: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+        key: String,
+    ) -> PullLock<'a> {
+        let lock = {
+            let mut map = pulls.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        PullLock {
+            pulls,
+            key,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for PullLock<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map's own reference left: no one holds or waits for it (taking one
+        // needs the map's lock, which we hold).
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 impl ImageManager {
     pub fn new(
         root: PathBuf,
@@ -217,11 +259,7 @@ impl ImageManager {
     ) -> Result<(Image, Outcome), ImageError> {
         let reference = oci_reference(image)
             .map_err(|e| ImageError::InvalidReference(image.to_string(), e.to_string()))?;
-        let lock = {
-            let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-            pulls.entry(reference.whole()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
+        let _pulling = PullLock::take(&self.pulls, reference.whole()).await;
         let local = self.read_record(&reference);
         tracing::debug!(
             image,
@@ -481,4 +519,31 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     std::io::copy(&mut file, &mut hasher)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pull locks serialise pulls of one image and leave no entry behind: the map does
+    /// not grow with every image ever pulled.
+    #[tokio::test]
+    async fn pull_locks_are_pruned_when_released() {
+        let pulls = Mutex::new(HashMap::new());
+        let first = PullLock::take(&pulls, "a".into()).await;
+        let waiting = PullLock::take(&pulls, "a".into());
+        tokio::pin!(waiting);
+        assert!(
+            futures::poll!(&mut waiting).is_pending(),
+            "a second pull of the same image waits"
+        );
+        drop(first);
+        let second = waiting.await;
+        assert_eq!(pulls.lock().map(|m| m.len()).unwrap_or(0), 1);
+        drop(second);
+        for i in 0..100 {
+            drop(PullLock::take(&pulls, format!("image-{i}")).await);
+        }
+        assert_eq!(pulls.lock().map(|m| m.len()).unwrap_or(1), 0);
+    }
 }
