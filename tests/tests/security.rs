@@ -215,7 +215,7 @@ fn host_path_is_refused_by_default_and_accepted_in_a_privileged_namespace() {
 
 /// A namespace labelled `enforce: restricted` refuses a plain pod with every reason
 /// Kubernetes gives, and runs a pod that is non-root, drops ALL, cannot escalate and
-/// keeps the RuntimeDefault seccomp filter.
+/// keeps the RuntimeDefault seccomp filter (and sets a safe sysctl).
 #[test]
 fn a_restricted_namespace_lists_every_reason_and_runs_a_compliant_pod() {
     let lab = Lab::start(1);
@@ -244,7 +244,7 @@ fn a_restricted_namespace_lists_every_reason_and_runs_a_compliant_pod() {
         ns,
         "good",
         &format!(
-            "  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n    seccompProfile: {{type: RuntimeDefault}}\n  containers:\n  - name: main\n    image: {image}\n    command: [sh, -c, 'id -u; grep -E \"^(CapEff|NoNewPrivs|Seccomp):\" /proc/self/status']\n    securityContext:\n      allowPrivilegeEscalation: false\n      capabilities: {{drop: [ALL]}}\n"
+            "  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n    seccompProfile: {{type: RuntimeDefault}}\n    sysctls: [{{name: net.ipv4.ip_unprivileged_port_start, value: '80'}}]\n  containers:\n  - name: main\n    image: {image}\n    command: [sh, -c, 'id -u; grep -E \"^(CapEff|NoNewPrivs|Seccomp):\" /proc/self/status; echo port-start $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)']\n    securityContext:\n      allowPrivilegeEscalation: false\n      capabilities: {{drop: [ALL]}}\n"
         ),
     ));
     lab.ok(&[
@@ -263,6 +263,8 @@ fn a_restricted_namespace_lists_every_reason_and_runs_a_compliant_pod() {
     assert_eq!(status_field(&out, "CapEff"), "0000000000000000", "{out}");
     assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
     assert_eq!(status_field(&out, "Seccomp"), "2", "{out}");
+    // The pod's (safe) sysctl is set in its own network namespace.
+    assert!(out.contains("port-start 80"), "{out}");
 }
 
 /// A namespace labelled `warn: restricted` accepts a pod that meets baseline only, and
