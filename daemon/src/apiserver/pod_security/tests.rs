@@ -3,8 +3,9 @@
 
 use super::*;
 use kubelab_proto::v1::{
-    probe, AppArmorProfile, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource,
-    HttpGetAction, ObjectMeta, SeLinuxOptions, SeccompProfile, Sysctl, TcpSocketAction, Volume,
+    probe, volume, AppArmorProfile, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource,
+    HttpGetAction, ObjectMeta, Probe, SeLinuxOptions, SeccompProfile, Sysctl, TcpSocketAction,
+    Volume,
 };
 
 fn container(name: &str) -> Container {
