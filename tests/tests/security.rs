@@ -126,7 +126,8 @@ fn namespace(lab: &Lab, ns: &str, labels: &[&str]) {
 }
 
 /// Under the cluster's default level (baseline) a container adding SYS_ADMIN is refused
-/// with Kubernetes' words, and nothing is stored.
+/// with Kubernetes' words, and nothing is stored; so it is in a namespace that has no
+/// Namespace object.
 #[test]
 fn added_capabilities_are_refused_under_the_baseline_default() {
     let lab = Lab::start(1);
@@ -142,6 +143,21 @@ fn added_capabilities_are_refused_under_the_baseline_default() {
         "{err}"
     );
     assert!(!lab.ok(&["get", "pods"]).contains("capadd"), "stored");
+    // A namespace with no object (kubelab's implicit namespaces) has the default too.
+    let body = "  containers:\n  - name: main\n    image: 127.0.0.1:1/busybox:1\n";
+    let err = refused(
+        &lab,
+        &pod_in(
+            "pss-implicit",
+            "capadd",
+            &format!("{body}    securityContext:\n      capabilities: {{add: [SYS_ADMIN]}}\n"),
+        ),
+    );
+    assert!(
+        err.contains("violates PodSecurity \"baseline:latest\""),
+        "{err}"
+    );
+    lab.apply_ok(&pod_in("pss-implicit", "plain", body));
 }
 
 /// hostPath and privileged pods are refused by default; in a namespace labelled
