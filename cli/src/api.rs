@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kubelab_proto::v1::events_client::EventsClient;
+use kubelab_proto::v1::namespaces_client::NamespacesClient;
 use kubelab_proto::v1::nodes_client::NodesClient;
 use kubelab_proto::v1::pods_client::PodsClient;
 use kubelab_proto::v1::{ObjectKey, Pod, PodWatchEvent, WatchRequest};
@@ -24,6 +25,7 @@ pub struct Api {
     pub pods: PodsClient<AuthChannel>,
     pub nodes: NodesClient<AuthChannel>,
     pub events: EventsClient<AuthChannel>,
+    pub namespaces: NamespacesClient<AuthChannel>,
 }
 
 impl Api {
@@ -52,7 +54,8 @@ impl Api {
             server,
             pods: PodsClient::new(channel.clone()),
             nodes: NodesClient::new(channel.clone()),
-            events: EventsClient::new(channel),
+            events: EventsClient::new(channel.clone()),
+            namespaces: NamespacesClient::new(channel),
         })
     }
 

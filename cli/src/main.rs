@@ -56,9 +56,9 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// List pods, nodes or events, or show one.
+    /// List pods, nodes, namespaces or events, or show one.
     Get {
-        /// pods (po), nodes (no) or events (ev).
+        /// pods (po), nodes (no), namespaces (ns) or events (ev).
         kind: String,
         name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum)]
@@ -76,9 +76,16 @@ enum Command {
         #[arg(short = 'w', long)]
         watch: bool,
     },
-    /// Set (`KEY=VALUE`) or remove (`KEY-`) a node's labels: `kubelab label node N disk=ssd`.
+    /// Create a namespace: `kubelab create namespace NAME`.
+    Create {
+        /// namespace (ns).
+        kind: String,
+        name: String,
+    },
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) a node's or namespace's labels:
+    /// `kubelab label node N disk=ssd`, `kubelab label ns NS pod-security.kubernetes.io/enforce=restricted`.
     Label {
-        /// node (no).
+        /// node (no) or namespace (ns).
         kind: String,
         name: String,
         #[arg(required = true)]
@@ -245,8 +252,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             changes,
             overwrite,
         } => {
+            if commands::namespace::is_namespace_kind(&kind) {
+                return commands::namespace::label(server, &name, &changes, overwrite).await;
+            }
             commands::check_node_kind(&kind)?;
             commands::node::label(server, &name, &changes, overwrite).await
+        }
+        Command::Create { kind, name } => {
+            if !commands::namespace::is_namespace_kind(&kind) {
+                anyhow::bail!("unknown resource type {kind:?}: kubelab creates namespaces (namespace, ns) this way; pods come from `kubelab apply -f`");
+            }
+            commands::namespace::create(server, &name).await
         }
         Command::Taint {
             kind,

@@ -84,6 +84,8 @@ const POD_FIELDS: &[&str] = &[
     "initContainers",
     "volumes",
     "hostNetwork",
+    "hostPID",
+    "hostIPC",
     "securityContext",
     "nodeName",
     "restartPolicy",
@@ -105,9 +107,18 @@ const CONTAINER_FIELDS: &[&str] = &[
     "readinessProbe",
     "startupProbe",
     "securityContext",
+    "ports",
 ];
 const META_FIELDS: &[&str] = &["name", "namespace", "labels"];
-const POD_SECURITY_FIELDS: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+const POD_SECURITY_FIELDS: &[&str] = &[
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "seccompProfile",
+    "appArmorProfile",
+    "seLinuxOptions",
+    "sysctls",
+];
 const SECURITY_FIELDS: &[&str] = &[
     "runAsUser",
     "runAsGroup",
@@ -116,6 +127,10 @@ const SECURITY_FIELDS: &[&str] = &[
     "capabilities",
     "allowPrivilegeEscalation",
     "privileged",
+    "seccompProfile",
+    "appArmorProfile",
+    "seLinuxOptions",
+    "procMount",
 ];
 
 /// The fields present in the manifest that kubelab ignores for now.
@@ -208,10 +223,24 @@ fn to_api(pod: k8s::Pod) -> Result<api::Pod, String> {
             init_containers,
             volumes,
             host_network: spec.host_network.unwrap_or(false),
+            host_pid: spec.host_pid.unwrap_or(false),
+            host_ipc: spec.host_ipc.unwrap_or(false),
             security_context: spec.security_context.map(|p| api::SecurityContext {
                 run_as_user: p.run_as_user,
                 run_as_group: p.run_as_group,
                 run_as_non_root: p.run_as_non_root,
+                seccomp_profile: p.seccomp_profile.map(seccomp),
+                app_armor_profile: p.app_armor_profile.map(app_armor),
+                se_linux_options: p.se_linux_options.map(se_linux),
+                sysctls: p
+                    .sysctls
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| api::Sysctl {
+                        name: s.name,
+                        value: s.value,
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             node_name: spec.node_name.unwrap_or_default(),
@@ -276,6 +305,11 @@ fn container(c: k8s::Container) -> Result<api::Container, String> {
             capabilities_drop: caps.drop.unwrap_or_default(),
             allow_privilege_escalation: s.allow_privilege_escalation,
             privileged: s.privileged.unwrap_or(false),
+            seccomp_profile: s.seccomp_profile.map(seccomp),
+            app_armor_profile: s.app_armor_profile.map(app_armor),
+            se_linux_options: s.se_linux_options.map(se_linux),
+            proc_mount: s.proc_mount.unwrap_or_default(),
+            sysctls: Vec::new(),
         }
     });
     Ok(api::Container {
@@ -308,8 +342,43 @@ fn container(c: k8s::Container) -> Result<api::Container, String> {
                 read_only: m.read_only.unwrap_or(false),
             })
             .collect(),
+        ports: c
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| api::ContainerPort {
+                name: p.name.unwrap_or_default(),
+                container_port: p.container_port,
+                host_port: p.host_port.unwrap_or(0),
+                protocol: p.protocol.unwrap_or_default(),
+                host_ip: p.host_ip.unwrap_or_default(),
+            })
+            .collect(),
         name,
     })
+}
+
+fn seccomp(p: k8s::SeccompProfile) -> api::SeccompProfile {
+    api::SeccompProfile {
+        r#type: p.type_,
+        localhost_profile: p.localhost_profile.unwrap_or_default(),
+    }
+}
+
+fn app_armor(p: k8s::AppArmorProfile) -> api::AppArmorProfile {
+    api::AppArmorProfile {
+        r#type: p.type_,
+        localhost_profile: p.localhost_profile.unwrap_or_default(),
+    }
+}
+
+fn se_linux(o: k8s::SELinuxOptions) -> api::SeLinuxOptions {
+    api::SeLinuxOptions {
+        user: o.user.unwrap_or_default(),
+        role: o.role.unwrap_or_default(),
+        r#type: o.type_.unwrap_or_default(),
+        level: o.level.unwrap_or_default(),
+    }
 }
 
 fn volume(v: k8s::Volume) -> Result<api::Volume, String> {
@@ -340,7 +409,7 @@ fn volume(v: k8s::Volume) -> Result<api::Volume, String> {
     })
 }
 
-/// A probe's port must be a number here (named ports need `ports`, which kubelab ignores).
+/// A probe's port must be a number here (kubelab does not resolve named ports).
 fn port(
     field: &str,
     p: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
@@ -436,14 +505,23 @@ mod tests {
     #[test]
     fn a_pod_manifest_converts_and_unknown_fields_are_named() {
         let (pods, warnings) = parse_pods(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostIPC: true\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80}]\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostIPC: true\n  dnsPolicy: None\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n    sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}]\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80, hostPort: 8080}]\n    stdin: true\n    securityContext: {procMount: Unmasked, appArmorProfile: {type: Unconfined}}\n",
         )
         .unwrap();
+        let spec = pods[0].spec.as_ref().unwrap();
+        assert_eq!(spec.containers[0].args, ["sleep", "1"]);
+        assert!(spec.host_ipc);
+        assert_eq!(spec.containers[0].ports[0].host_port, 8080);
+        let pod_sc = spec.security_context.as_ref().unwrap();
         assert_eq!(
-            pods[0].spec.as_ref().unwrap().containers[0].args,
-            ["sleep", "1"]
+            pod_sc.seccomp_profile.as_ref().unwrap().r#type,
+            "RuntimeDefault"
         );
-        assert_eq!(warnings, ["spec.hostIPC", "spec.containers[0].ports"]);
+        assert_eq!(pod_sc.sysctls[0].name, "net.ipv4.tcp_syncookies");
+        let sc = spec.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.proc_mount, "Unmasked");
+        assert_eq!(sc.app_armor_profile.as_ref().unwrap().r#type, "Unconfined");
+        assert_eq!(warnings, ["spec.dnsPolicy", "spec.containers[0].stdin"]);
     }
 
     /// What `make fuzz` found worth keeping replays here: every input parses or is

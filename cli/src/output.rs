@@ -20,7 +20,7 @@ pub fn time(ms: i64) -> Option<Time> {
         .flatten()
 }
 
-fn meta(m: &api::ObjectMeta) -> ObjectMeta {
+pub fn meta(m: &api::ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: Some(m.name.clone()),
         namespace: (!m.namespace.is_empty()).then(|| m.namespace.clone()),

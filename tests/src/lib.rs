@@ -182,7 +182,7 @@ pub struct Lab {
     agent_args: Vec<String>,
     /// Extra arguments of one agent (by index), added by `add_agent`.
     own_agent_args: Vec<Vec<String>>,
-    /// Extra arguments of the apiserver (`--allow-host-path`, ...).
+    /// Extra arguments of the apiserver (`--pod-security-default privileged`, ...).
     apiserver_args: Vec<String>,
     /// This lab's pod addresses, `10.N.0.0/16`, N held for the lab's life (see `NetSlot`).
     pub cluster_cidr: String,
@@ -241,7 +241,7 @@ impl Lab {
         Lab::start_with(agents, "info,kubelabd=debug", agent_args, apiserver_args)
     }
 
-    /// As `start`, with extra apiserver arguments (`--allow-host-path`, ...).
+    /// As `start`, with extra apiserver arguments (`--pod-security-default privileged`, ...).
     pub fn start_with_apiserver_args(agents: usize, apiserver_args: &[&str]) -> Lab {
         Lab::start_with(agents, "info,kubelabd=debug", &[], apiserver_args)
     }
@@ -271,7 +271,8 @@ impl Lab {
         self.agents.get(i).map(Proc::pid)
     }
 
-    fn start_with(
+    /// Every choice: the agents' RUST_LOG, their arguments and the apiserver's.
+    pub fn start_with(
         agents: usize,
         agent_log: &str,
         agent_args: &[&str],

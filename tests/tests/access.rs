@@ -3,10 +3,12 @@
 
 use kubelab_proto::credential::{init_tls, Credential};
 use kubelab_proto::v1::agent_client::AgentClient;
+use kubelab_proto::v1::namespaces_client::NamespacesClient;
 use kubelab_proto::v1::nodes_client::NodesClient;
 use kubelab_proto::v1::pods_client::PodsClient;
 use kubelab_proto::v1::{
-    HeartbeatRequest, ListPodsRequest, LogsRequest, ObjectKey, PodStatus, UpdatePodStatusRequest,
+    HeartbeatRequest, ListPodsRequest, LogsRequest, Namespace, ObjectKey, ObjectMeta, PodStatus,
+    UpdateNamespaceRequest, UpdatePodStatusRequest,
 };
 use kubelab_tests::{pod_manifest, Lab};
 
@@ -55,10 +57,10 @@ fn calls_without_a_valid_token_are_refused() {
     });
 }
 
-/// Node A's credential may not read, list or write node B's pods; the CLI's (admin)
-/// credential may not act as a node; nobody but the apiserver may call an agent: the hop
-/// is TLS with a certificate for the node's name, and node A's credentials do not open
-/// node B's agent.
+/// Node A's credential may not read, list or write node B's pods, nor create or relabel
+/// namespaces (it may read them); the CLI's (admin) credential may not act as a node;
+/// nobody but the apiserver may call an agent: the hop is TLS with a certificate for the
+/// node's name, and node A's credentials do not open node B's agent.
 #[test]
 fn a_node_reaches_only_its_own_pods_and_the_cli_cannot_act_as_a_node() {
     init_tls();
@@ -106,6 +108,35 @@ fn a_node_reaches_only_its_own_pods_and_the_cli_cannot_act_as_a_node() {
             .heartbeat(HeartbeatRequest { name: b.clone() })
             .await
             .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        let mut namespaces = NamespacesClient::new(node_a.channel().expect("channel"));
+        let default = ObjectKey {
+            namespace: String::new(),
+            name: "default".into(),
+        };
+        namespaces
+            .get(default)
+            .await
+            .expect("a node reads namespaces");
+        let relabel = UpdateNamespaceRequest {
+            name: "default".into(),
+            labels: [(
+                "pod-security.kubernetes.io/enforce".to_string(),
+                "privileged".to_string(),
+            )]
+            .into(),
+            resource_version: 0,
+        };
+        let err = namespaces.update(relabel).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        let create = Namespace {
+            metadata: Some(ObjectMeta {
+                name: "mine".into(),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let err = namespaces.create(create).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 
         // The admin (the CLI's credential) is not a node either.

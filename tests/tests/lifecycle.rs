@@ -274,11 +274,11 @@ fn a_failing_init_container_fails_a_never_pod() {
         .contains("Started container app"));
 }
 
-/// hostPath volumes (allowed by the apiserver's `--allow-host-path`) show the node's
-/// files; `readOnly` mounts refuse writes.
+/// hostPath volumes (allowed by PodSecurity's privileged level, this lab's default) show
+/// the node's files; `readOnly` mounts refuse writes.
 #[test]
 fn host_path_volumes_mount_read_only_when_asked() {
-    let lab = Lab::start_with_apiserver_args(1, &["--allow-host-path"]);
+    let lab = Lab::start_with_apiserver_args(1, &["--pod-security-default", "privileged"]);
     let image = lab.push_busybox("1");
     let host_dir = lab.dir.path().join("shared");
     std::fs::create_dir_all(&host_dir).expect("host dir");

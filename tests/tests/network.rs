@@ -105,10 +105,11 @@ fn the_host_reaches_pods_and_pods_reach_the_host() {
 }
 
 /// Each pod has an /etc/hosts naming it with its IP and an /etc/resolv.conf; a
-/// hostNetwork pod is in the host's network, with the host's name and addresses.
+/// hostNetwork pod (PodSecurity's privileged level: the lab's default here) is in the
+/// host's network, with the host's name and addresses.
 #[test]
 fn pods_get_hosts_files_and_host_network_pods_share_the_host() {
-    let lab = Lab::start(1);
+    let lab = Lab::start_with_apiserver_args(1, &["--pod-security-default", "privileged"]);
     let image = lab.push_busybox("1");
     lab.apply_ok(&pod_manifest(
         "named",
@@ -307,10 +308,11 @@ fn missing_and_failing_plugins_are_shown_on_the_pod() {
     );
 }
 
-/// A hostNetwork pod's probes reach it on the host's own network.
+/// A hostNetwork pod's probes reach it on the host's own network (in a lab whose
+/// PodSecurity default is privileged: baseline refuses host namespaces).
 #[test]
 fn host_network_pods_are_probed_on_the_host() {
-    let lab = Lab::start(1);
+    let lab = Lab::start_with_apiserver_args(1, &["--pod-security-default", "privileged"]);
     let image = lab.push_busybox("1");
     let port = kubelab_tests::free_port();
     lab.apply_ok(&format!(

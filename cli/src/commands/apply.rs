@@ -35,7 +35,10 @@ pub async fn run(server: &Connection, namespace: &str, file: &Path) -> anyhow::R
             name: meta.name.clone(),
         };
         match api.pods.create(pod.clone()).await {
-            Ok(_) => println!("pod/{} created", key.name),
+            Ok(response) => {
+                print_warnings(response.metadata());
+                println!("pod/{} created", key.name);
+            }
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
                 let existing = api.get_pod(&key.namespace, &key.name).await?;
                 if same_spec(
@@ -54,18 +57,69 @@ pub async fn run(server: &Connection, namespace: &str, file: &Path) -> anyhow::R
     Ok(())
 }
 
+/// The apiserver's warnings (Kubernetes' `299 - "text"` form), printed as kubectl prints
+/// them: `Warning: text` on standard error.
+fn print_warnings(metadata: &tonic::metadata::MetadataMap) {
+    for value in metadata.get_all("warning") {
+        if let Ok(header) = value.to_str() {
+            eprintln!("Warning: {}", warning_text(header));
+        }
+    }
+}
+
+/// `299 - "would violate \"x\""` → `would violate "x"`; anything else as it is.
+fn warning_text(header: &str) -> String {
+    let Some(quoted) = header
+        .strip_prefix("299 - \"")
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return header.to_string();
+    };
+    let mut text = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => text.extend(chars.next()),
+            c => text.push(c),
+        }
+    }
+    text
+}
+
 /// Whether the spec the user wrote matches the stored one, ignoring what the API filled in
 /// (defaults, the node the scheduler chose).
 fn same_spec(mut wanted: PodSpec, mut current: PodSpec) -> bool {
     current.node_name.clear();
     wanted.node_name.clear();
-    for (w, c) in wanted.containers.iter_mut().zip(&current.containers) {
+    let wanted_all = wanted
+        .init_containers
+        .iter_mut()
+        .chain(&mut wanted.containers);
+    let current_all = current.init_containers.iter().chain(&current.containers);
+    for (w, c) in wanted_all.zip(current_all) {
         if w.image_pull_policy.is_empty() {
             w.image_pull_policy = c.image_pull_policy.clone();
+        }
+        for (wp, cp) in w.ports.iter_mut().zip(&c.ports) {
+            if wp.protocol.is_empty() {
+                wp.protocol = cp.protocol.clone();
+            }
         }
     }
     if wanted.restart_policy.is_empty() {
         wanted.restart_policy = current.restart_policy.clone();
     }
     wanted == current
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn warnings_are_unquoted_as_kubectl_shows_them() {
+        assert_eq!(
+            super::warning_text(r#"299 - "would violate PodSecurity \"restricted:latest\": x""#),
+            r#"would violate PodSecurity "restricted:latest": x"#
+        );
+        assert_eq!(super::warning_text("plain"), "plain");
+    }
 }

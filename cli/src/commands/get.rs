@@ -1,4 +1,4 @@
-//! `kubelab get pods|nodes [NAME] [-o wide|yaml|json|name] [-l SELECTOR]
+//! `kubelab get pods|nodes|namespaces|events [NAME] [-o wide|yaml|json|name] [-l SELECTOR]
 //! [--field-selector spec.nodeName=NODE] [-w]`.
 //!
 //! `-w` lists, then follows a watch from the list's resource version; when the watch
@@ -49,6 +49,12 @@ pub async fn run(
         all_namespaces,
         ..
     } = options;
+    if super::namespace::is_namespace_kind(kind) {
+        if options.watch || !options.field_selector.is_empty() {
+            bail!("-w and --field-selector work on pods only");
+        }
+        return super::namespace::get(server, name, format, &options.label_selector).await;
+    }
     let mut api = Api::connect(server).await?;
     let wide = format == Some(OutputFormat::Wide);
     let node_name = node_name_of(&options.field_selector)?;
@@ -108,7 +114,7 @@ pub async fn run(
     }
     if !matches!(kind, "node" | "nodes" | "no") {
         bail!(
-            "unknown resource type {kind:?}: kubelab knows pods (po), nodes (no) and events (ev)"
+            "unknown resource type {kind:?}: kubelab knows pods (po), nodes (no), namespaces (ns) and events (ev)"
         );
     }
     if options.watch || !node_name.is_empty() {
@@ -146,7 +152,7 @@ pub async fn run(
 }
 
 /// Prints objects in the asked format; `table` prints the default (and wide) view.
-fn print<T: serde::Serialize>(
+pub fn print<T: serde::Serialize>(
     format: Option<OutputFormat>,
     single: bool,
     items: &[T],

@@ -65,27 +65,40 @@ pub async fn label(
 ) -> anyhow::Result<()> {
     let mut api = Api::connect(server).await?;
     update_node(&mut api, name, |labels, _| {
-        for c in changes {
-            if let Some(key) = c.strip_suffix('-') {
-                labels.remove(key);
-                continue;
-            }
-            let Some((key, value)) = c.split_once('=') else {
-                bail!("invalid label {c:?}: expected KEY=VALUE, or KEY- to remove it");
-            };
-            match labels.get(key) {
-                Some(old) if old != value && !overwrite => bail!(
-                    "node {name:?} already has a value ({old}) for label {key:?}: add --overwrite to change it"
-                ),
-                _ => {
-                    labels.insert(key.into(), value.into());
-                }
-            }
-        }
+        apply_label_changes(labels, changes, overwrite, "node", name)?;
         Ok(true)
     })
     .await?;
     println!("node/{name} labeled");
+    Ok(())
+}
+
+/// Sets `KEY=VALUE` and removes `KEY-` labels, as kubectl label does: changing an existing
+/// label's value needs `overwrite`. `kind` and `name` say whose labels, in the error.
+pub fn apply_label_changes(
+    labels: &mut HashMap<String, String>,
+    changes: &[String],
+    overwrite: bool,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    for c in changes {
+        if let Some(key) = c.strip_suffix('-') {
+            labels.remove(key);
+            continue;
+        }
+        let Some((key, value)) = c.split_once('=') else {
+            bail!("invalid label {c:?}: expected KEY=VALUE, or KEY- to remove it");
+        };
+        match labels.get(key) {
+            Some(old) if old != value && !overwrite => bail!(
+                "{kind} {name:?} already has a value ({old}) for label {key:?}: add --overwrite to change it"
+            ),
+            _ => {
+                labels.insert(key.into(), value.into());
+            }
+        }
+    }
     Ok(())
 }
 

@@ -14,32 +14,35 @@ use kubelab_proto::v1::agent_client::AgentClient;
 use kubelab_proto::v1::pods_server::Pods;
 use kubelab_proto::v1::{
     BindRequest, DeletePodRequest, ExecOutput, ExecRequest, ListPodsRequest, LogChunk, LogsRequest,
-    Node, ObjectKey, Pod, PodList, PodStatus, PodWatchEvent, UpdatePodStatusRequest, WatchRequest,
+    Namespace, Node, ObjectKey, Pod, PodList, PodStatus, PodWatchEvent, UpdatePodStatusRequest,
+    WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
 use super::auth::{Authenticator, Identity};
+use super::pod_security::{self, Level, Policy};
 use super::selector::LabelSelector;
 use super::store::{check_version, key, prefix, Store};
-use super::validation::{validate_and_default_pod, Admission};
+use super::validation::{check_supported, validate_and_default_pod};
 use super::{watch_stream, ApiError, WatchStream};
 use kubelab_proto::credential::{AuthChannel, Bearer};
 
 pub struct PodsService {
     store: Arc<Store>,
     auth: Arc<Authenticator>,
-    admission: Admission,
+    /// The Pod Security level of namespaces without the labels (`--pod-security-default`).
+    pod_security_default: Level,
     /// Per node: its agent's endpoint and a lazily connected channel to it, reused by
     /// every logs and exec call.
     agents: Mutex<HashMap<String, (String, tonic::transport::Channel)>>,
 }
 
 impl PodsService {
-    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>, admission: Admission) -> Self {
+    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>, pod_security_default: Level) -> Self {
         PodsService {
             store,
             auth,
-            admission,
+            pod_security_default,
             agents: Mutex::new(HashMap::new()),
         }
     }
@@ -80,6 +83,47 @@ impl PodsService {
     }
 }
 
+impl PodsService {
+    /// PodSecurity: the pod's namespace's levels (its labels, else the cluster default);
+    /// refused below enforce, a warning (returned) below warn. A namespace without an
+    /// object (kubelab's implicit namespaces) has the cluster default.
+    fn admit(&self, pod: &Pod) -> Result<Option<String>, ApiError> {
+        let namespace = pod
+            .metadata
+            .as_ref()
+            .map(|m| namespace_or_default(&m.namespace))
+            .unwrap_or("default");
+        let labels = self
+            .store
+            .get::<Namespace>(&key::<Namespace>("", namespace))?
+            .and_then(|n| n.metadata)
+            .map(|m| m.labels)
+            .unwrap_or_default();
+        let policy = Policy::from_labels(&labels, self.pod_security_default);
+        pod_security::admit(policy, pod)
+    }
+}
+
+/// A warning as Kubernetes sends it in HTTP: `299 - "text"`, the text quoted (and, for
+/// gRPC metadata, anything beyond printable ASCII replaced).
+fn warning_header(text: &str) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    let mut quoted = String::from("299 - \"");
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            ' '..='~' => quoted.push(c),
+            _ => quoted.push('?'),
+        }
+    }
+    quoted.push('"');
+    tonic::metadata::MetadataValue::try_from(quoted).unwrap_or_else(|_| {
+        tonic::metadata::MetadataValue::from_static("299 - \"unprintable warning\"")
+    })
+}
+
 fn namespace_or_default(ns: &str) -> &str {
     if ns.is_empty() {
         "default"
@@ -106,7 +150,7 @@ fn own_pod(who: &Identity, pod: &Pod, key: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!(
-            "{who} may only act on pods bound to it, and {key} is not"
+            "forbidden: {who} may only act on pods bound to it, and {key} is not"
         )))
     }
 }
@@ -154,7 +198,9 @@ impl Pods for PodsService {
         self.auth
             .identify(&request)?
             .require(&[Identity::Admin], "create pods")?;
-        let mut pod = validate_and_default_pod(request.into_inner(), self.admission)?;
+        let mut pod = validate_and_default_pod(request.into_inner())?;
+        let warning = self.admit(&pod)?;
+        check_supported(&pod)?;
         let meta = pod.metadata.get_or_insert_with(Default::default);
         let key = pod_key(&meta.namespace, &meta.name);
         meta.uid = uuid::Uuid::new_v4().to_string();
@@ -172,7 +218,13 @@ impl Pods for PodsService {
             })
             .await?;
         tracing::info!(pod = %key, "created");
-        Ok(Response::new(pod))
+        let mut response = Response::new(pod);
+        if let Some(warning) = warning {
+            response
+                .metadata_mut()
+                .insert("warning", warning_header(&warning));
+        }
+        Ok(response)
     }
 
     async fn get(&self, request: Request<ObjectKey>) -> Result<Response<Pod>, Status> {

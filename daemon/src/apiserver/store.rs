@@ -95,6 +95,7 @@ object!(kubelab_proto::v1::Pod, "pods", node_name: |pod| pod
     .map(|s| s.node_name.as_str())
     .unwrap_or(""));
 object!(kubelab_proto::v1::Node, "nodes");
+object!(kubelab_proto::v1::Namespace, "namespaces");
 object!(kubelab_proto::v1::Event, "events");
 
 /// Kubernetes' words for a write made over a stale read.

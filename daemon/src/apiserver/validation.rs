@@ -6,6 +6,10 @@ use kubelab_proto::v1::{probe, volume, Container, Pod, Probe, Volume};
 
 use super::ApiError;
 
+#[path = "validation_security.rs"]
+mod security;
+pub use security::check_supported;
+
 /// Most containers (and, apart, init containers) a pod may have.
 const MAX_CONTAINERS: usize = 32;
 const MAX_VOLUMES: usize = 64;
@@ -130,16 +134,8 @@ pub fn check_dns_subdomain(what: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// What this apiserver lets pods ask for beyond the defaults (kube-apiserver's
-/// `--allow-privileged`; hostPath, which PodSecurity's baseline refuses, likewise).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Admission {
-    pub allow_privileged: bool,
-    pub allow_host_path: bool,
-}
-
 /// Checks a new pod and fills in Kubernetes' defaults. Returns the pod ready to store.
-pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Pod, ApiError> {
+pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
     let meta = pod.metadata.get_or_insert_with(Default::default);
     if meta.namespace.is_empty() {
         meta.namespace = "default".into();
@@ -217,12 +213,6 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
     let mut volumes = std::collections::HashSet::new();
     for v in &spec.volumes {
         check_volume(v)?;
-        if matches!(v.source, Some(volume::Source::HostPath(_))) && !admission.allow_host_path {
-            return Err(ApiError::Forbidden(format!(
-                "volume {:?}: hostPath volumes are not allowed (they reach the node's files; start the apiserver with --allow-host-path to permit them)",
-                v.name
-            )));
-        }
         if !volumes.insert(v.name.clone()) {
             return Err(ApiError::Invalid(format!(
                 "spec.volumes: duplicate volume name {:?}",
@@ -238,13 +228,6 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
     ] {
         for c in containers.iter_mut() {
             default_container(c)?;
-            let privileged = c.security_context.as_ref().is_some_and(|s| s.privileged);
-            if privileged && !admission.allow_privileged {
-                return Err(ApiError::Forbidden(format!(
-                    "container {:?}: privileged containers are not allowed (start the apiserver with --allow-privileged to permit them)",
-                    c.name
-                )));
-            }
             check_mounts(c, &volumes)?;
             check_security_context(
                 &format!("container {:?}: securityContext", c.name),
@@ -279,6 +262,10 @@ pub fn validate_and_default_pod(mut pod: Pod, admission: Admission) -> Result<Po
         return Err(ApiError::Invalid(
             "spec.terminationGracePeriodSeconds: must not be negative".into(),
         ));
+    }
+    if let Some(sc) = &spec.security_context {
+        security::check_context("spec.securityContext", sc)?;
+        security::check_sysctls(sc, spec.host_network)?;
     }
     Ok(pod)
 }
@@ -407,6 +394,16 @@ fn default_probe(container: &str, kind: &str, probe: &mut Option<Probe>) -> Resu
 }
 
 fn default_container(c: &mut Container) -> Result<(), ApiError> {
+    security::default_ports(c)?;
+    if let Some(sc) = &c.security_context {
+        security::check_context(&format!("container {:?}: securityContext", c.name), sc)?;
+        if !sc.sysctls.is_empty() {
+            return Err(ApiError::Invalid(format!(
+                "container {:?}: securityContext.sysctls: sysctls are set on the pod (spec.securityContext.sysctls)",
+                c.name
+            )));
+        }
+    }
     default_probe(&c.name, "livenessProbe", &mut c.liveness_probe)?;
     default_probe(&c.name, "readinessProbe", &mut c.readiness_probe)?;
     default_probe(&c.name, "startupProbe", &mut c.startup_probe)?;
@@ -535,12 +532,12 @@ mod tests {
             image: "127.0.0.1:5000/busybox:1".into(),
             ..Default::default()
         };
-        assert!(validate_and_default_pod(pod(base.clone()), Admission::default()).is_ok());
+        assert!(validate_and_default_pod(pod(base.clone())).is_ok());
         let bad_image = Container {
             image: "UPPER/Case::x".into(),
             ..base.clone()
         };
-        let e = validate_and_default_pod(pod(bad_image), Admission::default()).unwrap_err();
+        let e = validate_and_default_pod(pod(bad_image)).unwrap_err();
         assert!(e.to_string().contains("not a valid reference"), "{e}");
         let over = Container {
             resources: Some(kubelab_proto::v1::ResourceRequirements {
@@ -550,7 +547,7 @@ mod tests {
             }),
             ..base.clone()
         };
-        let e = validate_and_default_pod(pod(over), Admission::default()).unwrap_err();
+        let e = validate_and_default_pod(pod(over)).unwrap_err();
         assert!(e.to_string().contains("less than or equal"), "{e}");
         let many_env = Container {
             env: (0..2000)
@@ -561,8 +558,66 @@ mod tests {
                 .collect(),
             ..base
         };
-        let e = validate_and_default_pod(pod(many_env), Admission::default()).unwrap_err();
+        let e = validate_and_default_pod(pod(many_env)).unwrap_err();
         assert!(e.to_string().contains("at most 1024"), "{e}");
+    }
+
+    #[test]
+    fn security_fields_are_checked_and_the_unsupported_refused_after_admission() {
+        use kubelab_proto::v1::{ContainerPort, SeccompProfile, SecurityContext};
+        let pod = |c: Container, host_pid: bool| Pod {
+            metadata: Some(kubelab_proto::v1::ObjectMeta {
+                name: "p".into(),
+                ..Default::default()
+            }),
+            spec: Some(kubelab_proto::v1::PodSpec {
+                containers: vec![c],
+                host_pid,
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let base = Container {
+            name: "c".into(),
+            image: "127.0.0.1:5000/busybox:1".into(),
+            ..Default::default()
+        };
+        let seccomp = |t: &str, profile: &str| Container {
+            security_context: Some(SecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    r#type: t.into(),
+                    localhost_profile: profile.into(),
+                }),
+                ..Default::default()
+            }),
+            ..base.clone()
+        };
+        let e = validate_and_default_pod(pod(seccomp("Strict", ""), false)).unwrap_err();
+        assert!(
+            e.to_string().contains("Unsupported value: \"Strict\""),
+            "{e}"
+        );
+        assert!(validate_and_default_pod(pod(seccomp("Localhost", ""), false)).is_err());
+        let local = validate_and_default_pod(pod(seccomp("Localhost", "x.json"), false)).unwrap();
+        let e = check_supported(&local).unwrap_err();
+        assert!(e.to_string().contains("type Localhost"), "{e}");
+        let unconfined = validate_and_default_pod(pod(seccomp("Unconfined", ""), false)).unwrap();
+        assert!(check_supported(&unconfined).is_ok());
+        let host_port = Container {
+            ports: vec![ContainerPort {
+                container_port: 80,
+                host_port: 8080,
+                ..Default::default()
+            }],
+            ..base.clone()
+        };
+        let checked = validate_and_default_pod(pod(host_port, false)).unwrap();
+        let port = &checked.spec.as_ref().unwrap().containers[0].ports[0];
+        assert_eq!(port.protocol, "TCP");
+        let e = check_supported(&checked).unwrap_err();
+        assert!(e.to_string().contains("hostPort 8080"), "{e}");
+        let host_pid = validate_and_default_pod(pod(base, true)).unwrap();
+        assert!(check_supported(&host_pid).is_err());
     }
 
     #[test]

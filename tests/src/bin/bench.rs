@@ -316,7 +316,8 @@ async fn revision_now(pods: &mut PodsClient<kubelab_proto::credential::AuthChann
 
 /// Rows 1 and 5 (idle): sequential pod starts on one agent, beside runc.
 async fn pod_start(sizes: &Sizes, rows: &mut Vec<Row>) {
-    let lab = Lab::start_with_agent_log(1, "info");
+    // Row 1b's hostNetwork pods need PodSecurity's privileged level.
+    let lab = Lab::start_with(1, "info", &[], &["--pod-security-default", "privileged"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (apiserver_idle, agent_idle) = (rss_mb(lab.apiserver_pid()), rss_mb(lab.agent_pid(0)));
     let image = lab.push_busybox("bench");

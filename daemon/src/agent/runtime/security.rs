@@ -113,7 +113,19 @@ pub fn effective(pod: &Pod, container: &Container) -> SecurityContext {
     c.run_as_user = c.run_as_user.or(pod_level.run_as_user);
     c.run_as_group = c.run_as_group.or(pod_level.run_as_group);
     c.run_as_non_root = c.run_as_non_root.or(pod_level.run_as_non_root);
+    c.seccomp_profile = c.seccomp_profile.or(pod_level.seccomp_profile);
     c
+}
+
+/// Whether the container gets the RuntimeDefault seccomp filter: unless privileged or
+/// its (effective) profile is Unconfined. Localhost profiles never reach an agent (the
+/// apiserver refuses them).
+pub fn seccomp_filtered(sc: &SecurityContext) -> bool {
+    !sc.privileged
+        && sc
+            .seccomp_profile
+            .as_ref()
+            .is_none_or(|p| p.r#type != "Unconfined")
 }
 
 /// The user the container runs as: the securityContext's, else the image's.
@@ -315,6 +327,25 @@ mod tests {
             .unwrap();
         assert_eq!(all.len(), host_capabilities().len());
         assert!(all.len() >= 38, "{all:?}");
+    }
+
+    #[test]
+    fn seccomp_is_filtered_unless_unconfined_or_privileged() {
+        let profile = |t: &str| SecurityContext {
+            seccomp_profile: Some(kubelab_proto::v1::SeccompProfile {
+                r#type: t.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(seccomp_filtered(&SecurityContext::default()));
+        assert!(seccomp_filtered(&profile("RuntimeDefault")));
+        assert!(!seccomp_filtered(&profile("Unconfined")));
+        let privileged = SecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
+        assert!(!seccomp_filtered(&privileged));
     }
 
     #[test]

@@ -220,8 +220,25 @@ pub fn build(
     if sc.privileged {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
-    } else {
+    }
+    if security::seccomp_filtered(&sc) {
         linux.set_seccomp(Some(security::runtime_default_seccomp()?));
+    }
+    // The pod's sysctls (Kubernetes' safe set, the apiserver checked), in the pod's
+    // namespaces: every container sets the same values.
+    let sysctls: HashMap<String, String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .map(|s| {
+            s.sysctls
+                .iter()
+                .map(|s| (s.name.replace('/', "."), s.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !sysctls.is_empty() {
+        linux.set_sysctl(Some(sysctls));
     }
     let limits = container.resources.unwrap_or_default();
     let mut resources = LinuxResourcesBuilder::default();

@@ -1,0 +1,142 @@
+//! `kubelab create namespace NAME`, `kubelab get namespaces [NAME]`, `kubelab label
+//! namespace NAME k=v k2-`: the namespaces whose labels choose their pods' Pod Security
+//! level (pod-security.kubernetes.io/enforce, .../warn).
+//!
+//! Talks to the Namespaces service only; relabelling reads, changes and writes back over
+//! the version read, as `label node` does.
+
+use anyhow::bail;
+use k8s_openapi::api::core::v1 as k8s;
+use kubelab_proto::v1::{
+    ListNamespacesRequest, Namespace, ObjectKey, ObjectMeta, UpdateNamespaceRequest,
+};
+
+use crate::api::{Api, Connection};
+use crate::output;
+use crate::OutputFormat;
+
+/// `namespace`, `namespaces` and `ns` name the same resource, as in kubectl.
+pub fn is_namespace_kind(kind: &str) -> bool {
+    matches!(kind, "namespace" | "namespaces" | "ns")
+}
+
+pub async fn create(server: &Connection, name: &str) -> anyhow::Result<()> {
+    let mut api = Api::connect(server).await?;
+    let namespace = Namespace {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    api.namespaces
+        .create(namespace)
+        .await
+        .map_err(api.error())?;
+    println!("namespace/{name} created");
+    Ok(())
+}
+
+fn to_k8s(ns: &Namespace) -> k8s::Namespace {
+    k8s::Namespace {
+        metadata: output::meta(&ns.metadata.clone().unwrap_or_default()),
+        status: ns.status.as_ref().map(|s| k8s::NamespaceStatus {
+            phase: Some(s.phase.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn get(
+    server: &Connection,
+    name: Option<String>,
+    format: Option<OutputFormat>,
+    label_selector: &str,
+) -> anyhow::Result<()> {
+    let mut api = Api::connect(server).await?;
+    let namespaces = match &name {
+        Some(n) => vec![api
+            .namespaces
+            .get(ObjectKey {
+                namespace: String::new(),
+                name: n.clone(),
+            })
+            .await
+            .map_err(api.error())?
+            .into_inner()],
+        None => {
+            api.namespaces
+                .list(ListNamespacesRequest {
+                    label_selector: label_selector.into(),
+                })
+                .await
+                .map_err(api.error())?
+                .into_inner()
+                .items
+        }
+    };
+    let k8s: Vec<_> = namespaces.iter().map(to_k8s).collect();
+    super::get::print(
+        format,
+        name.is_some(),
+        &k8s,
+        |n| format!("namespace/{}", n.metadata.name.clone().unwrap_or_default()),
+        || {
+            if namespaces.is_empty() {
+                eprintln!("No resources found.");
+                return;
+            }
+            let mut rows = vec![["NAME", "STATUS", "AGE"].map(String::from).to_vec()];
+            for ns in &namespaces {
+                let m = ns.metadata.clone().unwrap_or_default();
+                let phase = ns.status.as_ref().map(|s| s.phase.clone());
+                rows.push(vec![
+                    m.name,
+                    phase.unwrap_or_default(),
+                    output::age(m.creation_timestamp_ms),
+                ]);
+            }
+            output::table(&rows);
+        },
+    )
+}
+
+/// `kubelab label namespace NS k=v k2-`; changing a value needs `--overwrite`, as in kubectl.
+pub async fn label(
+    server: &Connection,
+    name: &str,
+    changes: &[String],
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let mut api = Api::connect(server).await?;
+    for _ in 0..5 {
+        let key = ObjectKey {
+            namespace: String::new(),
+            name: name.into(),
+        };
+        let ns = api
+            .namespaces
+            .get(key)
+            .await
+            .map_err(api.error())?
+            .into_inner();
+        let meta = ns.metadata.unwrap_or_default();
+        let mut labels = meta.labels;
+        super::node::apply_label_changes(&mut labels, changes, overwrite, "namespace", name)?;
+        let request = UpdateNamespaceRequest {
+            name: name.into(),
+            labels,
+            resource_version: meta.resource_version,
+        };
+        match api.namespaces.update(request).await {
+            Ok(_) => {
+                println!("namespace/{name} labeled");
+                return Ok(());
+            }
+            Err(e) if e.code() == tonic::Code::Aborted => continue,
+            Err(e) => return Err(api.error()(e)),
+        }
+    }
+    bail!("namespace {name:?} kept changing while we tried to update it: try again")
+}
