@@ -213,11 +213,14 @@ fn the_scheduler_honours_selectors_taints_and_max_pods() {
 }
 
 /// Fifty hollow nodes (no containers: the scale-test mode) take 200 pods, spread evenly
-/// and within each node's maxPods; the 251st pod fits nowhere and says why.
+/// and within each node's maxPods; the 251st pod fits nowhere and says why. More nodes
+/// than the cluster CIDR has ranges for still register (without a pod CIDR, each with a
+/// CIDRNotAvailable event, as Kubernetes' node IPAM does).
 #[test]
 fn hollow_nodes_take_pods_spread_within_max_pods() {
     init_tls();
-    let lab = Lab::start(0);
+    // A /16 holds 32 /21 ranges: 18 of the 50 nodes get none.
+    let lab = Lab::start_with_apiserver_args(0, &["--node-cidr-mask-size", "21"]);
     let _hollow = Proc::spawn(
         "hollow-nodes",
         std::process::Command::new(bin("kubelabd"))
@@ -229,6 +232,16 @@ fn hollow_nodes_take_pods_spread_within_max_pods() {
     wait_until("50 hollow nodes Ready", Duration::from_secs(30), || {
         lab.ok(&["get", "nodes"]).matches(" Ready ").count() == 50
     });
+    wait_until(
+        "18 CIDRNotAvailable events",
+        Duration::from_secs(10),
+        || {
+            lab.ok(&["get", "events"])
+                .matches("status is now: CIDRNotAvailable")
+                .count()
+                == 18
+        },
+    );
     let pod = |name: String| Pod {
         metadata: Some(ObjectMeta {
             name,

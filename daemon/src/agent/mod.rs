@@ -12,7 +12,6 @@
 //! (their shims live on); the agent started again re-adopts them, and removes what it
 //! finds of pods deleted meanwhile.
 
-pub mod image;
 mod logs;
 mod network;
 mod pod_status;
@@ -37,7 +36,7 @@ use kubelab_proto::v1::{
 };
 
 use crate::client::{ApiClient, EventRecorder};
-use image::ImageManager;
+use crate::container::image::{self, ImageManager};
 use kubelab_proto::credential::Credential;
 use pod_workers::PodWorkers;
 use runtime::RuntimeService;

@@ -24,7 +24,6 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::image::{ImageError, Outcome, PullPolicy};
 use super::network::NetworkManager;
 use super::pod_status::{
     initialized, pod_phase, should_restart, should_restart_init, terminated_exit_code, waiting,
@@ -34,6 +33,7 @@ use super::pod_workers::{deletion, name_of, uid_of, Desired};
 use super::prober::{self, ProbeKind, ProbeUpdate};
 use super::runtime::{ExitRecord, PodContext, Recovered, RuntimeError, Started};
 use super::Kubelet;
+use crate::container::image::{ImageError, Outcome, PullPolicy};
 
 /// After a failed pull the status says ErrImagePull this long, then ImagePullBackOff.
 const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(1);

@@ -61,6 +61,18 @@ pub async fn announce_ready(store: &Store, node: &Node) {
     node_event(store, node, "NodeReady", message).await;
 }
 
+/// The cluster CIDR has no range left for this node (Kubernetes' node IPAM says the same):
+/// the node is registered without a pod CIDR, and its pods cannot get a pod network.
+pub async fn announce_cidr_not_available(store: &Store, node: &Node) {
+    let name = node
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let message = format!("Node {name} status is now: CIDRNotAvailable");
+    node_event(store, node, "CIDRNotAvailable", message).await;
+}
+
 /// Records an event about a node, from the node controller.
 async fn node_event(store: &Store, node: &Node, reason: &str, message: String) {
     let meta = node.metadata.clone().unwrap_or_default();

@@ -108,6 +108,7 @@ impl Nodes for NodesService {
             .collect();
         let (cluster, node_prefix) = (self.cluster_cidr, self.node_prefix);
         let mut came_back = false;
+        let mut no_cidr = false;
         let node = self
             .store
             .update::<Node, _>(&key, |current| {
@@ -137,19 +138,23 @@ impl Nodes for NodesService {
                 }
                 let spec = node.spec.get_or_insert_with(Default::default);
                 if spec.pod_cidr.is_empty() {
-                    let range = allocate(cluster, node_prefix, &taken).ok_or_else(|| {
-                        ApiError::Invalid(format!(
-                            "no pod CIDR left for node {:?}: the cluster CIDR {cluster} holds no more /{node_prefix} ranges (start the apiserver with a larger --cluster-cidr)",
-                            meta.name
-                        ))
-                    })?;
-                    spec.pod_cidr = range.to_string();
+                    // Out of ranges, the node still registers, without a pod CIDR, as in
+                    // Kubernetes (hollow nodes need none; a real agent's pods then say
+                    // the node has no pod CIDR).
+                    match allocate(cluster, node_prefix, &taken) {
+                        Some(range) => spec.pod_cidr = range.to_string(),
+                        None => no_cidr = true,
+                    }
                 }
                 mark_ready(&mut node, now);
                 Ok(Some(node))
             })
             .await?;
         tracing::info!(node = %key, "registered");
+        if no_cidr {
+            tracing::warn!(node = %key, %cluster, node_prefix, "no pod CIDR left for the node: start the apiserver with a larger --cluster-cidr or --node-cidr-mask-size");
+            super::node_lifecycle::announce_cidr_not_available(&self.store, &node).await;
+        }
         if came_back {
             announce_ready(&self.store, &node).await;
         }

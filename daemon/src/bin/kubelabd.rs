@@ -4,7 +4,8 @@
 
 #![forbid(unsafe_code)]
 
-use kubelab_daemon::{agent, apiserver, build, client, hollow, scheduler, shim, up};
+use kubelab_daemon::container::shim;
+use kubelab_daemon::{agent, apiserver, build, client, hollow, scheduler, up};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

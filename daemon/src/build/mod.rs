@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::Digest;
 
-use crate::agent::image::{ImageManager, LayerBlob, PullPolicy};
+use crate::container::image::{ImageManager, LayerBlob, PullPolicy};
 use containerfile::{Instruction, Kind};
 use rootfs::StepRootfs;
 
@@ -97,7 +97,7 @@ pub enum BuildError {
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error(transparent)]
-    Image(#[from] crate::agent::image::ImageError),
+    Image(#[from] crate::container::image::ImageError),
     #[error(transparent)]
     Layout(#[from] layout::LayoutError),
     #[error("interrupted (Ctrl-C)")]
@@ -456,7 +456,7 @@ impl Builder {
     }
 
     /// Whether the layout holds every blob of a pulled image (its layers and config).
-    fn has_blobs(&self, image: &crate::agent::image::Image) -> bool {
+    fn has_blobs(&self, image: &crate::container::image::Image) -> bool {
         let recorded = !image.layers.is_empty() || image.diff_ids.is_empty();
         recorded
             && image

@@ -11,15 +11,13 @@
 //! `rootfs.rs`'s.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
+use crate::container::security;
+use crate::container::shim_client::ShimCommand;
+use crate::container::ExitRecord;
 use libcontainer::oci_spec::runtime::{
     LinuxNamespaceType, MountBuilder, ProcessBuilder, Spec, UserBuilder,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-
-use crate::agent::runtime::security;
-use crate::agent::runtime::ExitRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -64,70 +62,33 @@ pub async fn run(
         scratch.join("shim.log"),
     );
     let shim_exe = std::env::current_exe().map_err(|e| RunError::Shim(e.to_string()))?;
-    let mut shim = tokio::process::Command::new(shim_exe)
-        .arg("shim")
-        .args(["--id", &id])
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--state-root")
-        .arg(state_root)
-        .arg("--log")
-        .arg(&log)
-        .arg("--exit-file")
-        .arg(&exit_file)
-        // One file, never rotated: it is read as it grows.
-        .args(["--log-max-bytes", &(1u64 << 40).to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&shim_log).map_err(|e| RunError::Io(shim_log.clone(), e))?)
-        .kill_on_drop(false)
-        // Its own process group: the terminal's Ctrl-C is for the builder, which then
-        // stops the container through the shim's normal path.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| RunError::Shim(e.to_string()))?;
-    let mut answers = shim
-        .stdout
-        .take()
-        .map(|out| tokio::io::BufReader::new(out).lines())
-        .ok_or_else(|| RunError::Shim("no stdout".into()))?;
-    let mut stdin = shim
-        .stdin
-        .take()
-        .ok_or_else(|| RunError::Shim("no stdin".into()))?;
     let why_not = |shim_log: &Path| {
         std::fs::read_to_string(shim_log)
             .unwrap_or_default()
             .trim()
             .to_string()
     };
-    let mut pid = 0;
-    for (say, expect) in [(None, "created"), (Some("start\n"), "started")] {
-        if let Some(line) = say {
-            stdin
-                .write_all(line.as_bytes())
-                .await
-                .map_err(|e| RunError::Shim(e.to_string()))?;
-        }
-        let answer = answers.next_line().await.ok().flatten().unwrap_or_default();
-        match answer.split_once(' ') {
-            Some((word, answer)) if word == expect => {
-                tracing::debug!(pid = answer, "container {expect}");
-                pid = answer.parse().unwrap_or(0);
-            }
-            Some(("error", message)) => {
-                let _ = shim.wait().await;
-                return Err(RunError::Shim(message.to_string()));
-            }
-            _ => {
-                let _ = shim.wait().await;
-                return Err(RunError::Shim(format!(
-                    "it ended without starting the container: {}",
-                    why_not(&shim_log)
-                )));
-            }
-        }
+    // The same shim, and protocol, as a pod's container: created, then started.
+    let mut shim = ShimCommand {
+        exe: &shim_exe,
+        id: &id,
+        bundle: &bundle,
+        state_root,
+        log: &log,
+        // One file, never rotated: it is read as it grows.
+        log_max_bytes: 1u64 << 40,
+        exit_file: &exit_file,
+        shim_log: &shim_log,
     }
+    .create()
+    .await
+    .map_err(|e| RunError::Shim(e.to_string()))?;
+    let pid = shim
+        .start()
+        .await
+        .map_err(|e| RunError::Shim(e.to_string()))?;
+    tracing::debug!(pid, "container started");
+    let mut shim = shim.child;
     // The container runs; show its output as the shim writes it, until the shim is done.
     let mut shown = 0u64;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -303,5 +264,5 @@ fn spec(merged: &Path, id: &str, step: &RunStep) -> Result<Spec, RunError> {
 /// Removes the parent cgroup the build's containers sit in, once empty (each shim
 /// removes its container's own).
 pub fn remove_build_cgroups() {
-    crate::agent::runtime::cgroups::remove(Path::new("/kubelab-build"));
+    crate::container::cgroups::remove(Path::new("/kubelab-build"));
 }

@@ -31,7 +31,7 @@ use cni::{Attachment, CniError, Plugins};
 pub enum NetworkError {
     #[error(transparent)]
     Cni(#[from] CniError),
-    #[error("the node has no pod CIDR yet (the apiserver gives one at registration)")]
+    #[error("the node has no pod CIDR (the apiserver gives one at registration; if none was left, the node has a CIDRNotAvailable event: start the apiserver with a larger --cluster-cidr or --node-cidr-mask-size)")]
     NoPodCidr,
     #[error("the pod network gave no IPv4 address (result: {0})")]
     NoAddress(String),

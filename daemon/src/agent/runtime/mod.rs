@@ -8,22 +8,21 @@
 //! never calls libcontainer: the library forks and `chdir`s its caller, which a
 //! multi-threaded tokio process must not suffer (see docs/architecture.md).
 
-pub mod cgroups;
 pub mod exec;
 pub mod sandbox;
-pub mod security;
 pub mod spec;
 pub mod volumes;
 
+use crate::container::cgroups;
+use crate::container::shim_client::{Shim, ShimCommand, ShimError};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use kubelab_proto::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::agent::image::{Image, ImageManager};
+use crate::container::image::{Image, ImageManager};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -45,17 +44,7 @@ pub enum RuntimeError {
     Volume(#[from] volumes::VolumeError),
 }
 
-/// How a container ended, as its shim recorded it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ExitRecord {
-    pub exit_code: i32,
-    /// The signal that killed it (0 when it exited by itself).
-    pub signal: i32,
-    pub finished_at_ms: i64,
-    /// The kernel's OOM killer ended a process of the container.
-    #[serde(default)]
-    pub oom_killed: bool,
-}
+pub use crate::container::ExitRecord;
 
 /// A container that its shim has started. Saved as `shim.json` beside the bundle, so that
 /// an agent started again finds and re-adopts it.
@@ -83,32 +72,9 @@ pub enum Recovered {
 pub struct Created {
     container_id: String,
     dir: PathBuf,
-    pid: i32,
-    shim: tokio::process::Child,
-    /// The shim's answers, one per line.
-    answers: Option<tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>>,
+    shim: Shim,
     restart_count: i32,
     image_id: String,
-}
-
-impl Created {
-    /// The shim's next answer, split into its word and the rest: `("created", "1234")`,
-    /// `("started", "1234")`, or `("error", message)`.
-    async fn answer(&mut self) -> Result<(&'static str, String), RuntimeError> {
-        let line = match self.answers.as_mut() {
-            Some(lines) => lines.next_line().await.ok().flatten(),
-            None => None,
-        };
-        let line =
-            line.ok_or_else(|| RuntimeError::Shim("the shim ended without answering".into()))?;
-        let (word, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
-        let word = match word {
-            "created" => "created",
-            "started" => "started",
-            _ => "error",
-        };
-        Ok((word, rest.to_string()))
-    }
 }
 
 /// What the pod gives every container it starts: its sandbox and volumes.
@@ -333,31 +299,17 @@ impl RuntimeService {
 
     /// Starts a created container; records its shim (`shim.json`) for a later agent.
     pub async fn start_created(&self, mut created: Created) -> Result<Started, RuntimeError> {
-        let answer = async {
-            let stdin = created
-                .shim
-                .stdin
-                .as_mut()
-                .ok_or_else(|| RuntimeError::Shim("the shim's stdin is gone".into()))?;
-            stdin
-                .write_all(b"start\n")
-                .await
-                .map_err(|e| RuntimeError::Shim(format!("telling the shim to start: {e}")))?;
-            created.answer().await
-        }
-        .await;
-        let pid = match answer {
-            Ok(("started", pid)) => pid,
-            Ok((_, message)) => return Err(self.abort_created(created, message).await),
+        let pid = match created.shim.start().await {
+            Ok(pid) => pid,
             Err(e) => return Err(self.abort_created(created, e.to_string()).await),
         };
         let started = Started {
             container_id: created.container_id.clone(),
-            pid: pid.parse().unwrap_or(created.pid),
+            pid,
             started_at_ms: kubelab_proto::now_ms(),
             // The shim stays ours to reap (tokio reaps a dropped child); we wait for it
             // through a pidfd, which works the same for a re-adopted shim.
-            shim_pid: created.shim.id().map(|p| p as i32).unwrap_or(0),
+            shim_pid: created.shim.shim_pid(),
             restart_count: created.restart_count,
             image_id: created.image_id.clone(),
         };
@@ -373,9 +325,8 @@ impl RuntimeService {
     /// Gives up on a created container (the pod could not be made ready, or its start
     /// failed): the shim, its stdin closed, deletes the container; the rootfs is unmounted.
     /// Returns the error to report.
-    pub async fn abort_created(&self, mut created: Created, why: String) -> RuntimeError {
-        drop(created.shim.stdin.take());
-        let _ = created.shim.wait().await;
+    pub async fn abort_created(&self, created: Created, why: String) -> RuntimeError {
+        created.shim.abort().await;
         self.unmount(&created.dir.join("bundle").join("rootfs"));
         RuntimeError::Start(why)
     }
@@ -434,64 +385,30 @@ impl RuntimeService {
         }
         let exit_file = dir.join("exit.json");
         let _ = std::fs::remove_file(&exit_file);
-        let shim_log_path = dir.join("shim.log");
-        let shim_log = std::fs::File::create(&shim_log_path)
-            .map_err(|e| RuntimeError::Io(shim_log_path.clone(), e))?;
-        let mut shim = tokio::process::Command::new(&self.shim_exe)
-            .arg("shim")
-            .arg("--id")
-            .arg(container_id)
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--state-root")
-            .arg(self.root.join("runtime"))
-            .arg("--log")
-            .arg(log)
-            .arg("--exit-file")
-            .arg(&exit_file)
-            .arg("--log-max-bytes")
-            .arg(self.log_max_bytes.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(shim_log)
-            // Its own process group: a Ctrl-C meant for the agent's terminal must not reach it.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| RuntimeError::Shim(e.to_string()))?;
-        tracing::debug!(shim_pid = shim.id(), "shim started; waiting for its answer");
-        let answers = shim
-            .stdout
-            .take()
-            .map(|out| tokio::io::BufReader::new(out).lines());
-        let mut created = Created {
+        let state_root = self.root.join("runtime");
+        let shim = ShimCommand {
+            exe: &self.shim_exe,
+            id: container_id,
+            bundle,
+            state_root: &state_root,
+            log,
+            log_max_bytes: self.log_max_bytes,
+            exit_file: &exit_file,
+            shim_log: &dir.join("shim.log"),
+        }
+        .create()
+        .await
+        .map_err(|e| match e {
+            ShimError::Refused(message) => RuntimeError::Start(message),
+            other => RuntimeError::Shim(other.to_string()),
+        })?;
+        Ok(Created {
             container_id: container_id.to_string(),
             dir: dir.to_path_buf(),
-            pid: 0,
             shim,
-            answers,
             restart_count: 0,
             image_id: String::new(),
-        };
-        match created.answer().await {
-            Ok(("created", pid)) => {
-                created.pid = pid
-                    .parse()
-                    .map_err(|_| RuntimeError::Shim(format!("bad answer {pid:?}")))?;
-                Ok(created)
-            }
-            Ok((_, message)) => {
-                let _ = created.shim.wait().await;
-                Err(RuntimeError::Start(message))
-            }
-            Err(_) => {
-                let _ = created.shim.wait().await;
-                let detail = std::fs::read_to_string(&shim_log_path).unwrap_or_default();
-                Err(RuntimeError::Shim(format!(
-                    "the shim exited without creating the container: {}",
-                    detail.trim()
-                )))
-            }
-        }
+        })
     }
 
     /// Waits for the container to end (its shim exits right after), then reads how it ended.

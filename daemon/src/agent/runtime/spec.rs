@@ -13,8 +13,8 @@ use libcontainer::oci_spec::runtime::{
     LinuxResourcesBuilder, MountBuilder, ProcessBuilder, Spec, UserBuilder,
 };
 
-use super::security;
-use crate::agent::image::ImageConfig;
+use crate::container::image::ImageConfig;
+use crate::container::security;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -23,8 +23,21 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::agent::runtime::ExitRecord;
 use crate::cri_log::{self, Stream};
+
+use serde::{Deserialize, Serialize};
+
+/// How a container ended, as its shim recorded it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    /// The signal that killed it (0 when it exited by itself).
+    pub signal: i32,
+    pub finished_at_ms: i64,
+    /// The kernel's OOM killer ended a process of the container.
+    #[serde(default)]
+    pub oom_killed: bool,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ShimArgs {
