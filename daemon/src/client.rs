@@ -148,6 +148,19 @@ impl EventRecorder {
         }
     }
 
+    /// A recorder whose events go to the returned receiver instead of the API (for the
+    /// pod workers' unit tests).
+    #[cfg(test)]
+    pub fn capture(source: &str) -> (Self, tokio::sync::mpsc::Receiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        let recorder = EventRecorder {
+            source: source.to_string(),
+            tx,
+            dropped: Default::default(),
+        };
+        (recorder, rx)
+    }
+
     /// An event about a pod, stamped now. `type_` is Normal or Warning.
     pub fn pod_event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
         self.pod_event_at(pod, kubelab_proto::now_ms(), type_, reason, message)

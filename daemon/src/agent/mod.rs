@@ -2,9 +2,11 @@
 //!
 //! It registers its node and heartbeats, serves its pods' logs, and watches the pods bound
 //! to its node. Each pod gets a worker (`pod_workers` dispatches, `pod_worker` acts,
-//! `pod_status` holds Kubernetes' phase rules) that pulls images
-//! (`image::ImageManager`), runs containers through shims (`runtime::RuntimeService`),
-//! and reports status (`status_manager::StatusManager`) and events. It writes only pod
+//! `pod_status` holds Kubernetes' phase rules) that drives the node through one seam,
+//! `pod_runtime::PodRuntime` (really: `container::image::ImageManager` for images,
+//! `runtime::RuntimeService` for containers through shims, `network` for CNI; a fake in
+//! the workers' unit tests), and reports status (`status_manager::StatusManager`) and
+//! events. It writes only pod
 //! status, events, and its own Node; it never binds or creates pods.
 //!
 //! Stopping the agent (SIGTERM or Ctrl-C) stops its pods' containers and removes their
@@ -14,6 +16,7 @@
 
 mod logs;
 mod network;
+mod pod_runtime;
 mod pod_status;
 mod pod_worker;
 mod pod_workers;
@@ -38,6 +41,7 @@ use kubelab_proto::v1::{
 use crate::client::{ApiClient, EventRecorder};
 use crate::container::image::{self, ImageManager};
 use kubelab_proto::credential::Credential;
+use pod_runtime::{NodeRuntime, PodRuntime};
 use pod_workers::PodWorkers;
 use runtime::RuntimeService;
 use status_manager::StatusManager;
@@ -170,11 +174,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct Kubelet {
     pub api: ApiClient,
     pub events: EventRecorder,
-    pub images: ImageManager,
+    /// What pod workers drive: images, sandboxes, networks, containers (a fake in the
+    /// workers' unit tests).
+    pub node: Arc<dyn PodRuntime>,
+    pub images: Arc<ImageManager>,
     pub runtime: Arc<RuntimeService>,
     pub status: StatusManager,
     pub config: KubeletConfig,
-    pub network: network::NetworkManager,
+    pub network: Arc<network::NetworkManager>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +239,18 @@ pub async fn run(
         cluster_cidr: args.cluster_cidr.clone(),
         ipam_dir: root.join("cni").join("networks"),
     });
+    let network = Arc::new(network);
+    let images = Arc::new(ImageManager::new(
+        root.join("images"),
+        args.insecure_registries.clone(),
+        args.max_layer_bytes,
+    )?);
     let kubelet = Arc::new(Kubelet {
+        node: Arc::new(NodeRuntime {
+            images: images.clone(),
+            runtime: runtime.clone(),
+            network: network.clone(),
+        }),
         network,
         config: KubeletConfig {
             backoff_initial: args.backoff_initial,
@@ -242,11 +260,7 @@ pub async fn run(
         },
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),
-        images: ImageManager::new(
-            root.join("images"),
-            args.insecure_registries.clone(),
-            args.max_layer_bytes,
-        )?,
+        images,
         runtime: runtime.clone(),
         api: api.clone(),
     });

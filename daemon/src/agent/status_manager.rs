@@ -150,6 +150,17 @@ impl StatusManager {
             .remove(uid);
     }
 
+    /// The newest status a worker set for the pod `uid` (for the workers' unit tests).
+    #[cfg(test)]
+    pub fn newest(&self, uid: &str) -> Option<PodStatus> {
+        self.inner
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .and_then(|(request, _)| request.status.clone())
+    }
+
     pub fn set_status(&self, namespace: &str, name: &str, uid: &str, status: PodStatus) {
         let request = UpdatePodStatusRequest {
             namespace: namespace.into(),

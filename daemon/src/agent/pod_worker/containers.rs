@@ -49,8 +49,9 @@ impl PodWorker {
         let pull = tokio::spawn({
             let (k, pod, image) = (k.clone(), pod.clone(), c.image.clone());
             async move {
-                k.images
-                    .ensure(&image, policy, || {
+                let on_pull = {
+                    let (k, pod, image) = (k.clone(), pod.clone(), image.clone());
+                    Box::new(move || {
                         tracing::info!(%image, "pulling image");
                         k.events.pod_event(
                             &pod,
@@ -59,7 +60,8 @@ impl PodWorker {
                             format!("Pulling image {image:?}"),
                         );
                     })
-                    .await
+                };
+                k.node.ensure_image(&image, policy, on_pull).await
             }
             .in_current_span()
         });
@@ -129,13 +131,10 @@ impl PodWorker {
         let no_volumes = HashMap::new();
         let ctx = PodContext {
             restart_count,
-            sandbox: &k.runtime.sandbox_dir(&uid_of(&pod)),
+            sandbox: &k.node.sandbox_dir(&uid_of(&pod)),
             volumes: self.volumes.as_ref().unwrap_or(&no_volumes),
         };
-        let created = k
-            .runtime
-            .create_container(&pod, c, &image, &k.images, &ctx)
-            .await;
+        let created = k.node.create_container(&pod, c, &image, &ctx).await;
         let created = match created {
             Ok(created) => created,
             Err(e) => return self.start_failed(c, &e),
@@ -148,11 +147,11 @@ impl PodWorker {
         );
         // The container was created while the CNI plugins ran; it starts once they are done.
         if let Err(e) = self.wait_for_network().await {
-            let _ = k.runtime.abort_created(created, e.clone()).await;
+            let _ = created.abort(e.clone()).await;
             self.sandbox_failed(&e);
             return Synced::Done;
         }
-        let started = match k.runtime.start_created(created).await {
+        let started = match created.start().await {
             Ok(started) => started,
             Err(e) => return self.start_failed(c, &e),
         };
@@ -244,7 +243,7 @@ impl PodWorker {
         let name = c.name.clone();
         let (k, uid) = (self.k.clone(), uid_of(&self.pod));
         tokio::spawn(async move {
-            let record = k.runtime.wait(&uid, &name, &started).await;
+            let record = k.node.wait(&uid, &name, &started).await;
             let _ = msgs.send(WorkerMsg::Exited(name, record)).await;
         });
         let has_probes =
@@ -252,7 +251,7 @@ impl PodWorker {
         if has_probes {
             let host_network = self.pod.spec.as_ref().is_some_and(|s| s.host_network);
             let netns =
-                (!host_network).then(|| self.k.runtime.sandbox_dir(&uid_of(&self.pod)).join("net"));
+                (!host_network).then(|| self.k.node.sandbox_dir(&uid_of(&self.pod)).join("net"));
             let prober = prober::start(
                 self.k.clone(),
                 self.pod.clone(),
@@ -391,7 +390,7 @@ impl PodWorker {
                 next: config.backoff_initial,
             };
         }
-        if let Err(e) = crate::blocking::here(|| self.k.runtime.remove_container(&uid, name)) {
+        if let Err(e) = crate::blocking::here(|| self.k.node.remove_container(&uid, name)) {
             tracing::warn!(container = name, error = %e, "could not remove the container's files");
         }
         if restart {

@@ -33,8 +33,9 @@ mod containers;
 mod sandbox;
 mod status;
 mod termination;
+#[cfg(test)]
+mod tests;
 
-use super::network::NetworkManager;
 use super::pod_status::{
     initialized, pod_phase, should_restart, should_restart_init, terminated_exit_code, waiting,
     waiting_message,

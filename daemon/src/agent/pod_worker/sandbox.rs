@@ -12,7 +12,7 @@ impl PodWorker {
     /// Returns whether there was anything to re-adopt.
     pub(super) fn readopt(&mut self) -> bool {
         let uid = uid_of(&self.pod);
-        let recovered = self.k.runtime.recover(&uid);
+        let recovered = self.k.node.recover(&uid);
         if recovered.is_empty() {
             return false;
         }
@@ -56,14 +56,14 @@ impl PodWorker {
                 Some(exit) => self.on_exit(&c.name, exit, true),
             }
         }
-        if self.k.runtime.sandbox_exists(&uid) {
+        if self.k.node.sandbox_exists(&uid) {
             let volumes = crate::blocking::here(|| {
                 self.k
-                    .runtime
+                    .node
                     .prepare_pod(&self.pod, self.k.config.pod_pids_limit)
             });
             self.volumes = volumes.ok();
-            if let Some(ip) = NetworkManager::pod_ip(&self.k.runtime.network_record(&uid)) {
+            if let Some(ip) = self.k.node.recorded_pod_ip(&uid) {
                 self.pod_ip = ip;
             }
             if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
@@ -76,8 +76,7 @@ impl PodWorker {
     /// An agent started again asks the plugins whether a re-adopted pod's network is
     /// still as it was left (CNI CHECK).
     pub(super) async fn check_network(&self) {
-        let record = self.k.runtime.network_record(&uid_of(&self.pod));
-        if let Err(e) = self.k.network.check(&record).await {
+        if let Err(e) = self.k.node.check_network(&uid_of(&self.pod)).await {
             tracing::warn!(error = %e, "the pod's network is not as it was attached");
             self.k.events.pod_event(
                 &self.pod,
@@ -96,14 +95,17 @@ impl PodWorker {
             .last_status
             .as_ref()
             .is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed");
-        let record = self.k.runtime.network_record(&uid_of(&self.pod));
-        if !finished || !record.exists() || self.containers.values().any(|c| c.running.is_some()) {
+        let uid = uid_of(&self.pod);
+        if !finished
+            || !self.k.node.network_attached(&uid)
+            || self.containers.values().any(|c| c.running.is_some())
+        {
             return;
         }
         if let Some(task) = self.network_task.take() {
             let _ = task.await;
         }
-        match self.k.network.teardown(&record).await {
+        match self.k.node.detach_network(&uid).await {
             Ok(()) => tracing::info!("pod finished: its network is detached"),
             Err(e) => tracing::warn!(error = %e, "could not detach a finished pod's network"),
         }
@@ -150,34 +152,20 @@ impl PodWorker {
     pub(super) fn make_sandbox(&mut self) -> Result<HashMap<String, PathBuf>, String> {
         let volumes = crate::blocking::here(|| {
             self.k
-                .runtime
+                .node
                 .prepare_pod(&self.pod, self.k.config.pod_pids_limit)
         })
         .map_err(|e| e.to_string())?;
-        let uid = uid_of(&self.pod);
         if self.pod.spec.as_ref().is_some_and(|s| s.host_network) {
             self.pod_ip = HOST_IP.to_string();
         } else {
-            let meta = self.pod.metadata.clone().unwrap_or_default();
-            // What the kubelet passes to plugins about the pod.
-            let args = format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}",
-                meta.namespace, meta.name
-            );
-            let netns = self.k.runtime.sandbox_dir(&uid).join("net");
-            let record = self.k.runtime.network_record(&uid);
-            let k = self.k.clone();
-            let attach = async move {
-                k.network
-                    .setup(&uid, args, &netns, &record)
-                    .await
-                    .map_err(|e| format!("failed to set up the pod network: {e}"))
-            };
+            let (k, pod) = (self.k.clone(), self.pod.clone());
+            let attach = async move { k.node.attach_network(&pod).await };
             self.network_task = Some(tokio::spawn(attach.in_current_span()));
         }
         // Written now, so that containers can mount them; the pod's own line is added
         // once its IP is known (the file is rewritten in place: mounts see the change).
-        crate::blocking::here(|| self.k.runtime.write_etc_files(&self.pod, &self.pod_ip))
+        crate::blocking::here(|| self.k.node.write_etc_files(&self.pod, &self.pod_ip))
             .map_err(|e| e.to_string())?;
         Ok(volumes)
     }
@@ -192,7 +180,7 @@ impl PodWorker {
             .await
             .unwrap_or_else(|e| Err(format!("the network task failed: {e}")))?;
         self.pod_ip = ip;
-        crate::blocking::here(|| self.k.runtime.write_etc_files(&self.pod, &self.pod_ip))
+        crate::blocking::here(|| self.k.node.write_etc_files(&self.pod, &self.pod_ip))
             .map_err(|e| e.to_string())
     }
 
@@ -203,8 +191,7 @@ impl PodWorker {
         if let Some(task) = self.network_task.take() {
             let _ = task.await;
         }
-        let record = self.k.runtime.network_record(&uid_of(&self.pod));
-        if let Err(e) = self.k.network.teardown(&record).await {
+        if let Err(e) = self.k.node.detach_network(&uid_of(&self.pod)).await {
             tracing::warn!(error = %e, "could not detach the pod's network");
             self.k.events.pod_event(
                 &self.pod,
@@ -213,8 +200,8 @@ impl PodWorker {
                 format!("error killing pod: failed to destroy network for sandbox: {e}"),
             );
         }
-        let (runtime, pod) = (self.k.runtime.clone(), self.pod.clone());
-        if let Err(e) = crate::blocking::off_thread(move || runtime.remove_pod(&pod)).await {
+        let (node, pod) = (self.k.node.clone(), self.pod.clone());
+        if let Err(e) = crate::blocking::off_thread(move || node.remove_pod(&pod)).await {
             tracing::warn!(error = %e, "could not remove the pod's files");
         }
     }

@@ -37,7 +37,7 @@ impl PodWorker {
                     format!("Stopping container {name}"),
                 );
             }
-            self.k.runtime.signal(*pid, first);
+            self.k.node.signal(*pid, first);
         }
         let mut killed = first == Signal::SIGKILL;
         // Until the grace period ends; once SIGKILL is sent, until the reaping should be done.
@@ -63,7 +63,7 @@ impl PodWorker {
                         break;
                     }
                     for pid in still_running(self) {
-                        self.k.runtime.signal(pid, Signal::SIGKILL);
+                        self.k.node.signal(pid, Signal::SIGKILL);
                     }
                     killed = true;
                     deadline = crate::deadline::tokio_after(KILL_TIMEOUT);

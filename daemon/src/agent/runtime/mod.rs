@@ -77,6 +77,42 @@ pub struct Created {
     image_id: String,
 }
 
+impl Created {
+    /// Starts a created container; records its shim (`shim.json`) for a later agent.
+    pub async fn start(mut self) -> Result<Started, RuntimeError> {
+        let pid = match self.shim.start().await {
+            Ok(pid) => pid,
+            Err(e) => return Err(self.abort(e.to_string()).await),
+        };
+        let started = Started {
+            container_id: self.container_id.clone(),
+            pid,
+            started_at_ms: kubelab_proto::now_ms(),
+            // The shim stays ours to reap (tokio reaps a dropped child); we wait for it
+            // through a pidfd, which works the same for a re-adopted shim.
+            shim_pid: self.shim.shim_pid(),
+            restart_count: self.restart_count,
+            image_id: self.image_id.clone(),
+        };
+        tracing::debug!(pid = started.pid, "the shim started the container");
+        let record = self.dir.join("shim.json");
+        let bytes = serde_json::to_vec(&started).map_err(std::io::Error::other);
+        bytes
+            .and_then(|b| std::fs::write(&record, b))
+            .map_err(|e| RuntimeError::Io(record, e))?;
+        Ok(started)
+    }
+
+    /// Gives up on a created container (the pod could not be made ready, or its start
+    /// failed): the shim, its stdin closed, deletes the container; the rootfs is unmounted.
+    /// Returns the error to report.
+    pub async fn abort(self, why: String) -> RuntimeError {
+        self.shim.abort().await;
+        unmount(&self.dir.join("bundle").join("rootfs"));
+        RuntimeError::Start(why)
+    }
+}
+
 /// What the pod gives every container it starts: its sandbox and volumes.
 pub struct PodContext<'a> {
     pub restart_count: i32,
@@ -291,44 +327,10 @@ impl RuntimeService {
                 Ok(created)
             }
             Err(e) => {
-                self.unmount(&rootfs);
+                unmount(&rootfs);
                 Err(e)
             }
         }
-    }
-
-    /// Starts a created container; records its shim (`shim.json`) for a later agent.
-    pub async fn start_created(&self, mut created: Created) -> Result<Started, RuntimeError> {
-        let pid = match created.shim.start().await {
-            Ok(pid) => pid,
-            Err(e) => return Err(self.abort_created(created, e.to_string()).await),
-        };
-        let started = Started {
-            container_id: created.container_id.clone(),
-            pid,
-            started_at_ms: kubelab_proto::now_ms(),
-            // The shim stays ours to reap (tokio reaps a dropped child); we wait for it
-            // through a pidfd, which works the same for a re-adopted shim.
-            shim_pid: created.shim.shim_pid(),
-            restart_count: created.restart_count,
-            image_id: created.image_id.clone(),
-        };
-        tracing::debug!(pid = started.pid, "the shim started the container");
-        let record = created.dir.join("shim.json");
-        let bytes = serde_json::to_vec(&started).map_err(std::io::Error::other);
-        bytes
-            .and_then(|b| std::fs::write(&record, b))
-            .map_err(|e| RuntimeError::Io(record, e))?;
-        Ok(started)
-    }
-
-    /// Gives up on a created container (the pod could not be made ready, or its start
-    /// failed): the shim, its stdin closed, deletes the container; the rootfs is unmounted.
-    /// Returns the error to report.
-    pub async fn abort_created(&self, created: Created, why: String) -> RuntimeError {
-        created.shim.abort().await;
-        self.unmount(&created.dir.join("bundle").join("rootfs"));
-        RuntimeError::Start(why)
     }
 
     /// Stacks the image's layers (read-only) under a fresh writable upper dir at `rootfs`.
@@ -491,17 +493,12 @@ impl RuntimeService {
     }
 
     fn remove_container_dir(&self, dir: &Path) -> Result<(), RuntimeError> {
-        self.unmount(&dir.join("bundle").join("rootfs"));
+        unmount(&dir.join("bundle").join("rootfs"));
         match std::fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(RuntimeError::Io(dir.to_path_buf(), e)),
         }
-    }
-
-    fn unmount(&self, path: &Path) {
-        // Lazy: a process of the container that is still dying must not block the cleanup.
-        let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
     }
 
     /// Removes everything a pod left on this node once its containers are gone: container
@@ -578,7 +575,7 @@ impl RuntimeService {
             .filter_map(|l| l.split_whitespace().nth(1))
             .filter(|t| t.starts_with(&dir))
         {
-            self.unmount(Path::new(target));
+            unmount(Path::new(target));
         }
         if let Err(e) = self.remove_pod_dir(uid) {
             tracing::warn!(uid, error = %e, "could not remove an orphaned pod's files");
@@ -665,4 +662,9 @@ async fn wait_for_process(pid: i32) -> std::io::Result<()> {
     // A pidfd becomes readable once the process has exited.
     let _ = fd.readable().await?;
     Ok(())
+}
+
+/// Lazy: a process of the container that is still dying must not block the cleanup.
+fn unmount(path: &Path) {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
 }
