@@ -154,8 +154,7 @@ pub async fn push(options: PushArgs) -> Result<String, ImageError> {
     if !options.cmd.is_empty() {
         container_config.insert("Cmd".into(), options.cmd.clone().into());
     }
-    let mut env =
-        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    let mut env = vec![kubelab_proto::default_path_env()];
     env.extend(options.env.iter().cloned());
     container_config.insert("Env".into(), env.into());
     if let Some(w) = &options.workdir {

@@ -151,11 +151,10 @@ async fn run_node(
     let object = hollow_node_object(&node, &shape);
     {
         let _permit = started.acquire().await;
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::new(crate::backoff::API_FIRST);
         while let Err(e) = api.nodes.clone().register(object.clone()).await {
             tracing::warn!(error = %e.message(), "cannot register yet; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            backoff.sleep(crate::backoff::API_MAX).await;
         }
     }
     let heartbeat = {

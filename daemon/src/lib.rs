@@ -13,13 +13,14 @@
 //! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing;
 //!   `deadline` — deadlines from outside durations without overflow; `blocking` — disk
-//!   work kept off the async threads; `supervise` — how a
+//!   work kept off the async threads; `backoff` — every retry's doubling wait; `supervise` — how a
 //!   task that should run forever ended.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod apiserver;
+pub mod backoff;
 pub mod blocking;
 pub mod build;
 pub mod client;

@@ -16,6 +16,15 @@ pub mod v1 {
     tonic::include_proto!("kubelab.v1");
 }
 
+/// The PATH a container gets when its image sets none (the `PATH=` entry of an image's
+/// Env, as Docker and containerd default it), and the one kubelab runs host tools with.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `PATH=` and `DEFAULT_PATH`: the entry for an image's or a container's Env.
+pub fn default_path_env() -> String {
+    format!("PATH={DEFAULT_PATH}")
+}
+
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the API.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

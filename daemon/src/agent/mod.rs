@@ -38,6 +38,7 @@ use kubelab_proto::v1::{
     WatchEventType, WatchRequest,
 };
 
+use crate::backoff::{self, Backoff};
 use crate::client::{ApiClient, EventRecorder};
 use crate::container::image::{self, ImageManager};
 use kubelab_proto::credential::Credential;
@@ -447,7 +448,7 @@ async fn node_credential(
     }
     let bootstrap = Credential::load(&args.bootstrap_config)?;
     let mut nodes = kubelab_proto::v1::nodes_client::NodesClient::new(bootstrap.channel()?);
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(backoff::API_FIRST);
     let joined = loop {
         let request = kubelab_proto::v1::JoinRequest {
             node_name: args.node_name.clone(),
@@ -457,8 +458,7 @@ async fn node_credential(
             Ok(joined) => break joined.into_inner(),
             Err(e) if e.code() == tonic::Code::Unavailable => {
                 tracing::warn!(error = %e.message(), "cannot join the cluster yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                backoff.sleep(backoff::API_MAX).await;
             }
             Err(e) => {
                 return Err(AgentError::Join(e.message().to_string()));
@@ -479,7 +479,7 @@ async fn node_credential(
 
 /// Registers the node (retrying until the apiserver answers); returns it as stored.
 async fn register(api: &ApiClient, node: Node) -> Node {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(backoff::API_FIRST);
     loop {
         match api.nodes.clone().register(node.clone()).await {
             Ok(registered) => {
@@ -489,8 +489,7 @@ async fn register(api: &ApiClient, node: Node) -> Node {
             }
             Err(e) => {
                 tracing::warn!(error = %e.message(), "cannot register the node yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                backoff.sleep(backoff::API_MAX).await;
             }
         }
     }

@@ -143,10 +143,7 @@ impl Plugins {
             .env("CNI_ARGS", &at.args)
             .env("CNI_PATH", path)
             // Plugins call iptables and friends.
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", kubelab_proto::DEFAULT_PATH)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

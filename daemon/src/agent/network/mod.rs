@@ -17,7 +17,7 @@ pub mod cni;
 const POD_INTERFACE: &str = "eth0";
 /// Where `iptables` and `ip` live, whatever PATH the agent was started with (root's
 /// tools are in sbin, which a plain user's PATH may lack).
-pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const SYSTEM_PATH: &str = kubelab_proto::DEFAULT_PATH;
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;

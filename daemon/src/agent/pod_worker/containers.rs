@@ -126,7 +126,7 @@ impl PodWorker {
             }
         };
         let initial = k.config.backoff_initial;
-        self.runtime_of(c).pull_backoff = Backoff { next: initial };
+        self.runtime_of(c).pull_backoff = Backoff::new(initial);
         let restart_count = self.restart_count_for_start(c);
         let no_volumes = HashMap::new();
         let ctx = PodContext {
@@ -324,8 +324,8 @@ impl PodWorker {
                 prober: None,
                 retry_at: None,
                 show_backoff_at: None,
-                pull_backoff: Backoff { next: initial },
-                crash_backoff: Backoff { next: initial },
+                pull_backoff: Backoff::new(initial),
+                crash_backoff: Backoff::new(initial),
             })
     }
 
@@ -386,9 +386,7 @@ impl PodWorker {
             .take()
             .is_some_and(|t| t.elapsed() >= config.backoff_reset)
         {
-            state.crash_backoff = Backoff {
-                next: config.backoff_initial,
-            };
+            state.crash_backoff = Backoff::new(config.backoff_initial);
         }
         if let Err(e) = crate::blocking::here(|| self.k.node.remove_container(&uid, name)) {
             tracing::warn!(container = name, error = %e, "could not remove the container's files");

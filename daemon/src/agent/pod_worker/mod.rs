@@ -44,6 +44,7 @@ use super::pod_workers::{deletion, name_of, uid_of, Desired};
 use super::prober::{self, ProbeKind, ProbeUpdate};
 use super::runtime::{ExitRecord, PodContext, Recovered, RuntimeError, Started};
 use super::Kubelet;
+use crate::backoff::Backoff;
 use crate::container::image::{ImageError, Outcome, PullPolicy};
 
 /// After a failed pull the status says ErrImagePull this long, then ImagePullBackOff.
@@ -79,21 +80,6 @@ struct ContainerRuntime {
     /// container).
     pull_backoff: Backoff,
     crash_backoff: Backoff,
-}
-
-/// An exponential back-off: each step waits twice the one before, up to a cap.
-#[derive(Clone, Copy, Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    /// The wait for this failure; the next one waits twice as long (at most `max`).
-    fn step(&mut self, max: Duration) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(max);
-        delay
-    }
 }
 
 impl Drop for ContainerRuntime {
@@ -145,9 +131,7 @@ impl PodWorker {
             .map(|s| s.start_time_ms)
             .filter(|t| *t > 0)
             .unwrap_or_else(now_ms);
-        let sandbox_backoff = Backoff {
-            next: k.config.backoff_initial,
-        };
+        let sandbox_backoff = Backoff::new(k.config.backoff_initial);
         PodWorker {
             k,
             pod,

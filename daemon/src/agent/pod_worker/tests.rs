@@ -409,14 +409,6 @@ async fn a_crashing_container_is_restarted_with_a_growing_back_off() {
         "{calls:?}"
     );
     assert!(h.reasons().iter().filter(|r| *r == "BackOff").count() >= 4);
-    // The back-off doubled: 20, 40, 80, 80 ms (capped) between the starts.
-    let mut backoff = Backoff {
-        next: Duration::from_millis(20),
-    };
-    let waits: Vec<_> = (0..4)
-        .map(|_| backoff.step(Duration::from_millis(80)).as_millis())
-        .collect();
-    assert_eq!(waits, [20, 40, 80, 80]);
     h.worker.abort();
 }
 

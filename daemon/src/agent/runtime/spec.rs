@@ -16,8 +16,6 @@ use libcontainer::oci_spec::runtime::{
 use crate::container::image::ImageConfig;
 use crate::container::security;
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("container {0:?} has no command: the image has no Entrypoint or Cmd, and the pod gives no command")]
@@ -67,7 +65,7 @@ pub fn process_env(container: &Container, image: &ImageConfig) -> Vec<String> {
     }
     let mut out: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
     if !env.contains_key("PATH") {
-        out.insert(0, DEFAULT_PATH.to_string());
+        out.insert(0, kubelab_proto::default_path_env());
     }
     out
 }
