@@ -91,17 +91,19 @@ pub fn check_sysctls(sc: &SecurityContext, host_network: bool) -> Result<(), Api
 /// Ports as Kubernetes checks and defaults them (protocol TCP).
 pub fn default_ports(c: &mut Container) -> Result<(), ApiError> {
     for p in &mut c.ports {
-        if !(1..=65535).contains(&p.container_port) {
-            return Err(ApiError::Invalid(format!(
-                "container {:?}: ports: containerPort {} must be between 1 and 65535",
-                c.name, p.container_port
-            )));
-        }
-        if !(0..=65535).contains(&p.host_port) {
-            return Err(ApiError::Invalid(format!(
-                "container {:?}: ports: hostPort {} must be between 1 and 65535",
-                c.name, p.host_port
-            )));
+        super::check_range(
+            &format!("container {:?}: ports.containerPort", c.name),
+            i64::from(p.container_port),
+            1,
+            65_535,
+        )?;
+        if p.host_port != 0 {
+            super::check_range(
+                &format!("container {:?}: ports.hostPort", c.name),
+                i64::from(p.host_port),
+                1,
+                65_535,
+            )?;
         }
         if p.protocol.is_empty() {
             p.protocol = "TCP".into();

@@ -6,7 +6,6 @@ use kubelab_proto::v1::{probe, volume, Container, Pod, Probe, Volume};
 
 use super::ApiError;
 
-#[path = "validation_security.rs"]
 mod security;
 pub use security::check_supported;
 
