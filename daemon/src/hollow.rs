@@ -31,8 +31,8 @@ const STARTING_AT_ONCE: usize = 32;
 #[derive(Debug, clap::Args)]
 pub struct HollowNodesArgs {
     /// How many nodes: PREFIX0, PREFIX1, ...
-    #[arg(long, default_value_t = 1)]
-    pub count: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
     #[arg(long, default_value = "hollow-")]
     pub name_prefix: String,
     /// The credential nodes join with, as the apiserver wrote it.
@@ -52,7 +52,7 @@ pub struct HollowShape {
     #[arg(long, default_value_t = 16 << 30)]
     pub hollow_memory_bytes: i64,
     /// Most pods each hollow node takes.
-    #[arg(long, default_value_t = 110)]
+    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub hollow_max_pods: i64,
     /// How often each hollow node heartbeats.
     #[arg(long, default_value = "10s", value_parser = crate::agent::parse_duration)]

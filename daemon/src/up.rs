@@ -19,8 +19,8 @@ use crate::client::ApiClient;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// How many agents (nodes) to start: node-1, node-2, ...
-    #[arg(long, default_value_t = 2)]
+    /// How many agents (nodes) to start: node-1, node-2, ... (at most 64 on one host).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub agents: u32,
     /// Where the lab keeps its data: apiserver/ and agents/NODE/.
     #[arg(long, default_value = "/var/lib/kubelab")]

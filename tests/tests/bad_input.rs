@@ -311,6 +311,37 @@ fn hostile_numbers_are_refused_with_kubernetes_limits() {
                 err.contains("Too large resource version: 18446744073709551615"),
                 "{err}"
             );
+            // A node may not report negative resources (its own credential, its own name).
+            let node = lab.node_names[0].clone();
+            let credential = kubelab_proto::credential::Credential::load(
+                &lab.agent_root(&node).join("node.conf"),
+            )
+            .expect("node credential");
+            let err = kubelab_proto::v1::nodes_client::NodesClient::new(
+                credential.channel().expect("channel"),
+            )
+            .register(kubelab_proto::v1::Node {
+                metadata: Some(ObjectMeta {
+                    name: node.clone(),
+                    ..Default::default()
+                }),
+                status: Some(kubelab_proto::v1::NodeStatus {
+                    allocatable: Some(kubelab_proto::v1::NodeResources {
+                        cpu_millis: -1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err("negative cpu refused");
+            assert!(
+                err.message().contains(
+                    "status.allocatable.cpu: Invalid value: -1: must be greater than or equal to 0"
+                ),
+                "{err}"
+            );
             // Each request fits an i64; their sum does not.
             let huge = |name: &str| Container {
                 name: name.into(),

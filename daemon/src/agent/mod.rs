@@ -113,7 +113,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_period: Duration,
     /// Most pods this node takes (the kubelet's --max-pods).
-    #[arg(long, default_value_t = 110)]
+    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub max_pods: i64,
     /// A hollow node (like kubemark): registers and reports its pods Running without
     /// running anything. For scale tests and benchmarks only.

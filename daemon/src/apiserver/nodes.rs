@@ -97,6 +97,7 @@ impl Nodes for NodesService {
         for taint in node.spec.iter().flat_map(|s| &s.taints) {
             check_taint(taint)?;
         }
+        check_resources(node.status.as_ref())?;
         let meta = node.metadata.get_or_insert_with(Default::default);
         let key = key::<Node>("", &meta.name);
         let _allocating = self.allocating.lock().await;
@@ -134,6 +135,11 @@ impl Nodes for NodesService {
                     None => {
                         meta.uid = uuid::Uuid::new_v4().to_string();
                         meta.creation_timestamp_ms = now;
+                        // The pod CIDR is the apiserver's to give, never a node's to claim
+                        // (it could otherwise take another node's range).
+                        if let Some(spec) = node.spec.as_mut() {
+                            spec.pod_cidr.clear();
+                        }
                     }
                 }
                 let spec = node.spec.get_or_insert_with(Default::default);
@@ -282,4 +288,28 @@ fn check_taint(taint: &Taint) -> Result<(), ApiError> {
             taint.key
         ))),
     }
+}
+
+/// What a node reports it has: no negative amounts (Kubernetes' "must be greater than or
+/// equal to 0"); the scheduler adds them up in i128, so any i64 is safe beyond that.
+fn check_resources(status: Option<&kubelab_proto::v1::NodeStatus>) -> Result<(), ApiError> {
+    let Some(status) = status else { return Ok(()) };
+    for (what, r) in [
+        ("status.capacity", status.capacity.as_ref()),
+        ("status.allocatable", status.allocatable.as_ref()),
+    ] {
+        let Some(r) = r else { continue };
+        for (name, value) in [
+            ("cpu", r.cpu_millis),
+            ("memory", r.memory_bytes),
+            ("pods", r.pods),
+        ] {
+            if value < 0 {
+                return Err(ApiError::Invalid(format!(
+                    "{what}.{name}: Invalid value: {value}: must be greater than or equal to 0"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
