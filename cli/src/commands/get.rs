@@ -181,21 +181,13 @@ async fn watch_pods(
     wide: bool,
     all_namespaces: bool,
 ) -> anyhow::Result<()> {
-    let mut widths = Vec::new();
+    let mut table = output::Table::new();
     let mut print_rows = |pods: &[Pod], header: bool| {
         let rows = output::pod_rows(pods, wide, all_namespaces);
         let rows = if header { &rows[..] } else { &rows[1..] };
         for row in rows {
-            widths.resize(row.len().max(widths.len()), 0);
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            println!("{}", cells.join("   ").trim_end());
+            table.fit(row);
+            println!("{}", table.line(row));
         }
     };
     let mut first = true;
@@ -257,24 +249,6 @@ async fn watch_pods(
 /// `get events [-w]`: kubectl's columns, oldest first; with `-w`, each new or repeated
 /// event as it is recorded (relisting if the watch expires).
 async fn events(api: &mut Api, namespace: &str, watch: bool) -> anyhow::Result<()> {
-    let row = |e: &kubelab_proto::v1::Event| {
-        let object = e.involved_object.clone().unwrap_or_default();
-        let count = if e.count > 1 {
-            format!(" (x{})", e.count)
-        } else {
-            String::new()
-        };
-        vec![
-            format!("{}{count}", output::age(e.timestamp_ms)),
-            e.r#type.clone(),
-            e.reason.clone(),
-            format!("{}/{}", object.kind.to_lowercase(), object.name),
-            e.message.clone(),
-        ]
-    };
-    let header = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-        .map(String::from)
-        .to_vec();
     loop {
         let listed = api
             .events
@@ -289,9 +263,7 @@ async fn events(api: &mut Api, namespace: &str, watch: bool) -> anyhow::Result<(
             eprintln!("No events found.");
             return Ok(());
         }
-        let mut rows = vec![header.clone()];
-        rows.extend(listed.items.iter().map(row));
-        output::table(&rows);
+        output::table(&output::event_rows(&listed.items));
         if !watch {
             return Ok(());
         }
@@ -310,7 +282,7 @@ async fn events(api: &mut Api, namespace: &str, watch: bool) -> anyhow::Result<(
             match stream.next().await {
                 Some(Ok(event)) => {
                     if let Some(e) = event.object {
-                        println!("{}", row(&e).join("   "));
+                        println!("{}", output::event_row(&e).join("   "));
                     }
                 }
                 Some(Err(status)) => break status,

@@ -6,7 +6,6 @@
 //! the version read, as `label node` does.
 
 use anyhow::bail;
-use k8s_openapi::api::core::v1 as k8s;
 use kubelab_proto::v1::{
     ListNamespacesRequest, Namespace, ObjectKey, ObjectMeta, UpdateNamespaceRequest,
 };
@@ -37,17 +36,6 @@ pub async fn create(server: &Connection, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn to_k8s(ns: &Namespace) -> k8s::Namespace {
-    k8s::Namespace {
-        metadata: output::meta(&ns.metadata.clone().unwrap_or_default()),
-        status: ns.status.as_ref().map(|s| k8s::NamespaceStatus {
-            phase: Some(s.phase.clone()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 pub async fn get(
     server: &Connection,
     name: Option<String>,
@@ -76,7 +64,7 @@ pub async fn get(
                 .items
         }
     };
-    let k8s: Vec<_> = namespaces.iter().map(to_k8s).collect();
+    let k8s: Vec<_> = namespaces.iter().map(output::to_k8s_namespace).collect();
     super::get::print(
         format,
         name.is_some(),
@@ -87,17 +75,7 @@ pub async fn get(
                 eprintln!("No resources found.");
                 return;
             }
-            let mut rows = vec![["NAME", "STATUS", "AGE"].map(String::from).to_vec()];
-            for ns in &namespaces {
-                let m = ns.metadata.clone().unwrap_or_default();
-                let phase = ns.status.as_ref().map(|s| s.phase.clone());
-                rows.push(vec![
-                    m.name,
-                    phase.unwrap_or_default(),
-                    output::age(m.creation_timestamp_ms),
-                ]);
-            }
-            output::table(&rows);
+            output::table(&output::namespace_rows(&namespaces));
         },
     )
 }

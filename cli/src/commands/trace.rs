@@ -13,6 +13,7 @@ use kubelab_proto::v1::{Event, Pod};
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
 use crate::image::ImageFacts;
+use crate::output::Table;
 
 /// The labels `kubelabd build` puts on every image it builds.
 const BUILT_LABEL: &str = "io.kubelab.image.built";
@@ -131,11 +132,7 @@ pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) ->
                 (None, None) => "not yet".into(),
             }
         } else {
-            pulled
-                .iter()
-                .map(|e| e.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
+            messages(&pulled)
         },
     });
     let started: Vec<&Event> = all("Started").collect();
@@ -147,11 +144,7 @@ pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) ->
     let mut detail = if started.is_empty() {
         "not yet".to_string()
     } else {
-        started
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
+        messages(&started)
     };
     if let Some(ready) = ready {
         detail.push_str(&format!("; Ready at +{}", ms(ready)));
@@ -192,9 +185,6 @@ pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) ->
         };
         rows.push(vec![step.what.into(), at, took, step.detail.clone()]);
     }
-    let widths: Vec<usize> = (0..3)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = format!(
         "Pod {}/{} (uid {}), {}\n",
         meta.namespace,
@@ -206,19 +196,14 @@ pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) ->
             format!("on node {}", spec.node_name)
         }
     );
-    for r in &rows {
-        out.push_str(&format!(
-            "  {:<w0$}  {:>w1$}  {:>w2$}  {}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        ));
-    }
+    out.push_str(&Table::indented().right(1).right(2).render(&rows));
     out
+}
+
+/// The events' messages, one after the other.
+fn messages(events: &[&Event]) -> String {
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    messages.join("; ")
 }
 
 /// Steps 1 and 2, from the image's labels in the registry.
