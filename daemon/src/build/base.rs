@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::cache::sha256_hex;
 use super::output::{human_bytes, say, short};
-use super::{BuildError, Builder, Image, Layer, DEFAULT_PATH, OCI_LAYER_GZIP};
+use super::{BuildError, Builder, Image, Layer, OCI_LAYER_GZIP};
 use crate::container::image::{LayerBlob, PullPolicy};
 
 impl Builder {
@@ -23,7 +23,10 @@ impl Builder {
             say("--> an empty image (scratch)");
             return Ok(Image {
                 layers: Vec::new(),
-                config: Map::from_iter([("Env".to_string(), json!([DEFAULT_PATH]))]),
+                config: Map::from_iter([(
+                    "Env".to_string(),
+                    json!([kubelab_proto::default_path_env()]),
+                )]),
                 history: Vec::new(),
                 architecture: arch.to_string(),
                 chain: sha256_hex(b"FROM scratch"),

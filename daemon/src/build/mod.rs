@@ -52,7 +52,6 @@ use serde_json::{Map, Value};
 use crate::container::image::{ImageManager, LayerBlob};
 
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Labels every built image carries: when it was built and how long that took (read by
 /// `kubelab trace`).
 pub const BUILT_LABEL: &str = "io.kubelab.image.built";
