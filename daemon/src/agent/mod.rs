@@ -12,6 +12,7 @@
 //! (their shims live on); the agent started again re-adopts them, and removes what it
 //! finds of pods deleted meanwhile.
 
+mod expansion;
 pub mod image;
 mod logs;
 mod network;
