@@ -17,7 +17,7 @@
 //! `steps/` (scratch of the running steps), `runtime/` (libcontainer's state).
 //! It never talks to the apiserver.
 
-mod containerfile;
+pub mod containerfile;
 mod copy;
 mod ignore;
 mod layer;
