@@ -164,4 +164,25 @@ mod tests {
         let e = parse(&"x".repeat(1000)).expect_err("parsed").to_string();
         assert!(e.len() < 200, "{e}");
     }
+
+    /// What `make fuzz` kept parses or is refused without a panic, and what parses
+    /// reads back the same written in nanoseconds.
+    #[test]
+    fn the_fuzz_corpus_replays_without_panics() {
+        let corpus =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/duration");
+        let inputs: Vec<_> = std::fs::read_dir(&corpus)
+            .expect("fuzz/corpus/duration")
+            .flatten()
+            .collect();
+        assert!(!inputs.is_empty());
+        for input in inputs {
+            let Ok(text) = std::fs::read_to_string(input.path()) else {
+                continue;
+            };
+            if let Ok(d) = parse(&text) {
+                assert_eq!(parse(&format!("{}ns", d.as_nanos())), Ok(d), "{text:?}");
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub mod node_ipam;
 mod node_lifecycle;
 mod nodes;
 mod pods;
-mod selector;
+pub mod selector;
 mod store;
 mod validation;
 
