@@ -17,6 +17,7 @@ mod manifest;
 mod output;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -116,9 +117,9 @@ enum Command {
         /// Seconds each pod gets to stop (default: the pod's own).
         #[arg(long)]
         grace_period: Option<i64>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        /// Give up after this long (kubectl's form: 30s, 2m, 1h30m; a bare number is seconds).
+        #[arg(long, default_value = "120s", value_parser = kubelab_proto::duration::parse)]
+        timeout: Duration,
     },
     /// Show a pod (with its events as a timeline) or a node (its pods, what they take,
     /// its conditions and events) in detail.
@@ -170,9 +171,9 @@ enum Command {
         /// The phase to wait for.
         #[arg(long = "for")]
         condition: String,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
+        /// Give up after this long (kubectl's form: 30s, 2m, 1h30m; a bare number is seconds).
+        #[arg(long, default_value = "60s", value_parser = kubelab_proto::duration::parse)]
+        timeout: Duration,
     },
     /// Work with images.
     Image {

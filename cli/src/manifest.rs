@@ -27,9 +27,9 @@ pub enum ManifestError {
 pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestError> {
     let mut pods = Vec::new();
     let mut warnings = Vec::new();
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
-        let value = serde_yaml::Value::deserialize(document)
+        let value = yaml_serde::Value::deserialize(document)
             .map_err(|e| ManifestError::Yaml(yaml_error(&e)))?;
         if value.is_null() {
             continue;
@@ -56,7 +56,7 @@ pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestEr
         if version != "v1" {
             return Err(ManifestError::ApiVersion(n, version.to_string()));
         }
-        let pod: k8s::Pod = serde_yaml::from_value(value.clone())
+        let pod: k8s::Pod = yaml_serde::from_value(value.clone())
             .map_err(|e| ManifestError::Field(n, e.to_string()))?;
         warnings.extend(unsupported_fields(&value));
         pods.push(to_api(pod).map_err(|e| ManifestError::Field(n, e))?);
@@ -67,7 +67,7 @@ pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestEr
     Ok((pods, warnings))
 }
 
-fn yaml_error(e: &serde_yaml::Error) -> String {
+fn yaml_error(e: &yaml_serde::Error) -> String {
     match e.location() {
         Some(l) => format!(
             "invalid YAML at line {} column {}: {}",
@@ -134,9 +134,9 @@ const SECURITY_FIELDS: &[&str] = &[
 ];
 
 /// The fields present in the manifest that kubelab ignores for now.
-fn unsupported_fields(value: &serde_yaml::Value) -> Vec<String> {
+fn unsupported_fields(value: &yaml_serde::Value) -> Vec<String> {
     let mut out = Vec::new();
-    let keys = |v: Option<&serde_yaml::Value>| -> Vec<String> {
+    let keys = |v: Option<&yaml_serde::Value>| -> Vec<String> {
         v.and_then(|v| v.as_mapping())
             .map(|m| {
                 m.keys()

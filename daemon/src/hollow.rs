@@ -55,7 +55,7 @@ pub struct HollowShape {
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub hollow_max_pods: i64,
     /// How often each hollow node heartbeats.
-    #[arg(long, default_value = "10s", value_parser = crate::agent::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = kubelab_proto::duration::parse)]
     pub hollow_heartbeat: Duration,
 }
 

@@ -1,11 +1,9 @@
 //! Fuzz target: any text given to `kubelab image build` as a Containerfile parses to
 //! instructions or to an error naming a line, and any instruction's words expand (or
-//! fail) without a panic. The module is the builder's own file, compiled in here.
+//! fail) without a panic. The parser is the builder's own (`kubelab_daemon::build`).
 #![no_main]
 
-#[path = "../../daemon/src/build/containerfile.rs"]
-#[allow(dead_code)]
-mod containerfile;
+use kubelab_daemon::build::containerfile;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,10 +1,8 @@
 //! Fuzz target: any bytes given as a layer unpack into the target directory or fail, never
-//! panic or write outside it. The module is the agent's own file, compiled in here.
+//! panic or write outside it. The unpacker is the node's own (`kubelab_daemon::container::image`).
 #![no_main]
 
-#[path = "../../daemon/src/agent/image/unpack.rs"]
-#[allow(dead_code)]
-mod unpack;
+use kubelab_daemon::container::image::unpack;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(dir) = tempfile::tempdir() else { return };

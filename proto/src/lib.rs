@@ -3,11 +3,13 @@
 //! This crate owns the wire format, so the apiserver, the scheduler, the agent and the CLI
 //! all see the same shapes, plus the few small rules every component must agree on (when a
 //! node counts as Ready, which registries are spoken to over plain HTTP, how an image
-//! reference reads (`image_ref`), how an error chain reads on one line). Nothing else.
+//! reference reads (`image_ref`), how a duration is written (`duration`), how an error
+//! chain reads on one line). Nothing else.
 
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod duration;
 pub mod image_ref;
 pub mod quantity;
 

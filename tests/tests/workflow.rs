@@ -368,6 +368,25 @@ fn the_pod_spec_overrides_the_image_config_like_kubernetes() {
     assert_eq!(lab.ok(&["logs", "command"]), "pod-command\n");
 }
 
+/// `$(VAR)` in a container's command, args and env values is replaced by the value of
+/// the container's variable VAR, as Kubernetes does: an env value sees only the variables
+/// declared before it, command and args see them all; `$$(VAR)` gives the literal
+/// `$(VAR)` and an undefined reference stays as written.
+#[test]
+fn variable_references_in_command_args_and_env_are_expanded() {
+    let lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    let script = "echo '$(GREETING) $$(GREETING) $(NOPE)'; echo \"$LOUD|$EARLY|$0\"";
+    lab.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: expand\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, {script:?}]\n    args: [\"$(LOUD)!\"]\n    env:\n    - name: GREETING\n      value: hello\n    - name: LOUD\n      value: \"$(GREETING), world\"\n    - name: EARLY\n      value: \"$(LATER)\"\n    - name: LATER\n      value: late\n"
+    ));
+    lab.wait_for("expand", "Succeeded");
+    assert_eq!(
+        lab.ok(&["logs", "expand"]),
+        "hello $(GREETING) $(NOPE)\nhello, world|$(LATER)|hello, world!\n"
+    );
+}
+
 /// Each container of a pod runs and has its own log; `logs` asks which one when there
 /// are several.
 #[test]

@@ -166,7 +166,7 @@ pub fn print<T: serde::Serialize>(
     };
     match format {
         Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&value)?),
-        Some(OutputFormat::Yaml) => print!("{}", serde_yaml::to_string(&value)?),
+        Some(OutputFormat::Yaml) => print!("{}", yaml_serde::to_string(&value)?),
         Some(OutputFormat::Name) => items.iter().for_each(|i| println!("{}", name(i))),
         Some(OutputFormat::Wide) | None => table(),
     }

@@ -157,7 +157,7 @@ pub async fn cordon(server: &Connection, name: &str, cordon: bool) -> anyhow::Re
 pub struct DrainOptions {
     pub force: bool,
     pub grace_period: Option<i64>,
-    pub timeout: u64,
+    pub timeout: Duration,
 }
 
 pub async fn drain(server: &Connection, name: &str, options: DrainOptions) -> anyhow::Result<()> {
@@ -213,10 +213,10 @@ pub async fn drain(server: &Connection, name: &str, options: DrainOptions) -> an
         }
         anyhow::Ok(())
     };
-    match tokio::time::timeout(Duration::from_secs(options.timeout), wait_all).await {
+    match tokio::time::timeout(options.timeout, wait_all).await {
         Ok(done) => done?,
         Err(_) => bail!(
-            "drain did not complete within {}s: the node's agent did not stop its pods in time (is it running?); the node stays cordoned",
+            "drain did not complete within {:?}: the node's agent did not stop its pods in time (is it running?); the node stays cordoned",
             options.timeout
         ),
     }

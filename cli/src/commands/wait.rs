@@ -16,7 +16,7 @@ pub async fn run(
     kind: &str,
     name: &str,
     condition: &str,
-    timeout: u64,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     check_pod_kind(kind)?;
     let wanted = condition.strip_prefix("phase=").unwrap_or(condition);
@@ -24,9 +24,9 @@ pub async fn run(
         bail!("--for {condition:?}: wait for Running, Succeeded, Failed or Ready");
     }
     let mut api = Api::connect(server).await?;
-    tokio::time::timeout(Duration::from_secs(timeout), wait_for(&mut api, namespace, name, wanted))
+    tokio::time::timeout(timeout, wait_for(&mut api, namespace, name, wanted))
         .await
-        .map_err(|_| anyhow::anyhow!("timed out after {timeout}s waiting for pod {name:?} to be {wanted} (see: kubelab describe pod {name})"))?
+        .map_err(|_| anyhow::anyhow!("timed out after {timeout:?} waiting for pod {name:?} to be {wanted} (see: kubelab describe pod {name})"))?
 }
 
 /// Waits for the pod to reach a phase (or Ready); fails early when it never can.

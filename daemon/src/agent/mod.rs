@@ -14,6 +14,7 @@
 //! (their shims live on); the agent started again re-adopts them, and removes what it
 //! finds of pods deleted meanwhile.
 
+mod expansion;
 mod logs;
 mod network;
 mod pod_runtime;
@@ -67,13 +68,13 @@ pub struct AgentArgs {
     pub insecure_registries: Vec<String>,
     /// First wait before restarting a crashed container or retrying a failed pull; it
     /// doubles each time (the kubelet's 10s). Tests use short ones.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = kubelab_proto::duration::parse)]
     pub backoff_initial: Duration,
     /// The longest back-off (the kubelet's 5m).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = kubelab_proto::duration::parse)]
     pub backoff_max: Duration,
     /// A container that ran this long starts its back-off afresh (the kubelet's 10m).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = kubelab_proto::duration::parse)]
     pub backoff_reset: Duration,
     /// Most processes a pod may have (the kubelet's podPidsLimit; 0: no limit).
     #[arg(long, default_value_t = 4096)]
@@ -110,7 +111,7 @@ pub struct AgentArgs {
     pub register_with_taints: Vec<kubelab_proto::v1::Taint>,
     /// How often the agent tells the apiserver it is alive (the kubelet's node lease
     /// renews every 10s); keep it well under the apiserver's --node-monitor-grace-period.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = kubelab_proto::duration::parse)]
     pub heartbeat_period: Duration,
     /// Most pods this node takes (the kubelet's --max-pods).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
@@ -151,24 +152,6 @@ pub struct KubeletConfig {
     pub backoff_max: Duration,
     pub backoff_reset: Duration,
     pub pod_pids_limit: i64,
-}
-
-/// `500ms`, `10s`, `5m`, `1h`, or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (examples: 500ms, 10s, 5m)");
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
 }
 
 /// Everything a pod worker needs, shared by all of them.

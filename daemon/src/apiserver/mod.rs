@@ -17,7 +17,7 @@ mod node_lifecycle;
 mod nodes;
 pub mod pod_security;
 mod pods;
-mod selector;
+pub mod selector;
 mod store;
 mod validation;
 
@@ -101,10 +101,10 @@ pub struct ApiserverArgs {
     pub watch_history: u64,
     /// A node whose agent has not heartbeated for this long is NotReady and its pods are
     /// not Ready (kube-controller-manager's --node-monitor-grace-period).
-    #[arg(long, default_value = "40s", value_parser = crate::agent::parse_duration)]
+    #[arg(long, default_value = "40s", value_parser = kubelab_proto::duration::parse)]
     pub node_monitor_grace_period: std::time::Duration,
     /// How long events are kept (kube-apiserver's --event-ttl).
-    #[arg(long, default_value = "1h", value_parser = crate::agent::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = kubelab_proto::duration::parse)]
     pub event_ttl: std::time::Duration,
     /// Make the CA, certificate, tokens and credentials (as every start does when they are
     /// missing), say where they are, and exit without serving.

@@ -29,7 +29,7 @@ mod base;
 mod cache;
 mod commit;
 mod config;
-mod containerfile;
+pub mod containerfile;
 mod copy;
 mod file_step;
 mod ignore;

@@ -1,8 +1,9 @@
 //! Building a container's OCI runtime spec (`config.json`) from the image and the pod.
 //!
 //! Pure translation, with Kubernetes' rules for command and args: `command` replaces the
-//! image's Entrypoint, `args` replaces its Cmd, and `command` alone drops the Cmd. Touches
-//! no file and no process.
+//! image's Entrypoint, `args` replaces its Cmd, and `command` alone drops the Cmd; `$(VAR)`
+//! references in the pod's command, args and env values are expanded (`agent::expansion`).
+//! Touches no file and no process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use libcontainer::oci_spec::runtime::{
     LinuxResourcesBuilder, MountBuilder, ProcessBuilder, Spec, UserBuilder,
 };
 
+use crate::agent::expansion;
 use crate::container::image::ImageConfig;
 use crate::container::security;
 
@@ -28,26 +30,23 @@ pub enum SpecError {
     Security(#[from] security::SecurityError),
 }
 
-/// The process's argv, by Kubernetes' rules.
+/// The process's argv, by Kubernetes' rules: the pod's command and args (with their
+/// `$(VAR)` references expanded against the container's env), or the image's.
 pub fn process_args(container: &Container, image: &ImageConfig) -> Vec<String> {
     let entrypoint = image.entrypoint.clone().unwrap_or_default();
     let cmd = image.cmd.clone().unwrap_or_default();
-    match (container.command.is_empty(), container.args.is_empty()) {
-        (false, _) => container
-            .command
-            .iter()
-            .chain(&container.args)
-            .cloned()
-            .collect(),
-        (true, false) => entrypoint
-            .into_iter()
-            .chain(container.args.iter().cloned())
-            .collect(),
+    let env = expansion::container_env(&container.env);
+    let command = expansion::expand_list(&container.command, &env);
+    let args = expansion::expand_list(&container.args, &env);
+    match (command.is_empty(), args.is_empty()) {
+        (false, _) => command.into_iter().chain(args).collect(),
+        (true, false) => entrypoint.into_iter().chain(args).collect(),
         (true, true) => entrypoint.into_iter().chain(cmd).collect(),
     }
 }
 
-/// The environment: the image's, then the pod's (which wins on the same name).
+/// The environment: the image's, then the pod's (which wins on the same name), the
+/// pod's values with their `$(VAR)` references expanded.
 pub fn process_env(container: &Container, image: &ImageConfig) -> Vec<String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -60,8 +59,8 @@ pub fn process_env(container: &Container, image: &ImageConfig) -> Vec<String> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v);
     }
-    for e in &container.env {
-        set(&e.name, &e.value);
+    for (name, value) in expansion::container_env(&container.env) {
+        set(&name, &value);
     }
     let mut out: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
     if !env.contains_key("PATH") {
@@ -331,5 +330,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(process_env(&c, &img), ["A=2", "PATH=/bin"]);
+    }
+
+    #[test]
+    fn pod_command_args_and_env_are_expanded_but_not_the_image_s() {
+        let env = |name: &str, value: &str| kubelab_proto::v1::EnvVar {
+            name: name.into(),
+            value: value.into(),
+        };
+        let img = ImageConfig {
+            entrypoint: Some(vec!["/bin/echo".into(), "$(G)".into()]),
+            env: Some(vec!["IMG=image".into()]),
+            ..Default::default()
+        };
+        let mut c = Container {
+            args: vec!["$(G)".into(), "$(IMG)".into()],
+            env: vec![env("G", "hi"), env("H", "$(G)-$(IMG)")],
+            ..Default::default()
+        };
+        assert_eq!(
+            process_args(&c, &img),
+            ["/bin/echo", "$(G)", "hi", "$(IMG)"]
+        );
+        assert_eq!(
+            process_env(&c, &img),
+            [
+                kubelab_proto::default_path_env().as_str(),
+                "IMG=image",
+                "G=hi",
+                "H=hi-$(IMG)"
+            ]
+        );
+        c.command = vec!["$(H)".into()];
+        assert_eq!(process_args(&c, &img), ["hi-$(IMG)", "hi", "$(IMG)"]);
     }
 }

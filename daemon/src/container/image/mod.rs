@@ -7,7 +7,7 @@
 //! deduplicates concurrent pulls of one image. It never mounts or runs anything: the
 //! RuntimeService stacks these layer directories into a rootfs.
 
-mod unpack;
+pub mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
