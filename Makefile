@@ -113,14 +113,15 @@ bench: build
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	cargo run --release -p kubelab-tests --bin bench
 
-## Fuzz the parsers of hostile input (manifests, image layers, Containerfiles, image references) for FUZZ_SECONDS each.
+## Fuzz the parsers of hostile input (manifests, image layers, Containerfiles, image references,
+## selectors, durations, quantities) for FUZZ_SECONDS each.
 ## New inputs that reach new code land in fuzz/corpus/, which `make test` replays.
 ## cargo-fuzz wants a nightly compiler; RUSTC_BOOTSTRAP lets the stable one build it
 ## without sanitizers (a panic is still a crash).
 FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	cd fuzz && for target in manifest unpack_layer containerfile image_ref selector duration; do \
+	cd fuzz && for target in manifest unpack_layer containerfile image_ref selector duration quantity; do \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target --fuzz-dir . --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

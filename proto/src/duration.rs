@@ -169,17 +169,7 @@ mod tests {
     /// reads back the same written in nanoseconds.
     #[test]
     fn the_fuzz_corpus_replays_without_panics() {
-        let corpus =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/duration");
-        let inputs: Vec<_> = std::fs::read_dir(&corpus)
-            .expect("fuzz/corpus/duration")
-            .flatten()
-            .collect();
-        assert!(!inputs.is_empty());
-        for input in inputs {
-            let Ok(text) = std::fs::read_to_string(input.path()) else {
-                continue;
-            };
+        for text in crate::fuzz_corpus_texts("duration") {
             if let Ok(d) = parse(&text) {
                 assert_eq!(parse(&format!("{}ns", d.as_nanos())), Ok(d), "{text:?}");
             }

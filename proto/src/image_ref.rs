@@ -264,17 +264,7 @@ mod tests {
     /// round-trips through its written form.
     #[test]
     fn the_fuzz_corpus_replays_without_panics() {
-        let corpus =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/image_ref");
-        let inputs: Vec<_> = std::fs::read_dir(&corpus)
-            .expect("fuzz/corpus/image_ref")
-            .flatten()
-            .collect();
-        assert!(!inputs.is_empty());
-        for input in inputs {
-            let Ok(text) = std::fs::read_to_string(input.path()) else {
-                continue;
-            };
+        for text in crate::fuzz_corpus_texts("image_ref") {
             if let Ok(r) = parse(&text) {
                 assert_eq!(parse(&r.to_string()), Ok(r), "{text:?}");
             }

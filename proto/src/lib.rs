@@ -18,6 +18,27 @@ pub mod v1 {
     tonic::include_proto!("kubelab.v1");
 }
 
+/// The inputs `make fuzz` kept for `target` (`fuzz/corpus/TARGET/`), for the tests that
+/// replay them beside each parser. Panics (it is for tests) when there are none.
+pub fn fuzz_corpus(target: &str) -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let inputs: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(!inputs.is_empty(), "no fuzz corpus in {}", dir.display());
+    inputs
+}
+
+/// The corpus inputs of `target` that are text (the others cannot reach a text parser).
+pub fn fuzz_corpus_texts(target: &str) -> Vec<String> {
+    fuzz_corpus(target)
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .collect()
+}
+
 /// The PATH a container gets when its image sets none (the `PATH=` entry of an image's
 /// Env, as Docker and containerd default it), and the one kubelab runs host tools with.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -260,4 +260,19 @@ mod tests {
             .to_string()
             .starts_with("quantities must match the regular expression"));
     }
+
+    /// What `make fuzz` kept parses or is refused without a panic, and agrees with itself
+    /// in both units.
+    #[test]
+    fn the_fuzz_corpus_replays_without_panics() {
+        for text in crate::fuzz_corpus_texts("quantity") {
+            if let (Ok(millis), Ok(units)) = (parse_millis(&text), parse_units(&text)) {
+                assert_eq!(
+                    units.unsigned_abs(),
+                    millis.unsigned_abs().div_ceil(1000),
+                    "{text:?}"
+                );
+            }
+        }
+    }
 }

@@ -410,28 +410,35 @@ fn a_pod_with_two_containers_runs_both() {
     );
 }
 
-/// `kubelabd up` runs a whole lab (apiserver, scheduler, agents) that runs pods, and one
-/// SIGTERM (what Ctrl-C sends its process group) stops it all: pods, agents, apiserver.
-#[test]
-fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
+/// `kubelabd up --agents N` beside `lab` (which lends its registry and addresses: no other
+/// lab uses them), its output in `up.log`; returns it and its data directory.
+fn kubelabd_up(lab: &Lab, agents: usize) -> (kubelab_tests::Proc, std::path::PathBuf) {
     use kubelab_tests::{bin, free_port, Proc};
-    // This lab only lends its registry.
-    let lab = Lab::start(0);
-    let image = lab.push_busybox("1");
     let server = format!("127.0.0.1:{}", free_port());
     let data = lab.dir.path().join("up-data");
-    let mut up = Proc::spawn(
+    let up = Proc::spawn(
         "kubelabd up",
         std::process::Command::new(bin("kubelabd"))
-            .args(["up", "--agents", "2", "--listen", &server])
+            .args(["up", "--agents", &agents.to_string(), "--listen", &server])
             .arg("--admin-config")
             .arg(lab.dir.path().join("up-admin.conf"))
-            // The lab with no agents lends its addresses too: no other lab uses them.
             .args(["--cluster-cidr", &lab.cluster_cidr])
             .arg("--data-dir")
             .arg(&data),
         &lab.dir.path().join("up.log"),
     );
+    (up, data)
+}
+
+/// `kubelabd up` runs a whole lab (apiserver, scheduler, agents) that runs pods, and one
+/// SIGTERM (what Ctrl-C sends its process group) stops it all: pods, agents, apiserver.
+#[test]
+fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
+    use kubelab_tests::bin;
+    // This lab only lends its registry.
+    let lab = Lab::start(0);
+    let image = lab.push_busybox("1");
+    let (mut up, data) = kubelabd_up(&lab, 2);
     let kubelab = |args: &[&str]| {
         std::process::Command::new(bin("kubelab"))
             .args(args)
@@ -503,22 +510,9 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
 /// one and how, stops the rest (no process left behind) and exits non-zero.
 #[test]
 fn kubelabd_up_stops_and_says_so_when_an_agent_dies() {
-    use kubelab_tests::{bin, free_port, Proc};
     let lab = Lab::start(0);
-    let server = format!("127.0.0.1:{}", free_port());
-    let data = lab.dir.path().join("up-data");
+    let (mut up, data) = kubelabd_up(&lab, 1);
     let log = lab.dir.path().join("up.log");
-    let mut up = Proc::spawn(
-        "kubelabd up",
-        std::process::Command::new(bin("kubelabd"))
-            .args(["up", "--agents", "1", "--listen", &server])
-            .arg("--admin-config")
-            .arg(lab.dir.path().join("up-admin.conf"))
-            .args(["--cluster-cidr", &lab.cluster_cidr])
-            .arg("--data-dir")
-            .arg(&data),
-        &log,
-    );
     let agent_root = data.join("agents").join("node-1");
     let agent = || {
         kubelab_tests::processes_mentioning(agent_root.to_str().expect("path"))

@@ -198,18 +198,8 @@ mod tests {
     /// matches labels without one.
     #[test]
     fn the_fuzz_corpus_replays_without_panics() {
-        let corpus =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/selector");
-        let inputs: Vec<_> = std::fs::read_dir(&corpus)
-            .expect("fuzz/corpus/selector")
-            .flatten()
-            .collect();
-        assert!(!inputs.is_empty());
         let some = labels(&[("app", "web"), ("env", "prod")]);
-        for input in inputs {
-            let Ok(text) = std::fs::read_to_string(input.path()) else {
-                continue;
-            };
+        for text in kubelab_proto::fuzz_corpus_texts("selector") {
             if let Ok(selector) = LabelSelector::parse(&text) {
                 let _ = selector.matches(&some);
                 let _ = selector.matches(&HashMap::new());

@@ -519,18 +519,8 @@ mod tests {
     /// What `make fuzz` kept still parses (or is refused with a line) without a panic.
     #[test]
     fn the_fuzz_corpus_replays_without_panics() {
-        let corpus =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/containerfile");
-        let inputs: Vec<_> = std::fs::read_dir(&corpus)
-            .expect("fuzz/corpus/containerfile")
-            .flatten()
-            .collect();
-        assert!(!inputs.is_empty());
         let vars = vars(&[("A", "x y")]);
-        for input in inputs {
-            let Ok(text) = std::fs::read_to_string(input.path()) else {
-                continue;
-            };
+        for text in kubelab_proto::fuzz_corpus_texts("containerfile") {
             match parse(&text) {
                 Ok(instructions) => {
                     for i in instructions {
