@@ -101,21 +101,37 @@ impl Parsed {
         if self.digits.is_empty() {
             return Some(0);
         }
-        let exp = self.exp10.checked_add(i64::from(shift))?;
-        // More than 38 significant digits cannot be held; a value that large with a
-        // negative exponent is refused too (no resource needs that precision).
-        let mantissa: u128 = self.digits.parse().ok()?;
-        let scaled = if exp >= 0 {
+        let mut exp = self.exp10.checked_add(i64::from(shift))?;
+        // At most 38 significant digits fit a u128: the rest are dropped, rounding the
+        // mantissa up (they are not all zeros: trailing zeros are already gone). The
+        // value is then at most a hair above the exact one, and rounds up the same way
+        // in every unit.
+        let kept = self.digits.len().min(38);
+        let mut mantissa: u128 = self.digits[..kept].parse().ok()?;
+        if kept < self.digits.len() {
+            mantissa += 1;
+            exp = exp.checked_add(i64::try_from(self.digits.len() - kept).ok()?)?;
+        }
+        // The binary factor goes in before any rounding (2.5Ki is 2560, not 3 × 1024);
+        // where it would not fit, decimal digits go first, again rounding up.
+        let binary = 1u128.checked_shl(self.exp2)?;
+        let mut scaled = mantissa.checked_mul(binary);
+        while scaled.is_none() {
+            mantissa = mantissa.div_ceil(10);
+            exp = exp.checked_add(1)?;
+            scaled = mantissa.checked_mul(binary);
+        }
+        let scaled = scaled?;
+        if exp >= 0 {
             let factor = 10u128.checked_pow(u32::try_from(exp).ok()?)?;
-            mantissa.checked_mul(factor)?
+            scaled.checked_mul(factor)
         } else {
             match 10u128.checked_pow(u32::try_from(-exp).ok()?) {
                 // Smaller than one unit and not zero: one unit, as Kubernetes rounds up.
-                None => 1,
-                Some(divisor) => mantissa.div_ceil(divisor),
+                None => Some(1),
+                Some(divisor) => Some(scaled.div_ceil(divisor)),
             }
-        };
-        scaled.checked_mul(1u128.checked_shl(self.exp2)?)
+        }
     }
 }
 
@@ -218,6 +234,12 @@ mod tests {
         assert_eq!(parse_units("-5Ki"), Ok(-5120));
         assert_eq!(parse_units("0Gi"), Ok(0));
         assert_eq!(parse_units("0.5"), Ok(1));
+        // The binary factor applies before rounding (found by the fuzz target).
+        assert_eq!(parse_units("2.5Ki"), Ok(2560));
+        assert_eq!(parse_units("2.8751900Ti"), Ok(3_161_304_837_066));
+        assert_eq!(parse_millis("2.8751900Ti"), Ok(3_161_304_837_065_278));
+        assert_eq!(parse_units("1.0000000000000000000000000000000000000001"), Ok(2));
+        assert_eq!(parse_units("0.000000000000000000000123456789012345678901Ei"), Ok(1));
         assert_eq!(
             parse_millis("100000000000000000000000000000000000000000000000000e-50"),
             Ok(1000)
@@ -237,6 +259,7 @@ mod tests {
         assert!(too_large("1e19"));
         assert!(too_large("1e2147483647"));
         assert!(too_large("123456789012345678901234567890123456789012"));
+        assert!(too_large("123456789012345678901.5Ei"));
         assert_eq!(parse_units("9223372036854775807"), Ok(i64::MAX));
         assert_eq!(parse_units("9.223372036854775807E"), Ok(i64::MAX));
         assert!(parse_millis("9223372036854776").is_err());

@@ -86,7 +86,19 @@ impl PodWorker {
             grace_period_seconds: Some(0),
             force: true,
         };
-        match self.k.api.pods.clone().delete(request).await {
+        // A hung apiserver must not hold the worker (and its pod's slot) forever: the
+        // delete is retried on the next relist, which finds the pod stopped.
+        let asked = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.k.api.pods.clone().delete(request),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "the apiserver did not answer within 10s",
+            ))
+        });
+        match asked {
             Ok(_) => tracing::info!("pod deleted"),
             Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::Aborted) => {}
             Err(e) => {
