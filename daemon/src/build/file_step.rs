@@ -163,6 +163,7 @@ impl Builder {
                     env,
                     cwd,
                     user,
+                    cgroup_parent: run::build_cgroup(&self.root),
                 };
                 let state = self.root.join("runtime");
                 let scratch = step.dir().to_path_buf();

@@ -37,6 +37,8 @@ pub struct RunStep {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: (u32, u32),
+    /// The build's own cgroup (`build_cgroup`), the container's parent.
+    pub cgroup_parent: PathBuf,
 }
 
 /// Runs the command to its end in the rootfs at `merged`; returns how it ended.
@@ -245,7 +247,7 @@ fn spec(merged: &Path, id: &str, step: &RunStep) -> Result<Spec, RunError> {
     }
     spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_cgroups_path(Some(PathBuf::from(format!("/kubelab-build/{id}"))));
+    linux.set_cgroups_path(Some(step.cgroup_parent.join(id)));
     let namespaces = linux
         .namespaces()
         .clone()
@@ -261,8 +263,18 @@ fn spec(merged: &Path, id: &str, step: &RunStep) -> Result<Spec, RunError> {
     Ok(spec)
 }
 
-/// Removes the parent cgroup the build's containers sit in, once empty (each shim
-/// removes its container's own).
-pub fn remove_build_cgroups() {
-    crate::container::cgroups::remove(Path::new("/kubelab-build"));
+/// The cgroup a build root's RUN containers sit in: `/kubelab-build/` and 12 hex digits
+/// of a hash of the root. Builds of different roots run at once (one per root: its
+/// lock), and each must clean up only its own: a fresh container's cgroup has no process
+/// yet, so removing another build's subtree would take it from under its runtime.
+pub fn build_cgroup(root: &Path) -> PathBuf {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    PathBuf::from("/kubelab-build").join(&hex::encode(hash)[..12])
+}
+
+/// Removes what is left of the root's build cgroup (each shim removes its container's
+/// own), and `/kubelab-build` once no other build uses it. Called with the root's lock.
+pub fn remove_build_cgroups(root: &Path) {
+    crate::container::cgroups::remove(&build_cgroup(root));
 }

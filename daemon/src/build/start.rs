@@ -97,7 +97,7 @@ pub async fn run(args: BuildArgs) -> Result<(), BuildError> {
         cached: 0,
     };
     let result = builder.build(&instructions, &args, started).await;
-    super::run::remove_build_cgroups();
+    super::run::remove_build_cgroups(&builder.root);
     result
 }
 
@@ -200,5 +200,5 @@ fn clean_scratch(root: &Path) {
     {
         let _ = std::fs::remove_dir_all(entry.path());
     }
-    super::run::remove_build_cgroups();
+    super::run::remove_build_cgroups(root);
 }
