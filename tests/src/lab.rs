@@ -403,8 +403,14 @@ impl Drop for Lab {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
+        // Ours: named by one of this lab's bridges, or (agents started by `kubelabd up`
+        // beside this lab, with default bridge names) about this lab's cluster CIDR.
         let ours = format!("(klt{}-", self.net.n);
-        for rule in rules.lines().filter(|r| r.contains(&ours)) {
+        let our_cidr = format!("! -d {} ", self.cluster_cidr);
+        for rule in rules
+            .lines()
+            .filter(|r| r.contains(&ours) || r.contains(&our_cidr))
+        {
             let Some(spec) = rule.strip_prefix("-A ") else {
                 continue;
             };
