@@ -410,6 +410,20 @@ fn a_pod_with_two_containers_runs_both() {
     );
 }
 
+/// No process left mentions `data` (a stopped lab's directory).
+fn assert_no_process_under(data: &std::path::Path) {
+    let left = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(data.to_str().expect("path"))
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
 /// `kubelabd up --agents N` beside `lab` (which lends its registry and addresses: no other
 /// lab uses them), its output in `up.log`; returns it and its data directory.
 fn kubelabd_up(lab: &Lab, agents: usize) -> (kubelab_tests::Proc, std::path::PathBuf) {
@@ -494,16 +508,7 @@ fn kubelabd_up_runs_a_lab_and_one_signal_stops_it_all() {
         "mounts left: {:?}",
         mounts_under(&data)
     );
-    let left = std::process::Command::new("pgrep")
-        .arg("-f")
-        .arg(data.to_str().expect("path"))
-        .output()
-        .expect("pgrep");
-    assert!(
-        left.stdout.is_empty(),
-        "processes left: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_no_process_under(&data);
 }
 
 /// `kubelabd up` is never silently half a lab: when one of its agents dies, it says which
@@ -542,14 +547,5 @@ fn kubelabd_up_stops_and_says_so_when_an_agent_dies() {
         out.contains("error: up: the agent of node-1 stopped (it exited with signal: 9"),
         "{out}"
     );
-    let left = std::process::Command::new("pgrep")
-        .arg("-f")
-        .arg(data.to_str().expect("path"))
-        .output()
-        .expect("pgrep");
-    assert!(
-        left.stdout.is_empty(),
-        "processes left: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_no_process_under(&data);
 }
