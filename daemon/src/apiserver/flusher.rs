@@ -75,6 +75,28 @@ impl Flusher {
 
     /// Returns once every write up to `revision` is on disk.
     pub async fn durable(&self, revision: u64) -> Result<(), ApiError> {
+        self.waiter().durable(revision).await
+    }
+
+    /// A handle that waits (and asks) for durability, for tasks that outlive a borrow.
+    pub fn waiter(&self) -> Waiter {
+        Waiter {
+            wanted: self.wanted.clone(),
+            durable: self.durable.clone(),
+        }
+    }
+}
+
+/// Waits until a revision is on disk, asking the flusher for it.
+#[derive(Clone)]
+pub struct Waiter {
+    wanted: Arc<(Mutex<Wanted>, Condvar)>,
+    durable: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Waiter {
+    /// Returns once every write up to `revision` is on disk.
+    pub async fn durable(&self, revision: u64) -> Result<(), ApiError> {
         if *self.durable.borrow() >= revision {
             return Ok(());
         }

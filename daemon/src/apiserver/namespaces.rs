@@ -108,7 +108,11 @@ impl Namespaces for NamespacesService {
     async fn get(&self, request: Request<ObjectKey>) -> Result<Response<Namespace>, Status> {
         self.reader(&request)?;
         let name = request.into_inner().name;
-        match self.store.get::<Namespace>(&namespace_key(&name))? {
+        match self
+            .store
+            .get_durable::<Namespace>(&namespace_key(&name))
+            .await?
+        {
             Some(ns) => Ok(Response::new(ns)),
             None => Err(ApiError::NotFound(format!("namespaces {name:?}")).into()),
         }

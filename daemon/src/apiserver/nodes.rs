@@ -230,7 +230,7 @@ impl Nodes for NodesService {
         self.reader(&request)?;
         let name = request.into_inner().name;
         let key = key::<Node>("", &name);
-        match self.store.get::<Node>(&key)? {
+        match self.store.get_durable::<Node>(&key).await? {
             Some(node) => Ok(Response::new(node)),
             None => Err(ApiError::NotFound(format!("node {name:?}")).into()),
         }

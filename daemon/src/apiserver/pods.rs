@@ -231,7 +231,7 @@ impl Pods for PodsService {
         let who = self.auth.identify(&request)?;
         let r = request.into_inner();
         let key = pod_key(&r.namespace, &r.name);
-        match self.store.get::<Pod>(&key)? {
+        match self.store.get_durable::<Pod>(&key).await? {
             Some(pod) => {
                 may_see(&who, &pod, &key)?;
                 Ok(Response::new(pod))

@@ -213,16 +213,31 @@ impl Store {
         }
     }
 
-    /// Every object under `prefix`, and the revision the list is consistent with.
+    /// Every object under `prefix`, and the revision the list is consistent with. Only
+    /// what is on disk is shown: a reader never sees a write a crash could still lose.
     pub async fn list<T: Object>(&self, prefix: &str) -> Result<(Vec<T>, u64), ApiError> {
-        // Holding the write lock makes the scan and the revision agree.
-        let _guard = self.write_lock.lock().await;
-        let mut items = Vec::new();
-        for entry in self.objects.scan_prefix(prefix) {
-            let (_, bytes) = entry.map_err(storage)?;
-            items.push(T::decode(bytes.as_ref()).map_err(corrupt)?);
+        let (items, revision) = {
+            // Holding the write lock makes the scan and the revision agree.
+            let _guard = self.write_lock.lock().await;
+            let mut items = Vec::new();
+            for entry in self.objects.scan_prefix(prefix) {
+                let (_, bytes) = entry.map_err(storage)?;
+                items.push(T::decode(bytes.as_ref()).map_err(corrupt)?);
+            }
+            (items, self.revision())
+        };
+        self.flusher.durable(revision).await?;
+        Ok((items, revision))
+    }
+
+    /// As `get`, for answering clients: the object once its version is on disk (as etcd
+    /// shows only committed data, a client never sees a write that a crash could lose).
+    pub async fn get_durable<T: Object>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        let object = self.get::<T>(key)?;
+        if let Some(o) = &object {
+            self.flusher.durable(o.resource_version()).await?;
         }
-        Ok((items, self.revision()))
+        Ok(object)
     }
 
     /// Read-modify-write of one object. `change` sees the current object (if any) and
@@ -390,9 +405,16 @@ impl Store {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let history = self.history.clone();
+        // Live changes are handed over at commit; each is sent on once it is on disk, so
+        // that a watcher, like a reader, never acts on a write a crash could lose.
+        let durable = self.flusher.waiter();
         tokio::spawn(async move {
             let mut last = upto;
             if upto > from_revision {
+                if let Err(e) = durable.durable(upto).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
                 let replay_tx = tx.clone();
                 let replayed = tokio::task::spawn_blocking(move || {
                     replay(&history, from_revision, upto, &prefix, &node, &replay_tx)
@@ -406,6 +428,10 @@ impl Store {
             }
             while let Some(change) = live.recv().await {
                 last = change.revision;
+                if let Err(e) = durable.durable(change.revision).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
                 if tx.send(Ok(change)).await.is_err() {
                     return;
                 }
