@@ -6,6 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest grace period or probe delay, in seconds: a day. The apiserver refuses
+/// more (Kubernetes takes any int64; kubelab bounds it so that no deadline computed from
+/// one can overflow), and the agent clamps to it what an older apiserver stored.
+pub const MAX_SECONDS: i64 = 86_400;
+
 /// The longest wait any deadline here stands for: further than anything kubelab waits for
 /// (the apiserver accepts grace periods and probe delays of at most a day).
 const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -13,7 +18,7 @@ const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A pod's or a delete's grace period, in seconds as the API carries it, as a wait:
 /// negative counts as 0 and anything past a day as a day (the apiserver's own limit).
 pub fn grace_period(seconds: i64) -> Duration {
-    Duration::from_secs(seconds.clamp(0, 86_400) as u64)
+    Duration::from_secs(seconds.clamp(0, MAX_SECONDS) as u64)
 }
 
 /// Seconds from the API (probe delays and periods) as a wait, negative as 0.

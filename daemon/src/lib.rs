@@ -5,8 +5,9 @@
 //! - `apiserver` — the gRPC API and its sled store; the only owner of cluster state.
 //! - `scheduler` — binds unbound pods to nodes, through the API only.
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
-//! - `shim` — one single-threaded process per container; with `exec-helper` (one per
-//!   `kubelab exec` or exec probe), the only callers of libcontainer.
+//! - `container` — under the agent and the builder: images, confinement, cgroups, and the
+//!   shim (one single-threaded process per container; with `exec-helper`, one per
+//!   `kubelab exec` or exec probe, the only callers of libcontainer).
 //! - `build` — `kubelab image build`'s builder: Containerfile steps as layers, RUN
 //!   through the shim; images kept in an OCI layout.
 //! - `up` — apiserver + scheduler + agents, for a lab in one command.

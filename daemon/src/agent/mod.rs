@@ -159,9 +159,9 @@ pub struct Kubelet {
     pub api: ApiClient,
     pub events: EventRecorder,
     /// What pod workers drive: images, sandboxes, networks, containers (a fake in the
-    /// workers' unit tests).
+    /// workers' unit tests). The fields below it are the agent's own (orphans, its node's
+    /// network, exec probes).
     pub node: Arc<dyn PodRuntime>,
-    pub images: Arc<ImageManager>,
     pub runtime: Arc<RuntimeService>,
     pub status: StatusManager,
     pub config: KubeletConfig,
@@ -244,13 +244,11 @@ pub async fn run(
         },
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),
-        images,
         runtime: runtime.clone(),
         api: api.clone(),
     });
 
-    let warm = kubelet.clone();
-    tokio::spawn(async move { warm.images.warm_up().await });
+    tokio::spawn(async move { images.warm_up().await });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

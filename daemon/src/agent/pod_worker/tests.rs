@@ -15,7 +15,7 @@ use crate::agent::runtime::RuntimeService;
 use crate::agent::status_manager::StatusManager;
 use crate::agent::{network, KubeletConfig};
 use crate::client::{ApiClient, EventRecorder};
-use crate::container::image::{Image, ImageManager};
+use crate::container::image::Image;
 
 /// What the fake node is told to do, and what it saw.
 #[derive(Default)]
@@ -287,10 +287,6 @@ impl Harness {
             api: ApiClient::over(channel, "token"),
             events,
             node: Arc::new(node.clone()),
-            images: Arc::new(
-                ImageManager::new(dir.path().join("images"), Vec::new(), 1 << 20)
-                    .expect("image store"),
-            ),
             runtime: Arc::new(
                 RuntimeService::new(dir.path().join("node"), "node-1".into(), 1 << 20)
                     .expect("runtime"),

@@ -13,9 +13,8 @@ pub use security::check_supported;
 const MAX_CONTAINERS: usize = 32;
 const MAX_VOLUMES: usize = 64;
 const MAX_ENV: usize = 1024;
-/// The longest grace period or probe delay accepted: a day. (Kubernetes takes any int64
-/// grace period; kubelab bounds it so that no deadline computed from it can overflow.)
-pub const MAX_SECONDS: i64 = 86_400;
+/// The longest grace period or probe delay accepted: a day (the agent's own bound).
+use crate::deadline::MAX_SECONDS;
 /// Linux user and group ids as Kubernetes accepts them (`IsValidUserID`/`IsValidGroupID`).
 const MAX_ID: i64 = 2_147_483_647;
 
@@ -360,7 +359,7 @@ fn default_probe(container: &str, kind: &str, probe: &mut Option<Probe>) -> Resu
     let longest = [p.initial_delay_seconds, p.period_seconds, p.timeout_seconds];
     if longest.iter().any(|s| i64::from(*s) > MAX_SECONDS) {
         return Err(bad(
-            "initialDelaySeconds, periodSeconds and timeoutSeconds: at most 86400 (a day)",
+            "initialDelaySeconds, periodSeconds and timeoutSeconds: at most 86400 (a day; kubelab's limit)",
         ));
     }
     // Kubernetes requires successThreshold 1 for liveness and startup probes.
