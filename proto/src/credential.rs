@@ -1,7 +1,7 @@
-//! Credentials: where the API is and how to be let in (the kubeconfig idea).
+//! Credentials: where the API is and how to be let in, kept in kubeconfig files.
 //!
-//! A credential file holds the apiserver's address, the CA that signed its certificate,
-//! and a bearer token. The apiserver writes one for the admin (the CLI's), one for the
+//! A credential holds the apiserver's address, the CA that signed its certificate,
+//! and a bearer token; its file is a standard kubeconfig that kubectl reads as it is. The apiserver writes one for the admin (the CLI's), one for the
 //! scheduler and one for bootstrapping nodes; an agent trades the bootstrap one for its
 //! node's own. Clients connect over TLS, checking the server against that CA, and send
 //! the token with every call. Owns the file format and the connection; decides nothing
@@ -12,6 +12,10 @@ use std::path::Path;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::kubeconfig::{
+    Cluster, Context, Kubeconfig, NamedCluster, NamedContext, NamedExtension, NamedUser, User,
+};
 
 /// Chooses rustls' cryptography (ring) for this process. Two providers end up linked
 /// (the registry client brings the other), and rustls will not guess between them; call
@@ -43,7 +47,7 @@ pub struct Credential {
 #[derive(Debug)]
 pub enum CredentialError {
     Read(String, std::io::Error),
-    Parse(String, serde_json::Error),
+    Parse(String, String),
     Write(String, std::io::Error),
     Connect(String),
 }
@@ -52,7 +56,7 @@ impl std::fmt::Display for CredentialError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CredentialError::Read(path, e) => write!(f, "cannot read credentials {path}: {e}"),
-            CredentialError::Parse(path, e) => write!(f, "credentials {path} are not valid: {e}"),
+            CredentialError::Parse(path, e) => write!(f, "kubeconfig {path} is not valid: {e}"),
             CredentialError::Write(path, e) => write!(f, "cannot write credentials {path}: {e}"),
             CredentialError::Connect(e) => write!(f, "{e}"),
         }
@@ -105,22 +109,122 @@ impl Bearer {
 /// A connection that sends its credential's token with every call.
 pub type AuthChannel = InterceptedService<Channel, Bearer>;
 
+/// The name of the cluster, user and context kubelab writes (`kubectl config
+/// use-context kubelab`).
+pub const CONTEXT: &str = "kubelab";
+/// The user extension holding a node's own extras.
+const NODE_EXTENSION: &str = "kubelab.dev/node";
+
 impl Credential {
+    /// Reads a kubeconfig (the current context's cluster and user).
     pub fn load(path: &Path) -> Result<Credential, CredentialError> {
         let shown = path.display().to_string();
         let text = std::fs::read(path).map_err(|e| CredentialError::Read(shown.clone(), e))?;
-        serde_json::from_slice(&text).map_err(|e| CredentialError::Parse(shown, e))
+        Credential::parse(&text).map_err(|e| CredentialError::Parse(shown, e))
     }
 
-    /// Written readable by its owner only (mode 0600): a token is a password.
+    /// A kubeconfig's text as a credential.
+    pub fn parse(text: &[u8]) -> Result<Credential, String> {
+        use base64::Engine;
+        // Labs made before credentials were kubeconfigs wrote this struct as JSON.
+        if let Ok(old) = serde_json::from_slice::<Credential>(text) {
+            return Ok(old);
+        }
+        let config: Kubeconfig = yaml_serde::from_slice(text).map_err(|e| e.to_string())?;
+        let (cluster, user, _) = config
+            .current()
+            .ok_or("it has no current context (with a cluster and a user)")?;
+        let ca = if cluster.certificate_authority_data.is_empty() {
+            std::fs::read_to_string(&cluster.certificate_authority).map_err(|e| {
+                format!(
+                    "its cluster has no certificate-authority-data and its certificate-authority {:?} cannot be read: {e}",
+                    cluster.certificate_authority
+                )
+            })?
+        } else {
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(cluster.certificate_authority_data.trim())
+                .map_err(|e| format!("certificate-authority-data is not base64: {e}"))?;
+            String::from_utf8(pem).map_err(|_| "certificate-authority-data is not a PEM text")?
+        };
+        let extra = user
+            .extensions
+            .iter()
+            .find(|e| e.name == NODE_EXTENSION)
+            .map(|e| e.extension.clone())
+            .unwrap_or_default();
+        let field = |name: &str| extra[name].as_str().unwrap_or_default().to_string();
+        Ok(Credential {
+            server: cluster
+                .server
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_string(),
+            ca,
+            token: user.token.clone(),
+            peer_token: field("peerToken"),
+            serving_cert: field("servingCert"),
+            serving_key: field("servingKey"),
+        })
+    }
+
+    /// This credential as a kubeconfig kubectl reads.
+    pub fn to_kubeconfig(&self) -> Kubeconfig {
+        use base64::Engine;
+        let mut extensions = Vec::new();
+        if !self.peer_token.is_empty() || !self.serving_cert.is_empty() {
+            extensions.push(NamedExtension {
+                name: NODE_EXTENSION.into(),
+                extension: serde_json::json!({
+                    "peerToken": self.peer_token,
+                    "servingCert": self.serving_cert,
+                    "servingKey": self.serving_key,
+                }),
+            });
+        }
+        Kubeconfig {
+            api_version: "v1".into(),
+            kind: "Config".into(),
+            clusters: vec![NamedCluster {
+                name: CONTEXT.into(),
+                cluster: Cluster {
+                    server: format!("https://{}", self.server.trim_start_matches("https://")),
+                    certificate_authority_data: base64::engine::general_purpose::STANDARD
+                        .encode(&self.ca),
+                    ..Default::default()
+                },
+            }],
+            users: vec![NamedUser {
+                name: CONTEXT.into(),
+                user: User {
+                    token: self.token.clone(),
+                    extensions,
+                },
+            }],
+            contexts: vec![NamedContext {
+                name: CONTEXT.into(),
+                context: Context {
+                    cluster: CONTEXT.into(),
+                    user: CONTEXT.into(),
+                    namespace: String::new(),
+                },
+            }],
+            current_context: CONTEXT.into(),
+            preferences: Some(serde_json::json!({})),
+        }
+    }
+
+    /// Written as a kubeconfig, readable by its owner only (mode 0600): a token is a
+    /// password.
     pub fn save(&self, path: &Path) -> Result<(), CredentialError> {
         let shown = path.display().to_string();
         let io = |e| CredentialError::Write(shown.clone(), e);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let text = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        write_private(path, &text).map_err(io)
+        let text = yaml_serde::to_string(&self.to_kubeconfig())
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        write_private(path, text.as_bytes()).map_err(io)
     }
 
     /// This credential pointed at another address (`--server`).
@@ -150,5 +254,44 @@ impl Credential {
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(InterceptedService::new(channel, Bearer::new(&self.token)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_round_trips_through_a_kubeconfig() {
+        let node = Credential {
+            server: "127.0.0.1:6443".into(),
+            ca: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into(),
+            token: "t".into(),
+            peer_token: "p".into(),
+            serving_cert: "c".into(),
+            serving_key: "k".into(),
+        };
+        let text = yaml_serde::to_string(&node.to_kubeconfig()).unwrap();
+        assert!(text.contains("server: https://127.0.0.1:6443"), "{text}");
+        assert!(text.contains("current-context: kubelab"), "{text}");
+        let back = Credential::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                back.server,
+                back.ca,
+                back.token,
+                back.peer_token,
+                back.serving_key
+            ),
+            (
+                node.server,
+                node.ca,
+                node.token,
+                node.peer_token,
+                node.serving_key
+            )
+        );
+        let e = Credential::parse(b"apiVersion: v1\nkind: Config\n").unwrap_err();
+        assert!(e.contains("no current context"), "{e}");
     }
 }

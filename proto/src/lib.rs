@@ -1,6 +1,7 @@
 //! kubelab's API types and gRPC stubs, generated from `kubelab/v1/api.proto`.
 //!
-//! This crate owns the wire format, so the apiserver, the scheduler, the agent and the CLI
+//! This crate owns the wire formats — the messages gRPC carries and, in `k8s`, their
+//! Kubernetes JSON shapes — so the apiserver, the scheduler, the agent and the CLI
 //! all see the same shapes, plus the few small rules every component must agree on (when a
 //! node counts as Ready, which registries are spoken to over plain HTTP, how an image
 //! reference reads (`image_ref`), how a duration is written (`duration`), how an error
@@ -11,6 +12,8 @@
 pub mod credential;
 pub mod duration;
 pub mod image_ref;
+pub mod k8s;
+pub mod kubeconfig;
 pub mod quantity;
 
 /// The `kubelab.v1` package: objects, requests, and client/server stubs.

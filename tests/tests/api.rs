@@ -196,18 +196,24 @@ fn a_write_over_a_stale_read_is_a_conflict() {
             .expect("node")
             .into_inner();
         let version = current.metadata.clone().expect("meta").resource_version;
-        let update = |v: u64| UpdateNodeRequest {
-            name: node.clone(),
-            labels: current.metadata.clone().expect("meta").labels,
-            spec: current.spec.clone(),
-            resource_version: v,
+        // Each write changes a label: as in Kubernetes, a write that changes nothing is
+        // not a write (the version stays, and so it is never stale).
+        let update = |v: u64, value: &str| {
+            let mut labels = current.metadata.clone().expect("meta").labels;
+            labels.insert("writer".into(), value.into());
+            UpdateNodeRequest {
+                name: node.clone(),
+                labels,
+                spec: current.spec.clone(),
+                resource_version: v,
+            }
         };
         nodes
-            .update(update(version))
+            .update(update(version, "first"))
             .await
             .expect("first write wins");
         let err = nodes
-            .update(update(version))
+            .update(update(version, "second"))
             .await
             .expect_err("second write over the same read");
         assert_eq!(err.code(), tonic::Code::Aborted, "{err}");

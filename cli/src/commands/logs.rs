@@ -41,6 +41,7 @@ pub async fn run(
         previous: options.previous,
         tail_lines: (options.tail >= 0).then_some(options.tail),
         timestamps: options.timestamps,
+        since_time_ms: 0,
     };
     let mut stream = api
         .pods

@@ -4,10 +4,10 @@
 use kubelab_proto::v1 as api;
 use kubelab_proto::v1::container_state::State;
 
-use super::k8s::time;
-use super::rows::pod_status_text;
 use super::table::Table;
-use super::values::{age, memory_quantity, or_none};
+use super::values::{age, or_none};
+use kubelab_proto::k8s::printers::pod_status_text;
+use kubelab_proto::k8s::{memory_quantity, time};
 
 fn describe_state(out: &mut String, label: &str, state: &Option<api::ContainerState>) {
     let Some(s) = state.as_ref().and_then(|s| s.state.as_ref()) else {

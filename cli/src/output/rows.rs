@@ -2,56 +2,10 @@
 //! columns and its STATUS wording. Builds rows only; `table.rs` lays them out.
 
 use kubelab_proto::v1 as api;
-use kubelab_proto::v1::container_state::State;
+
+use kubelab_proto::k8s::printers::pod_status_text;
 
 use super::values::{age, or_none};
-
-/// The STATUS column: what kubectl shows (a container's waiting or terminated reason
-/// when there is one, else the phase).
-pub fn pod_status_text(pod: &api::Pod) -> String {
-    if pod
-        .metadata
-        .as_ref()
-        .is_some_and(|m| m.deletion_timestamp_ms > 0)
-    {
-        return "Terminating".into();
-    }
-    let status = pod.status.clone().unwrap_or_default();
-    // kubectl's rule: the first init container not done yet decides the STATUS.
-    let init_count = pod
-        .spec
-        .as_ref()
-        .map(|s| s.init_containers.len())
-        .unwrap_or(0);
-    for (i, s) in status.init_container_statuses.iter().enumerate() {
-        match s.state.as_ref().and_then(|s| s.state.as_ref()) {
-            Some(State::Terminated(t)) if t.exit_code == 0 => continue,
-            Some(State::Terminated(t)) if !t.reason.is_empty() => {
-                return format!("Init:{}", t.reason)
-            }
-            Some(State::Terminated(t)) => return format!("Init:ExitCode:{}", t.exit_code),
-            Some(State::Waiting(w)) if !w.reason.is_empty() && w.reason != "PodInitializing" => {
-                return format!("Init:{}", w.reason)
-            }
-            _ => return format!("Init:{i}/{init_count}"),
-        }
-    }
-    let mut text = status.phase.clone();
-    for s in &status.container_statuses {
-        match s.state.as_ref().and_then(|s| s.state.as_ref()) {
-            Some(State::Waiting(w)) if !w.reason.is_empty() => return w.reason.clone(),
-            Some(State::Terminated(t)) if !t.reason.is_empty() && text != "Running" => {
-                text = t.reason.clone()
-            }
-            _ => {}
-        }
-    }
-    if text.is_empty() {
-        "Pending".into()
-    } else {
-        text
-    }
-}
 
 /// `get pods`: NAME READY STATUS RESTARTS AGE, after NAMESPACE with `-A`, then IP and
 /// NODE with `-o wide`; the header first.

@@ -1,15 +1,5 @@
-//! How single values read in kubectl's output: ages, memory quantities, `<none>`.
+//! How single values read in kubectl's output: ages and `<none>`.
 //! Pure functions of their arguments (and of the clock, for ages).
-
-/// Bytes as Kubernetes writes them: `64Mi` when exact, plain bytes otherwise.
-pub fn memory_quantity(bytes: i64) -> String {
-    for (suffix, unit) in [("Gi", 1i64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes % unit == 0 {
-            return format!("{}{suffix}", bytes / unit);
-        }
-    }
-    bytes.to_string()
-}
 
 /// `5s`, `3m`, `2h`, `4d`, as kubectl prints ages.
 pub fn age(since_ms: i64) -> String {

@@ -30,6 +30,8 @@ pub struct LogOptions {
     pub tail_lines: Option<i64>,
     pub timestamps: bool,
     pub follow: bool,
+    /// Only lines written at or after this time (ms since the epoch; 0: all).
+    pub since_ms: i64,
 }
 
 /// The file of the container's current run, or of the run before it.
@@ -61,6 +63,10 @@ pub fn select_file(
 #[derive(Default)]
 struct Renderer {
     timestamps: bool,
+    /// Lines that began before this time are left out (ms; 0: none are).
+    since_ms: i64,
+    /// Whether the line being rebuilt is one left out.
+    skipping: bool,
     /// Bytes of the file after its last `\n` (a record still being written).
     pending: Vec<u8>,
     /// The line being rebuilt from `P` records.
@@ -83,6 +89,9 @@ impl Renderer {
             };
             if !self.line_started {
                 self.line_started = true;
+                self.skipping = self.since_ms > 0
+                    && chrono::DateTime::parse_from_rfc3339(r.time)
+                        .is_ok_and(|t| t.timestamp_millis() < self.since_ms);
                 if self.timestamps {
                     self.line.extend_from_slice(r.time.as_bytes());
                     self.line.push(b' ');
@@ -91,7 +100,10 @@ impl Renderer {
             self.line.extend_from_slice(r.text);
             if r.full {
                 self.line.push(b'\n');
-                out.push(std::mem::take(&mut self.line));
+                let line = std::mem::take(&mut self.line);
+                if !self.skipping {
+                    out.push(line);
+                }
                 self.line_started = false;
             }
         }
@@ -126,6 +138,7 @@ pub async fn stream(
     let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
     let mut renderer = Renderer {
         timestamps: options.timestamps,
+        since_ms: options.since_ms,
         ..Default::default()
     };
     let mut all = Vec::new();

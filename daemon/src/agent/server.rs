@@ -96,6 +96,7 @@ impl Agent for AgentService {
             timestamps: r.timestamps,
             // A previous run's file is finished: nothing to follow.
             follow: r.follow && !r.previous,
+            since_ms: r.since_time_ms,
         };
         let (runtime, container) = (self.runtime.clone(), r.container.clone());
         let (lines_tx, mut lines_rx) = mpsc::channel::<Vec<u8>>(8);

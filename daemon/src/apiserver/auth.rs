@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+use super::ApiError;
 use kubelab_proto::credential::{Credential, SERVER_NAME};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -50,13 +50,34 @@ impl std::fmt::Display for Identity {
 }
 
 impl Identity {
-    /// Refused: `PERMISSION_DENIED`, naming who and what.
-    pub fn denied(&self, what: &str) -> Status {
-        Status::permission_denied(format!("{self} may not {what}"))
+    /// Refused (Forbidden, gRPC's `PERMISSION_DENIED`), naming who and what.
+    pub fn denied(&self, what: &str) -> ApiError {
+        ApiError::Forbidden(format!("{self} may not {what}"))
+    }
+
+    /// The user name Kubernetes would give this identity (`kubectl auth whoami`).
+    pub fn user_name(&self) -> String {
+        match self {
+            Identity::Admin => "kubernetes-admin".into(),
+            Identity::Scheduler => "system:kube-scheduler".into(),
+            Identity::Bootstrap => "system:bootstrap:kubelab".into(),
+            Identity::Node(name) => format!("system:node:{name}"),
+        }
+    }
+
+    /// Its groups, as Kubernetes names them.
+    pub fn groups(&self) -> Vec<String> {
+        let group = match self {
+            Identity::Admin => "kubeadm:cluster-admins",
+            Identity::Scheduler => "system:kube-scheduler",
+            Identity::Bootstrap => "system:bootstrappers",
+            Identity::Node(_) => "system:nodes",
+        };
+        vec![group.into(), "system:authenticated".into()]
     }
 
     /// Only these identities may do `what`.
-    pub fn require(&self, allowed: &[Identity], what: &str) -> Result<(), Status> {
+    pub fn require(&self, allowed: &[Identity], what: &str) -> Result<(), ApiError> {
         if allowed.contains(self) {
             Ok(())
         } else {
@@ -65,7 +86,7 @@ impl Identity {
     }
 
     /// Admin or scheduler: the cluster-wide readers and writers.
-    pub fn require_cluster(&self, what: &str) -> Result<(), Status> {
+    pub fn require_cluster(&self, what: &str) -> Result<(), ApiError> {
         self.require(&[Identity::Admin, Identity::Scheduler], what)
     }
 }
@@ -219,16 +240,14 @@ impl Authenticator {
         Ok(())
     }
 
-    /// The identity behind the call's bearer token.
-    pub fn identify<T>(&self, request: &tonic::Request<T>) -> Result<Identity, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
+    /// The identity behind a call's `authorization: Bearer TOKEN` (gRPC metadata or
+    /// HTTP header, the same text).
+    pub fn identify(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
+        let token = authorization
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no credentials: use a credential file the apiserver wrote (kubelab --kubeconfig FILE)",
+                ApiError::Unauthorized(
+                    "no credentials: use the kubeconfig the apiserver wrote (~/.kubelab/config, or --kubeconfig FILE)".into(),
                 )
             })?;
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
@@ -246,8 +265,9 @@ impl Authenticator {
             .find(|(_, t)| same(t, token))
             .map(|(node, _)| Identity::Node(node.clone()))
             .ok_or_else(|| {
-                Status::unauthenticated(
-                    "invalid token: this credential is not (or no longer) valid for this cluster",
+                ApiError::Unauthorized(
+                    "invalid token: this credential is not (or no longer) valid for this cluster"
+                        .into(),
                 )
             })
     }

@@ -1,4 +1,4 @@
-//! The Events service: the record of what happened to each object, and when.
+//! Events in the API: the record of what happened to each object, and when.
 //!
 //! Components report steps here (the scheduler `Scheduled`, the agent `Pulling`,
 //! `Started`, ...); `kubelab describe` reads them back. Events are facts, never commands:
@@ -7,32 +7,121 @@
 use std::sync::Arc;
 
 use kubelab_proto::now_ms;
-use kubelab_proto::v1::events_server::Events;
-use kubelab_proto::v1::{Event, EventList, EventWatchEvent, ListEventsRequest, WatchRequest};
-use tonic::{Request, Response, Status};
+use kubelab_proto::v1::Event;
 
-use super::auth::{Authenticator, Identity};
+use super::auth::Identity;
+use super::registry::{
+    selected, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents, Written,
+};
 use super::store::{key, prefix, Object, Store};
-use super::{watch_stream, ApiError, WatchStream};
+use super::ApiError;
 
 pub struct EventsService {
     store: Arc<Store>,
-    auth: Arc<Authenticator>,
 }
 
 impl EventsService {
-    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>) -> Self {
-        EventsService { store, auth }
+    pub fn new(store: Arc<Store>) -> Self {
+        EventsService { store }
     }
 }
 
-#[tonic::async_trait]
-impl Events for EventsService {
-    async fn create(&self, request: Request<Event>) -> Result<Response<Event>, Status> {
-        let who = self.auth.identify(&request)?;
-        let event = request.into_inner();
+/// Events are read by the admin and the scheduler; nodes only write them.
+fn may_read(who: &Identity, what: &str) -> Result<(), ApiError> {
+    who.require_cluster(what)
+}
+
+impl Registry for EventsService {
+    type Object = Event;
+    const NAMESPACED: bool = true;
+    const FIELDS: &'static [&'static str] = &[
+        "metadata.name",
+        "metadata.namespace",
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+        // events.k8s.io/v1's names for the same fields (kubectl events uses them).
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+    ];
+
+    fn field(event: &Event, field: &str) -> String {
+        let object = event.involved_object.clone().unwrap_or_default();
+        match field {
+            "involvedObject.kind" | "regarding.kind" => object.kind,
+            "involvedObject.namespace" | "regarding.namespace" => object.namespace,
+            "involvedObject.name" | "regarding.name" => object.name,
+            "involvedObject.uid" | "regarding.uid" => object.uid,
+            "involvedObject.apiVersion" => "v1".into(),
+            "reason" => event.reason.clone(),
+            "source" => event.source.clone(),
+            "reportingComponent" => event.source.clone(),
+            "type" => event.r#type.clone(),
+            _ => String::new(),
+        }
+    }
+
+    async fn get(&self, who: &Identity, namespace: &str, name: &str) -> Result<Event, ApiError> {
+        may_read(who, "read events")?;
+        self.store
+            .get_durable::<Event>(&key::<Event>(namespace, name))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("events {name:?}")))
+    }
+
+    async fn list(
+        &self,
+        who: &Identity,
+        namespace: &str,
+        options: &ListOptions,
+    ) -> Result<(Vec<Event>, u64), ApiError> {
+        may_read(who, "list events")?;
+        let (mut items, revision) = self
+            .store
+            .list::<Event>(&prefix::<Event>(namespace))
+            .await?;
+        items.retain(|e| selected(e, options, Self::field));
+        items.sort_by_key(|e| (e.timestamp_ms, e.resource_version()));
+        Ok((items, revision))
+    }
+
+    async fn watch(
+        &self,
+        who: &Identity,
+        namespace: &str,
+        from_revision: u64,
+        options: ListOptions,
+    ) -> Result<WatchEvents<Event>, ApiError> {
+        may_read(who, "watch events")?;
+        watch_store(
+            &self.store,
+            from_revision,
+            prefix::<Event>(namespace),
+            String::new(),
+            options,
+            Self::field,
+        )
+        .await
+    }
+
+    async fn create(
+        &self,
+        who: &Identity,
+        event: Event,
+        dry_run: bool,
+    ) -> Result<Written<Event>, ApiError> {
         // A node reports in its own name only.
-        match &who {
+        match who {
             Identity::Node(name) if *name != event.source => {
                 return Err(who.denied(&format!("record events as {:?}", event.source)))
             }
@@ -43,69 +132,44 @@ impl Events for EventsService {
         if involved.name.is_empty() || event.reason.is_empty() {
             return Err(ApiError::Invalid(
                 "event: involvedObject.name and reason are required".into(),
-            )
-            .into());
+            ));
         }
-        let event = record(&self.store, event).await?;
-        Ok(Response::new(event))
+        if dry_run {
+            return Ok(Written::new(event));
+        }
+        Ok(Written::new(record(&self.store, event).await?))
     }
 
-    async fn list(
+    async fn update(
         &self,
-        request: Request<ListEventsRequest>,
-    ) -> Result<Response<EventList>, Status> {
-        self.auth
-            .identify(&request)?
-            .require_cluster("list events")?;
-        let r = request.into_inner();
-        let (mut items, resource_version) = self
-            .store
-            .list::<Event>(&prefix::<Event>(&r.namespace))
-            .await?;
-        if !r.involved_uid.is_empty() {
-            items.retain(|e| {
-                e.involved_object
-                    .as_ref()
-                    .is_some_and(|o| o.uid == r.involved_uid)
-            });
-        }
-        items.sort_by_key(|e| {
-            (
-                e.timestamp_ms,
-                e.metadata.as_ref().map(|m| m.resource_version).unwrap_or(0),
-            )
-        });
-        Ok(Response::new(EventList {
-            items,
-            resource_version,
-        }))
+        who: &Identity,
+        _event: Event,
+        _dry_run: bool,
+    ) -> Result<Written<Event>, ApiError> {
+        Err(who.denied("update events (recorders replace them by name through create)"))
     }
 
-    type WatchStream = WatchStream<EventWatchEvent>;
-
-    async fn watch(
+    async fn delete(
         &self,
-        request: Request<WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        self.auth
-            .identify(&request)?
-            .require_cluster("watch events")?;
-        let r = request.into_inner();
-        let stream = watch_stream::<Event, _>(
-            &self.store,
-            r.from_revision,
-            prefix::<Event>(&r.namespace),
-            String::new(),
-            &r.label_selector,
-            |t, event| {
-                Some(EventWatchEvent {
-                    r#type: t as i32,
-                    object: Some(event),
-                })
-            },
-        )
-        .await?;
-        Ok(Response::new(stream))
+        who: &Identity,
+        namespace: &str,
+        name: &str,
+        options: DeleteOptions,
+    ) -> Result<Event, ApiError> {
+        who.require(&[Identity::Admin], "delete events")?;
+        let key = key::<Event>(namespace, name);
+        if options.dry_run {
+            return self
+                .store
+                .get::<Event>(&key)?
+                .ok_or_else(|| ApiError::NotFound(format!("events {name:?}")));
+        }
+        self.store
+            .update::<Event, _>(&key, |current| match current {
+                Some(_) => Ok(None),
+                None => Err(ApiError::NotFound(format!("events {name:?}"))),
+            })
+            .await
     }
 }
 

@@ -1,23 +1,32 @@
-//! The apiserver: the cluster's only source of truth, served over gRPC.
+//! The apiserver: the cluster's only source of truth, served over HTTPS as the
+//! Kubernetes REST API and as kubelab's gRPC API, on one port.
 //!
 //! Owns the store (sled) and is the only component that touches it. It validates and
 //! defaults what users send, hands out revisions, and streams changes to watchers. It
 //! never schedules, pulls or runs anything: the scheduler and the agents are its clients.
 //!
-//! Layout: `store` (sled, revisions, watch feed) and its `flusher` (group commit),
-//! `validation`, `pod_security` (Pod Security admission) and `selector` (pure checks),
-//! `pods`, `nodes`, `namespaces`, `events` (one gRPC service each), `node_lifecycle` (NotReady nodes), `node_ipam` (pod CIDRs), `auth`.
+//! Layout: `store` (sled, revisions, watch feed) and its `flusher` (group commit);
+//! `registry` (the verbs every resource offers) and the resources `pods`, `nodes`,
+//! `namespaces`, `events` (each one's rules); two ways in, `grpc` and `rest`, both
+//! calling the registries, over one listener (`serve`); `validation`, `pod_security`
+//! (Pod Security admission) and `selector` (pure checks); `agent_proxy` (logs and exec
+//! to agents); `node_lifecycle` (NotReady nodes), `node_ipam` (pod CIDRs), `auth`.
 
+mod agent_proxy;
 pub mod auth;
 mod events;
 mod flusher;
+mod grpc;
 mod namespaces;
 pub mod node_ipam;
 mod node_lifecycle;
 mod nodes;
 pub mod pod_security;
 mod pods;
+mod registry;
+pub mod rest;
 pub mod selector;
+mod serve;
 mod store;
 mod validation;
 
@@ -30,6 +39,8 @@ use kubelab_proto::v1::namespaces_server::NamespacesServer;
 use kubelab_proto::v1::nodes_server::NodesServer;
 use kubelab_proto::v1::pods_server::PodsServer;
 use tokio::net::TcpListener;
+
+use self::grpc::Grpc;
 
 pub use store::Store;
 
@@ -61,6 +72,32 @@ pub enum ApiError {
     /// Worded whole by whoever refuses (`pods "x" is forbidden: ...`, as Kubernetes says it).
     #[error("{0}")]
     Forbidden(String),
+    /// No credential, or one the cluster does not know.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A request that cannot be read (a bad selector, a body that is not JSON...).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+}
+
+impl ApiError {
+    /// An error an agent returned, read back (its code decides the kind).
+    pub fn from_status(status: tonic::Status) -> ApiError {
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::NotFound => ApiError::BadRequest(message),
+            tonic::Code::InvalidArgument => ApiError::BadRequest(message),
+            tonic::Code::PermissionDenied => ApiError::Forbidden(message),
+            tonic::Code::Unauthenticated => ApiError::Unauthorized(message),
+            tonic::Code::FailedPrecondition => ApiError::FailedPrecondition(message),
+            tonic::Code::Unavailable => ApiError::Unavailable(message),
+            _ => ApiError::Internal(message),
+        }
+    }
 }
 
 impl From<ApiError> for tonic::Status {
@@ -69,7 +106,13 @@ impl From<ApiError> for tonic::Status {
         match e {
             ApiError::NotFound(_) => tonic::Status::not_found(message),
             ApiError::AlreadyExists(_) => tonic::Status::already_exists(message),
-            ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
+            ApiError::Invalid(_) | ApiError::BadRequest(_) => {
+                tonic::Status::invalid_argument(message)
+            }
+            ApiError::Unauthorized(_) => tonic::Status::unauthenticated(message),
+            ApiError::MethodNotAllowed(_) | ApiError::UnsupportedMediaType(_) => {
+                tonic::Status::unimplemented(message)
+            }
             ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
             ApiError::Conflict(_) => tonic::Status::aborted(message),
             ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
@@ -195,24 +238,23 @@ pub async fn run(
     let auth = Arc::new(auth);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = store.revision(), admin_config = ?admin_config, "apiserver serving (TLS)");
     let stop = Arc::new(tokio::sync::Notify::new());
+    let stop_now = stop.clone();
     namespaces::ensure_default(&store)
         .await
         .map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?;
-    let pods = PodsServer::new(pods::PodsService::new(
+    let pods = Arc::new(pods::PodsService::new(
         store.clone(),
         auth.clone(),
         args.cluster.pod_security_default,
     ));
-    let namespaces = NamespacesServer::new(namespaces::NamespacesService::new(
-        store.clone(),
-        auth.clone(),
-    ));
-    let nodes = NodesServer::new(nodes::NodesService::new(
+    let namespaces = Arc::new(namespaces::NamespacesService::new(store.clone()));
+    let nodes = Arc::new(nodes::NodesService::new(
         store.clone(),
         auth.clone(),
         args.cluster.cluster_cidr,
         args.node_cidr_mask_size,
     ));
+    let events = Arc::new(events::EventsService::new(store.clone()));
     // The controllers inside the apiserver: if one stops, the apiserver stops and says so
     // (its supervisor, `kubelabd up` or the user, then sees it), rather than serve on
     // with nodes never marked NotReady or events never expired.
@@ -220,35 +262,56 @@ pub async fn run(
         store.clone(),
         args.node_monitor_grace_period,
     ));
-    let mut expiry = tokio::spawn(events::expire_events(store.clone(), args.event_ttl));
-    let events = EventsServer::new(events::EventsService::new(store, auth));
-    let tls = tonic::transport::ServerTlsConfig::new().identity(
-        tonic::transport::Identity::from_pem(&server_identity.cert, &server_identity.key),
-    );
-    let server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .map_err(ApiserverError::Serve)?
-        .add_service(pods.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(nodes.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(namespaces.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(events.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .serve_with_incoming_shutdown(crate::net::incoming(listener), {
-            let stop = stop.clone();
-            async move { stop.notified().await }
+    let mut expiry = tokio::spawn(events::expire_events(store, args.event_ttl));
+    let grpc = tonic::service::Routes::new(
+        PodsServer::from_arc(Arc::new(Grpc::new(pods.clone(), auth.clone())))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        NodesServer::from_arc(Arc::new(Grpc::new(nodes.clone(), auth.clone())))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        NamespacesServer::from_arc(Arc::new(Grpc::new(namespaces.clone(), auth.clone())))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        EventsServer::from_arc(Arc::new(Grpc::new(events.clone(), auth.clone())))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .into_axum_router();
+    let rest = Arc::new(rest::Rest {
+        pods,
+        nodes,
+        namespaces,
+        events,
+        auth,
+        address: addr.to_string(),
+    });
+    let rest =
+        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
+            let rest = rest.clone();
+            async move { rest::serve(rest, request).await }
         });
+    let tls = serve::tls_config(&server_identity.cert, &server_identity.key)?;
+    let server = serve::serve(
+        listener,
+        tls,
+        grpc,
+        rest,
+        async move { stop.notified().await },
+        SHUTDOWN_GRACE,
+    );
     tokio::pin!(server);
     tokio::select! {
-        served = &mut server => return served.map_err(ApiserverError::Serve),
-        _ = shutdown => stop.notify_one(),
-        ended = &mut lifecycle => return Err(ApiserverError::Stopped("node lifecycle controller", crate::supervise::task_end(ended))),
-        ended = &mut expiry => return Err(ApiserverError::Stopped("event expiry", crate::supervise::task_end(ended))),
-    }
-    // A graceful stop waits for every connection to close, but watch streams never end by
-    // themselves: give calls in flight a moment, then stop. Every acknowledged write is
-    // already on disk, so nothing is lost either way.
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(served) => served.map_err(ApiserverError::Serve),
-        Err(_) => Ok(()),
+        _ = &mut server => Ok(()),
+        _ = shutdown => {
+            stop_now.notify_one();
+            server.await;
+            Ok(())
+        }
+        ended = &mut lifecycle => Err(ApiserverError::Stopped("node lifecycle controller", crate::supervise::task_end(ended))),
+        ended = &mut expiry => Err(ApiserverError::Stopped("event expiry", crate::supervise::task_end(ended))),
     }
 }
 
@@ -263,47 +326,12 @@ pub enum ApiserverError {
         "cannot listen on {0}: {1} (is another apiserver running? choose another with --listen)"
     )]
     Bind(SocketAddr, std::io::Error),
-    #[error("gRPC server failed: {0}")]
-    Serve(tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
     #[error("the {0} stopped: {1}")]
     Stopped(&'static str, String),
-}
-
-/// A gRPC stream of watch events, as returned by the Watch RPCs.
-type WatchStream<T> =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
-
-/// Turns the store's change feed into a typed gRPC watch stream.
-async fn watch_stream<T, E>(
-    store: &Store,
-    from_revision: u64,
-    prefix: String,
-    node: String,
-    selector: &str,
-    wrap: impl Fn(kubelab_proto::v1::WatchEventType, T) -> Option<E> + Send + 'static,
-) -> Result<WatchStream<E>, tonic::Status>
-where
-    T: store::Object + Send + 'static,
-    E: Send + 'static,
-{
-    let selector = selector::LabelSelector::parse(selector)?;
-    let rx = store.watch(from_revision, prefix, node).await?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |change| {
-        let item = match change {
-            Err(e) => Some(Err(tonic::Status::from(e))),
-            Ok(change) => match T::decode(&change.value[..]) {
-                Err(e) => Some(Err(tonic::Status::internal(format!(
-                    "undecodable object: {e}"
-                )))),
-                Ok(object) if !selector.is_empty() && !selector.matches(labels_of(&object)) => None,
-                Ok(object) => wrap(change.change_type, object).map(Ok),
-            },
-        };
-        futures::future::ready(item)
-    });
-    Ok(Box::pin(stream))
 }
 
 /// An object's labels (empty when it has none).
@@ -315,5 +343,3 @@ fn labels_of<T: store::Object>(object: &T) -> &std::collections::HashMap<String,
         None => NONE.get_or_init(Default::default),
     }
 }
-
-use futures::StreamExt;

@@ -1,4 +1,4 @@
-//! The Namespaces service: create, read and relabel namespaces (the admin writes, the
+//! Namespaces in the API: create, read and relabel namespaces (the admin writes, the
 //! cluster reads), and the `default` namespace every cluster starts with.
 //!
 //! Owns Namespace objects only: their names and labels, the Pod Security ones checked as
@@ -9,38 +9,37 @@
 use std::sync::Arc;
 
 use kubelab_proto::now_ms;
-use kubelab_proto::v1::namespaces_server::Namespaces;
-use kubelab_proto::v1::{
-    ListNamespacesRequest, Namespace, NamespaceList, NamespaceStatus, ObjectKey,
-    UpdateNamespaceRequest,
-};
-use tonic::{Request, Response, Status};
+use kubelab_proto::v1::{Namespace, NamespaceStatus};
 
-use super::auth::{Authenticator, Identity};
+use super::auth::Identity;
 use super::pod_security::check_namespace_labels;
-use super::selector::LabelSelector;
+use super::registry::{
+    selected, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents, Written,
+};
 use super::store::{check_version, key, prefix, Store};
-use super::validation::{check_dns_label, check_labels};
+use super::validation::{check_annotations, check_dns_label, check_labels};
 use super::ApiError;
 
 pub struct NamespacesService {
     store: Arc<Store>,
-    auth: Arc<Authenticator>,
 }
 
 impl NamespacesService {
-    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>) -> Self {
-        NamespacesService { store, auth }
+    pub fn new(store: Arc<Store>) -> Self {
+        NamespacesService { store }
     }
+}
 
-    /// Namespaces are read by everyone in the cluster (not by the bootstrap credential).
-    fn reader<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let who = self.auth.identify(request)?;
-        if who == Identity::Bootstrap {
-            return Err(who.denied("read namespaces"));
-        }
-        Ok(())
+/// Namespaces are read by everyone in the cluster (not by the bootstrap credential).
+fn may_read(who: &Identity) -> Result<(), ApiError> {
+    if *who == Identity::Bootstrap {
+        return Err(who.denied("read namespaces"));
     }
+    Ok(())
+}
+
+fn namespace_ref(name: &str) -> String {
+    format!("namespaces {name:?}")
 }
 
 fn namespace_key(name: &str) -> String {
@@ -81,82 +80,148 @@ pub async fn ensure_default(store: &Store) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[tonic::async_trait]
-impl Namespaces for NamespacesService {
-    async fn create(&self, request: Request<Namespace>) -> Result<Response<Namespace>, Status> {
-        self.auth
-            .identify(&request)?
-            .require(&[Identity::Admin], "create namespaces")?;
-        let meta = request.into_inner().metadata.unwrap_or_default();
-        check(&meta.name, &meta.labels)?;
-        let key = namespace_key(&meta.name);
-        let namespace = new_namespace(meta.name.clone(), meta.labels);
-        let namespace = self
-            .store
-            .update::<Namespace, _>(&key, |current| match current {
-                Some(_) => Err(ApiError::AlreadyExists(format!(
-                    "namespaces {:?}",
-                    meta.name
-                ))),
-                None => Ok(Some(namespace)),
-            })
-            .await?;
-        tracing::info!(namespace = %meta.name, "created");
-        Ok(Response::new(namespace))
+impl Registry for NamespacesService {
+    type Object = Namespace;
+    const NAMESPACED: bool = false;
+    const FIELDS: &'static [&'static str] = &["metadata.name", "status.phase"];
+
+    fn field(ns: &Namespace, field: &str) -> String {
+        match field {
+            "status.phase" => ns
+                .status
+                .as_ref()
+                .map(|s| s.phase.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
-    async fn get(&self, request: Request<ObjectKey>) -> Result<Response<Namespace>, Status> {
-        self.reader(&request)?;
-        let name = request.into_inner().name;
-        match self
-            .store
-            .get_durable::<Namespace>(&namespace_key(&name))
+    async fn get(
+        &self,
+        who: &Identity,
+        _namespace: &str,
+        name: &str,
+    ) -> Result<Namespace, ApiError> {
+        may_read(who)?;
+        self.store
+            .get_durable::<Namespace>(&namespace_key(name))
             .await?
-        {
-            Some(ns) => Ok(Response::new(ns)),
-            None => Err(ApiError::NotFound(format!("namespaces {name:?}")).into()),
-        }
+            .ok_or_else(|| ApiError::NotFound(namespace_ref(name)))
     }
 
     async fn list(
         &self,
-        request: Request<ListNamespacesRequest>,
-    ) -> Result<Response<NamespaceList>, Status> {
-        self.reader(&request)?;
-        let selector = LabelSelector::parse(&request.get_ref().label_selector)?;
-        let (mut items, resource_version) = self
+        who: &Identity,
+        _namespace: &str,
+        options: &ListOptions,
+    ) -> Result<(Vec<Namespace>, u64), ApiError> {
+        may_read(who)?;
+        let (mut items, revision) = self
             .store
             .list::<Namespace>(&prefix::<Namespace>(""))
             .await?;
-        items.retain(|n| selector.is_empty() || selector.matches(super::labels_of(n)));
-        Ok(Response::new(NamespaceList {
-            items,
-            resource_version,
-        }))
+        items.retain(|n| selected(n, options, Self::field));
+        Ok((items, revision))
     }
 
-    async fn update(
+    async fn watch(
         &self,
-        request: Request<UpdateNamespaceRequest>,
-    ) -> Result<Response<Namespace>, Status> {
-        self.auth
-            .identify(&request)?
-            .require(&[Identity::Admin], "change namespaces")?;
-        let r = request.into_inner();
-        check(&r.name, &r.labels)?;
-        let key = namespace_key(&r.name);
+        who: &Identity,
+        _namespace: &str,
+        from_revision: u64,
+        options: ListOptions,
+    ) -> Result<WatchEvents<Namespace>, ApiError> {
+        may_read(who)?;
+        watch_store(
+            &self.store,
+            from_revision,
+            prefix::<Namespace>(""),
+            String::new(),
+            options,
+            Self::field,
+        )
+        .await
+    }
+
+    async fn create(
+        &self,
+        who: &Identity,
+        namespace: Namespace,
+        dry_run: bool,
+    ) -> Result<Written<Namespace>, ApiError> {
+        who.require(&[Identity::Admin], "create namespaces")?;
+        let mut meta = namespace.metadata.unwrap_or_default();
+        super::pods::generate_name(&mut meta);
+        check(&meta.name, &meta.labels)?;
+        check_annotations(&meta.annotations)?;
+        let key = namespace_key(&meta.name);
+        let mut namespace = new_namespace(meta.name.clone(), meta.labels);
+        namespace
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations = meta.annotations;
+        if dry_run {
+            if self.store.get::<Namespace>(&key)?.is_some() {
+                return Err(ApiError::AlreadyExists(namespace_ref(&meta.name)));
+            }
+            return Ok(Written::new(namespace));
+        }
         let namespace = self
             .store
-            .update::<Namespace, _>(&key, |current| {
-                let Some(mut ns) = current else {
-                    return Err(ApiError::NotFound(format!("namespaces {:?}", r.name)));
-                };
-                check_version(&ns, r.resource_version, &format!("namespaces {:?}", r.name))?;
-                ns.metadata.get_or_insert_with(Default::default).labels = r.labels.clone();
-                Ok(Some(ns))
+            .update::<Namespace, _>(&key, |current| match current {
+                Some(_) => Err(ApiError::AlreadyExists(namespace_ref(&meta.name))),
+                None => Ok(Some(namespace)),
             })
             .await?;
-        tracing::info!(namespace = %r.name, "labels updated by the admin");
-        Ok(Response::new(namespace))
+        tracing::info!(namespace = %meta.name, "created");
+        Ok(Written::new(namespace))
+    }
+
+    /// What an admin changes of a namespace: its labels and annotations.
+    async fn update(
+        &self,
+        who: &Identity,
+        namespace: Namespace,
+        dry_run: bool,
+    ) -> Result<Written<Namespace>, ApiError> {
+        who.require(&[Identity::Admin], "change namespaces")?;
+        let given = namespace.metadata.unwrap_or_default();
+        check(&given.name, &given.labels)?;
+        check_annotations(&given.annotations)?;
+        let key = namespace_key(&given.name);
+        let apply = |current: Option<Namespace>| -> Result<Namespace, ApiError> {
+            let Some(mut ns) = current else {
+                return Err(ApiError::NotFound(namespace_ref(&given.name)));
+            };
+            check_version(&ns, given.resource_version, &namespace_ref(&given.name))?;
+            let meta = ns.metadata.get_or_insert_with(Default::default);
+            meta.labels = given.labels.clone();
+            meta.annotations = given.annotations.clone();
+            Ok(ns)
+        };
+        let current = self.store.get::<Namespace>(&key)?;
+        let candidate = apply(current.clone())?;
+        if dry_run || current.as_ref() == Some(&candidate) {
+            return Ok(Written::new(candidate));
+        }
+        let namespace = self
+            .store
+            .update::<Namespace, _>(&key, |current| apply(current).map(Some))
+            .await?;
+        tracing::info!(namespace = %given.name, "labels updated by the admin");
+        Ok(Written::new(namespace))
+    }
+
+    async fn delete(
+        &self,
+        who: &Identity,
+        _namespace: &str,
+        name: &str,
+        _options: DeleteOptions,
+    ) -> Result<Namespace, ApiError> {
+        Err(ApiError::Forbidden(format!(
+            "{} is forbidden: kubelab does not delete namespaces yet (it has no namespace controller to empty them); {who} may delete its pods instead",
+            namespace_ref(name)
+        )))
     }
 }

@@ -7,20 +7,17 @@
 use std::sync::Arc;
 
 use kubelab_proto::now_ms;
-use kubelab_proto::v1::nodes_server::Nodes;
-use kubelab_proto::v1::{
-    HeartbeatRequest, JoinRequest, JoinResponse, ListNodesRequest, Node, NodeList, NodeWatchEvent,
-    ObjectKey, Taint, UpdateNodeRequest, WatchRequest,
-};
-use tonic::{Request, Response, Status};
+use kubelab_proto::v1::{JoinRequest, JoinResponse, Node, Taint};
 
 use super::auth::{Authenticator, Identity};
 use super::node_ipam::{allocate, Cidr};
 use super::node_lifecycle::{announce_ready, mark_ready};
-use super::selector::LabelSelector;
+use super::registry::{
+    selected, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents, Written,
+};
 use super::store::{check_version, key, prefix, Store};
-use super::validation::{check_dns_subdomain, check_labels};
-use super::{watch_stream, ApiError, WatchStream};
+use super::validation::{check_annotations, check_dns_subdomain, check_labels};
+use super::ApiError;
 
 pub struct NodesService {
     store: Arc<Store>,
@@ -31,16 +28,19 @@ pub struct NodesService {
     allocating: tokio::sync::Mutex<()>,
 }
 
-impl NodesService {
-    /// Nodes are read by everyone in the cluster (not by the bootstrap credential).
-    fn reader<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        let who = self.auth.identify(request)?;
-        if who == Identity::Bootstrap {
-            return Err(who.denied("read nodes"));
-        }
-        Ok(who)
+/// Nodes are read by everyone in the cluster (not by the bootstrap credential).
+fn may_read(who: &Identity) -> Result<(), ApiError> {
+    if *who == Identity::Bootstrap {
+        return Err(who.denied("read nodes"));
     }
+    Ok(())
+}
 
+fn node_ref(name: &str) -> String {
+    format!("nodes {name:?}")
+}
+
+impl NodesService {
     pub fn new(
         store: Arc<Store>,
         auth: Arc<Authenticator>,
@@ -57,36 +57,34 @@ impl NodesService {
     }
 }
 
-#[tonic::async_trait]
-impl Nodes for NodesService {
-    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let who = self.auth.identify(&request)?;
+impl NodesService {
+    /// A node joins with the bootstrap credential and gets its own.
+    pub async fn join(&self, who: &Identity, r: JoinRequest) -> Result<JoinResponse, ApiError> {
         who.require(
             &[Identity::Bootstrap],
             "join nodes (that takes the bootstrap credential)",
         )?;
-        let r = request.into_inner();
         let name = r.node_name;
         check_dns_subdomain("node name", &name)?;
         let issued = self
             .auth
             .issue_node_credential(&name, !r.without_serving_certificate)
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         tracing::info!(node = %name, "node joined: credential issued");
-        Ok(Response::new(JoinResponse {
+        Ok(JoinResponse {
             token: issued.token,
             peer_token: issued.peer_token,
             serving_cert: issued.serving_cert,
             serving_key: issued.serving_key,
-        }))
+        })
     }
 
-    async fn register(&self, request: Request<Node>) -> Result<Response<Node>, Status> {
-        let who = self.auth.identify(&request)?;
-        let mut node = request.into_inner();
+    /// An agent registers its node (again, after a restart).
+    pub async fn register(&self, who: &Identity, node: Node) -> Result<Node, ApiError> {
+        let mut node = node;
         let meta = node.metadata.get_or_insert_with(Default::default);
         check_dns_subdomain("node name", &meta.name)?;
-        if who != Identity::Node(meta.name.clone()) {
+        if *who != Identity::Node(meta.name.clone()) {
             return Err(who.denied(&format!(
                 "register node {:?} (only that node may)",
                 meta.name
@@ -164,16 +162,12 @@ impl Nodes for NodesService {
         if came_back {
             announce_ready(&self.store, &node).await;
         }
-        Ok(Response::new(node))
+        Ok(node)
     }
 
-    async fn heartbeat(
-        &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<Node>, Status> {
-        let who = self.auth.identify(&request)?;
-        let name = request.into_inner().name;
-        if who != Identity::Node(name.clone()) {
+    /// An agent says its node is alive.
+    pub async fn heartbeat(&self, who: &Identity, name: String) -> Result<Node, ApiError> {
+        if *who != Identity::Node(name.clone()) {
             return Err(who.denied(&format!("heartbeat for node {name:?} (only that node may)")));
         }
         let key = key::<Node>("", &name);
@@ -194,82 +188,130 @@ impl Nodes for NodesService {
             tracing::info!(node = %name, "heartbeat again: node is Ready");
             announce_ready(&self.store, &node).await;
         }
-        Ok(Response::new(node))
+        Ok(node)
     }
+}
 
-    async fn update(&self, request: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
-        self.auth
-            .identify(&request)?
-            .require(&[Identity::Admin], "change nodes (cordon, labels, taints)")?;
-        let r = request.into_inner();
-        check_labels(&r.labels)?;
-        let spec = r.spec.unwrap_or_default();
-        for taint in &spec.taints {
-            check_taint(taint)?;
-        }
-        let key = key::<Node>("", &r.name);
-        let node = self
-            .store
-            .update::<Node, _>(&key, |current| {
-                let Some(mut node) = current else {
-                    return Err(ApiError::NotFound(format!("node {:?}", r.name)));
-                };
-                check_version(&node, r.resource_version, &format!("nodes {:?}", r.name))?;
-                node.metadata.get_or_insert_with(Default::default).labels = r.labels;
-                let current = node.spec.get_or_insert_with(Default::default);
-                current.unschedulable = spec.unschedulable;
-                current.taints = spec.taints;
-                Ok(Some(node))
-            })
-            .await?;
-        tracing::info!(node = %r.name, "updated by the admin");
-        Ok(Response::new(node))
-    }
+impl Registry for NodesService {
+    type Object = Node;
+    const NAMESPACED: bool = false;
+    const FIELDS: &'static [&'static str] = &["metadata.name", "spec.unschedulable"];
 
-    async fn get(&self, request: Request<ObjectKey>) -> Result<Response<Node>, Status> {
-        self.reader(&request)?;
-        let name = request.into_inner().name;
-        let key = key::<Node>("", &name);
-        match self.store.get_durable::<Node>(&key).await? {
-            Some(node) => Ok(Response::new(node)),
-            None => Err(ApiError::NotFound(format!("node {name:?}")).into()),
+    fn field(node: &Node, field: &str) -> String {
+        match field {
+            "spec.unschedulable" => node
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.unschedulable)
+                .to_string(),
+            _ => String::new(),
         }
     }
 
-    async fn list(&self, request: Request<ListNodesRequest>) -> Result<Response<NodeList>, Status> {
-        self.reader(&request)?;
-        let selector = LabelSelector::parse(&request.get_ref().label_selector)?;
-        let (mut items, resource_version) = self.store.list::<Node>(&prefix::<Node>("")).await?;
-        items.retain(|n| selector.is_empty() || selector.matches(super::labels_of(n)));
-        Ok(Response::new(NodeList {
-            items,
-            resource_version,
-        }))
+    async fn get(&self, who: &Identity, _namespace: &str, name: &str) -> Result<Node, ApiError> {
+        may_read(who)?;
+        self.store
+            .get_durable::<Node>(&key::<Node>("", name))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(node_ref(name)))
     }
 
-    type WatchStream = WatchStream<NodeWatchEvent>;
+    async fn list(
+        &self,
+        who: &Identity,
+        _namespace: &str,
+        options: &ListOptions,
+    ) -> Result<(Vec<Node>, u64), ApiError> {
+        may_read(who)?;
+        let (mut items, revision) = self.store.list::<Node>(&prefix::<Node>("")).await?;
+        items.retain(|n| selected(n, options, Self::field));
+        Ok((items, revision))
+    }
 
     async fn watch(
         &self,
-        request: Request<WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        self.reader(&request)?;
-        let r = request.into_inner();
-        let stream = watch_stream::<Node, _>(
+        who: &Identity,
+        _namespace: &str,
+        from_revision: u64,
+        options: ListOptions,
+    ) -> Result<WatchEvents<Node>, ApiError> {
+        may_read(who)?;
+        watch_store(
             &self.store,
-            r.from_revision,
+            from_revision,
             prefix::<Node>(""),
             String::new(),
-            &r.label_selector,
-            |t, node| {
-                Some(NodeWatchEvent {
-                    r#type: t as i32,
-                    object: Some(node),
-                })
-            },
+            options,
+            Self::field,
         )
-        .await?;
-        Ok(Response::new(stream))
+        .await
+    }
+
+    async fn create(
+        &self,
+        who: &Identity,
+        _node: Node,
+        _dry_run: bool,
+    ) -> Result<Written<Node>, ApiError> {
+        Err(who.denied(
+            "create nodes: a node is registered by its agent (kubelabd agent, or kubelabd up --agents N)",
+        ))
+    }
+
+    /// What an admin changes of a node: labels, annotations, `unschedulable` (cordon) and
+    /// taints. Its pod CIDR stays as allocated; its status is its agent's.
+    async fn update(
+        &self,
+        who: &Identity,
+        node: Node,
+        dry_run: bool,
+    ) -> Result<Written<Node>, ApiError> {
+        who.require(&[Identity::Admin], "change nodes (cordon, labels, taints)")?;
+        let given = node.metadata.clone().unwrap_or_default();
+        check_labels(&given.labels)?;
+        check_annotations(&given.annotations)?;
+        let spec = node.spec.unwrap_or_default();
+        for taint in &spec.taints {
+            check_taint(taint)?;
+        }
+        let name = given.name.clone();
+        let key = key::<Node>("", &name);
+        let apply = |current: Option<Node>| -> Result<Node, ApiError> {
+            let Some(mut node) = current else {
+                return Err(ApiError::NotFound(node_ref(&name)));
+            };
+            check_version(&node, given.resource_version, &node_ref(&name))?;
+            let meta = node.metadata.get_or_insert_with(Default::default);
+            meta.labels = given.labels.clone();
+            meta.annotations = given.annotations.clone();
+            let current = node.spec.get_or_insert_with(Default::default);
+            current.unschedulable = spec.unschedulable;
+            current.taints = spec.taints.clone();
+            Ok(node)
+        };
+        let current = self.store.get::<Node>(&key)?;
+        let candidate = apply(current.clone())?;
+        if dry_run || current.as_ref() == Some(&candidate) {
+            return Ok(Written::new(candidate));
+        }
+        let node = self
+            .store
+            .update::<Node, _>(&key, |current| apply(current).map(Some))
+            .await?;
+        tracing::info!(node = %name, "updated by the admin");
+        Ok(Written::new(node))
+    }
+
+    async fn delete(
+        &self,
+        who: &Identity,
+        _namespace: &str,
+        _name: &str,
+        _options: DeleteOptions,
+    ) -> Result<Node, ApiError> {
+        Err(who.denied(
+            "delete nodes: kubelab's nodes leave when their agent stops for good; drain one with kubectl drain",
+        ))
     }
 }
 

@@ -144,6 +144,58 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
     Ok(Requirement::Exists(checked_key(part)?))
 }
 
+/// A field selector (`spec.nodeName=node-1,status.phase!=Running`): equality tests on
+/// the few fields each resource offers (`FieldSelector::matches` asks the resource).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    /// Parses `text`; `supported` says which fields the resource can select on.
+    pub fn parse(text: &str, supported: &[&str]) -> Result<Self, ApiError> {
+        let mut terms = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                )));
+            };
+            let field = field.trim();
+            if !supported.contains(&field) {
+                return Err(ApiError::BadRequest(format!(
+                    "field label not supported: {field}"
+                )));
+            }
+            terms.push((field.to_string(), equal, value.trim().to_string()));
+        }
+        Ok(FieldSelector(terms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value a term requires of `field` (`spec.nodeName=x` → `x`), if one does.
+    pub fn required(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, equal, _)| *equal && f == field)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// Whether an object whose fields read as `value_of` says matches every term.
+    pub fn matches(&self, value_of: impl Fn(&str) -> String) -> bool {
+        self.0
+            .iter()
+            .all(|(field, equal, value)| (value_of(field) == *value) == *equal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +229,26 @@ mod tests {
             let s = LabelSelector::parse(text).expect(text);
             assert_eq!((s.matches(&web), s.matches(&db)), (on_web, on_db), "{text}");
         }
+    }
+
+    #[test]
+    fn field_selectors_match_and_refuse_unknown_fields() {
+        let fields = ["metadata.name", "spec.nodeName"];
+        let s = FieldSelector::parse("spec.nodeName=n1,metadata.name!=a", &fields).unwrap();
+        assert_eq!(s.required("spec.nodeName"), Some("n1"));
+        let value = |name: &'static str| {
+            move |f: &str| {
+                if f == "spec.nodeName" {
+                    "n1".into()
+                } else {
+                    name.to_string()
+                }
+            }
+        };
+        assert!(s.matches(value("b")));
+        assert!(!s.matches(value("a")));
+        let e = FieldSelector::parse("status.colour=red", &fields).unwrap_err();
+        assert_eq!(e.to_string(), "field label not supported: status.colour");
     }
 
     #[test]

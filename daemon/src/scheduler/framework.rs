@@ -345,6 +345,7 @@ mod tests {
             operator: "Equal".into(),
             value: "true".into(),
             effect: "NoSchedule".into(),
+            toleration_seconds: None,
         };
         assert_eq!(check(&pod(0, &[], vec![equal]), &gpu), None);
         let exists_all = Toleration {

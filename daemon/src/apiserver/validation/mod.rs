@@ -93,6 +93,25 @@ pub fn check_labels(labels: &std::collections::HashMap<String, String>) -> Resul
     Ok(())
 }
 
+/// Annotations: keys as label keys are, values anything, all of them together at most
+/// 256 KiB (Kubernetes' limit: `metadata.annotations: Too long: must have at most 262144 bytes`).
+pub fn check_annotations(
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<(), ApiError> {
+    const MAX_BYTES: usize = 256 * 1024;
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "metadata.annotations: Too long: must have at most {MAX_BYTES} bytes"
+        )));
+    }
+    let keys: std::collections::HashMap<String, String> = annotations
+        .keys()
+        .map(|k| (k.clone(), String::new()))
+        .collect();
+    check_labels(&keys).map_err(|e| ApiError::Invalid(format!("metadata.annotations: {e}")))
+}
+
 /// A DNS-1123 label: what Kubernetes requires of container names and namespaces.
 pub fn check_dns_label(what: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()

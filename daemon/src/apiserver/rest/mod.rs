@@ -1,0 +1,210 @@
+//! The REST way in: the Kubernetes API as kube-apiserver serves it (JSON over HTTPS), so
+//! that kubectl, k9s and client libraries work with kubelab unchanged.
+//!
+//! A request is authenticated (the same bearer tokens as gRPC), read into a
+//! `RequestInfo` (verb, resource, namespace, name, subresource) and handed to the
+//! resource's `Registry` — the code the gRPC services call — through the generic verbs
+//! of `handlers`; answers and errors are encoded as kube-apiserver encodes them. No rule
+//! about any resource lives here.
+//!
+//! Layout: `request_info` (paths), `kinds` (each resource's names, JSON shape and table),
+//! `handlers` (get, list, create, update, delete), `patch` (the four patch types, with
+//! `strategic` merge and server-side `apply`),
+//! `watch` (JSON-lines watch streams), `subresources` (status, binding, log),
+//! `discovery` (`/api`, `/apis`, `/version`, OpenAPI), `status` (errors as Status).
+
+mod apply;
+mod discovery;
+mod exec;
+mod handlers;
+mod kinds;
+mod openapi;
+mod patch;
+pub mod request_info;
+mod status;
+mod strategic;
+mod subresources;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use self::kinds::Kind;
+use self::request_info::{NotAResource, RequestInfo, Verb};
+use self::status::failure;
+use super::auth::{Authenticator, Identity};
+use super::events::EventsService;
+use super::namespaces::NamespacesService;
+use super::nodes::NodesService;
+use super::pods::PodsService;
+use super::ApiError;
+
+/// What the REST side serves from: the same services gRPC serves from.
+pub struct Rest {
+    pub pods: Arc<PodsService>,
+    pub nodes: Arc<NodesService>,
+    pub namespaces: Arc<NamespacesService>,
+    pub events: Arc<EventsService>,
+    pub auth: Arc<Authenticator>,
+    /// `HOST:PORT` clients reach this apiserver at (for discovery).
+    pub address: String,
+}
+
+/// One request, read: who sent it and what it asks.
+pub struct Ctx {
+    pub who: Identity,
+    pub method: Method,
+    pub path: String,
+    pub verb: Verb,
+    pub info: RequestInfo,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+}
+
+/// The largest body read (a pod is far smaller; Kubernetes caps objects at 1.5 MB).
+const MAX_BODY: usize = 3 << 20;
+
+/// A warning as Kubernetes sends it in HTTP: `299 - "text"`, the text quoted and
+/// anything beyond printable ASCII replaced.
+pub fn warning_value(text: &str) -> String {
+    let mut quoted = String::from("299 - \"");
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            ' '..='~' => quoted.push(c),
+            _ => quoted.push('?'),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A JSON answer with `Warning` headers.
+pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut response = (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    for (name, value) in handlers::warning_headers(warnings) {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// Every REST request comes here.
+pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
+    let path = request.uri().path().to_string();
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    // Health and version are public, as in Kubernetes (system:public-info-viewer).
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),
+        "/version" => return discovery::version(),
+        _ => {}
+    }
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let who = match rest.auth.identify(authorization) {
+        Ok(who) => who,
+        Err(e) => return status::Target::default().failure(e).into_response(),
+    };
+    let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let (verb, info) = match request_info::parse(request.method(), &path, watch) {
+        Ok(parsed) => parsed,
+        Err(NotAResource::Discovery { group, version }) => {
+            return discovery::serve(&rest, &group, &version)
+        }
+        Err(NotAResource::Unknown) => return discovery::other(&rest, &who, request).await,
+    };
+    let (parts, body) = request.into_parts();
+    let mut ctx = Ctx {
+        who,
+        method: parts.method.clone(),
+        path,
+        verb,
+        info,
+        query,
+        headers: parts.headers.clone(),
+    };
+    if ctx.info.group.is_empty() && ctx.info.resource == "pods" && ctx.info.subresource == "exec" {
+        return subresources::exec(rest, ctx, Request::from_parts(parts, body)).await;
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("the request body is larger than {MAX_BODY} bytes"),
+                Value::Null,
+            )
+            .into_response()
+        }
+    };
+    let (group, version, resource) = (
+        ctx.info.group.clone(),
+        ctx.info.version.clone(),
+        ctx.info.resource.clone(),
+    );
+    match (group.as_str(), version.as_str(), resource.as_str()) {
+        ("", "v1", "pods") => resource_request::<kinds::Pods>(&rest, &rest.pods, &ctx, &body).await,
+        ("", "v1", "nodes") => {
+            resource_request::<kinds::Nodes>(&rest, &rest.nodes, &ctx, &body).await
+        }
+        ("", "v1", "namespaces") => {
+            resource_request::<kinds::Namespaces>(&rest, &rest.namespaces, &ctx, &body).await
+        }
+        ("", "v1", "events") => {
+            resource_request::<kinds::Events>(&rest, &rest.events, &ctx, &body).await
+        }
+        ("authentication.k8s.io", "v1", "selfsubjectreviews") if ctx.verb == Verb::Create => {
+            discovery::whoami(&ctx)
+        }
+        ("events.k8s.io", "v1", "events") => {
+            ctx.info.group = "events.k8s.io".into();
+            resource_request::<kinds::EventsV1>(&rest, &rest.events, &ctx, &body).await
+        }
+        _ => discovery::not_found(),
+    }
+}
+
+/// A request for one resource: the verb and subresource decide the handler.
+async fn resource_request<K: Kind>(
+    rest: &Arc<Rest>,
+    registry: &K::Registry,
+    ctx: &Ctx,
+    body: &[u8],
+) -> Response {
+    use self::handlers as h;
+    let result: Result<Response, ApiError> = match (ctx.verb, ctx.info.subresource.as_str()) {
+        (Verb::List, "") => h::list::<K>(ctx, registry).await,
+        (Verb::Watch, "") => watch::watch::<K>(ctx, registry).await,
+        (Verb::Get, "" | "status") => h::get::<K>(ctx, registry).await,
+        (Verb::Create, "") => h::create::<K>(ctx, registry, body).await,
+        (Verb::Update, "") => h::update::<K>(ctx, registry, body).await,
+        (Verb::Patch, "") => patch::patch::<K>(ctx, registry, body).await,
+        (Verb::Delete, "") => h::delete::<K>(ctx, registry, body).await,
+        (_, "log" | "binding" | "status") if K::PLURAL == "pods" => {
+            return subresources::pod(rest, ctx, body).await
+        }
+        _ => return h::not_allowed(ctx).into_response(),
+    };
+    result.unwrap_or_else(|e| h::fail::<K>(ctx, e))
+}

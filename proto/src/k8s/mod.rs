@@ -1,0 +1,83 @@
+//! Kubernetes' own encoding of kubelab's objects: the conversions between the API's
+//! messages (`v1`, what is stored and what gRPC carries) and Kubernetes' JSON shapes
+//! (the `k8s-openapi` types, what the REST API and manifests speak).
+//!
+//! One model per resource, two encodings: the apiserver stores and validates the
+//! messages; JSON is made and read only here, at the edge. `decode` reads a client's
+//! JSON as kube-apiserver does (unknown fields reported, `apiVersion`/`kind` checked);
+//! `to_k8s` writes what kube-apiserver would return (with Kubernetes' defaults for the
+//! fields kubelab fixes); `from_k8s` reads it back, and what that round trip would lose
+//! is what kubelab does not support yet, named in warnings rather than dropped silently.
+//! Decides nothing about validity beyond the shape: the apiserver validates.
+
+mod decode;
+mod from_k8s;
+pub mod printers;
+mod to_k8s;
+
+pub use decode::{decode, DecodeError, Decoded};
+pub use from_k8s::{
+    event_from_k8s, event_v1_from_k8s, meta_from_k8s, namespace_from_k8s, node_from_k8s, parse_cpu,
+    parse_memory, pod_from_k8s, pod_status_from_k8s, unsupported, ConvertError,
+};
+pub use k8s_openapi;
+pub use to_k8s::{created, event, event_v1, meta, namespace, node, pod, pod_spec, qos_class};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// The values Kubernetes defaults and kubelab fixes (it has one scheduler, no DNS
+/// policies yet, no priorities): written out as kube-apiserver does, and accepted back.
+pub mod defaults {
+    pub const DNS_POLICY: &str = "ClusterFirst";
+    pub const SCHEDULER_NAME: &str = "default-scheduler";
+    pub const PREEMPTION_POLICY: &str = "PreemptLowerPriority";
+    pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+    pub const TERMINATION_MESSAGE_POLICY: &str = "File";
+
+    /// The architecture as Kubernetes names it (`amd64`, `arm64`).
+    pub fn architecture() -> &'static str {
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+    }
+
+    /// What a node reports as its kubelet's version (`kubectl get nodes`' VERSION).
+    pub fn kubelet_version() -> String {
+        format!("v{}-kubelab", crate::k8s::KUBERNETES_VERSION)
+    }
+}
+
+/// The Kubernetes version whose API kubelab serves (a subset of it).
+pub const KUBERNETES_VERSION: &str = "1.32.0";
+
+pub fn time(ms: i64) -> Option<Time> {
+    (ms > 0)
+        .then(|| {
+            k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+                .ok()
+                .map(Time)
+        })
+        .flatten()
+}
+
+/// Milliseconds since the epoch of a Kubernetes time (0 when unset).
+pub fn time_ms(t: &Option<Time>) -> i64 {
+    t.as_ref().map(|t| t.0.as_millisecond()).unwrap_or(0)
+}
+
+/// A string Kubernetes leaves out when it is empty.
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Bytes as Kubernetes writes them: `64Mi` when exact, plain bytes otherwise.
+pub fn memory_quantity(bytes: i64) -> String {
+    for (suffix, unit) in [("Gi", 1i64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes % unit == 0 {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    bytes.to_string()
+}
