@@ -36,6 +36,7 @@ pub async fn run(
         command: options.command,
         stdin: Vec::new(),
         stdin_eof: !options.stdin,
+        ..Default::default()
     })
     .await?;
     if options.stdin {

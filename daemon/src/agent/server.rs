@@ -138,6 +138,9 @@ impl Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("exec: no request was sent"))?;
         check_container_name(&first.container)?;
         let (_, uid) = self.find_pod(&first.namespace, &first.name)?;
+        if first.tty {
+            return self.exec_on_terminal(&uid, first, inbound);
+        }
         let mut child = self
             .runtime
             .exec(&uid, &first.container, &first.command)
@@ -198,6 +201,123 @@ impl Agent for AgentService {
                 Ok(status) => status.code().unwrap_or(255),
                 Err(_) => 255,
             };
+            let _ = tx
+                .send(Ok(ExecOutput {
+                    exit_code: Some(code),
+                    ..Default::default()
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+impl AgentService {
+    /// `exec -t`: the command on a terminal; its master side is read for output and
+    /// written with input, and resized as the user's window is.
+    fn exec_on_terminal(
+        &self,
+        uid: &str,
+        first: ExecRequest,
+        mut inbound: tonic::Streaming<ExecRequest>,
+    ) -> Result<Response<Stream<ExecOutput>>, Status> {
+        use std::io::{Read, Write};
+        let (mut child, console) = self
+            .runtime
+            .exec_tty(uid, &first.container, &first.command)
+            .map_err(|e| {
+                Status::failed_precondition(format!("pod {}/{}: {e}", first.namespace, first.name))
+            })?;
+        tracing::info!(pod = %first.name, container = %first.container, command = ?first.command, "exec on a terminal");
+        let (tx, rx) = mpsc::channel(16);
+        let size = first.resize;
+        tokio::spawn(async move {
+            let master = match tokio::task::spawn_blocking(move || console.receive()).await {
+                Ok(Ok(master)) => master,
+                Ok(Err(e)) => {
+                    // The helper says why on its stderr; the agent adds what it saw.
+                    let mut why = String::new();
+                    if let Some(mut stderr) = child.stderr.take() {
+                        let _ =
+                            tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut why).await;
+                    }
+                    let _ = tx
+                        .send(Err(Status::failed_precondition(
+                            format!("{e} {why}").trim().to_string(),
+                        )))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                    return;
+                }
+            };
+            if let Some(size) = size {
+                crate::agent::runtime::tty::resize(&master, size.width as u16, size.height as u16);
+            }
+            let (Ok(reader), Ok(writer)) = (master.try_clone(), master.try_clone()) else {
+                let _ = tx
+                    .send(Err(Status::internal("cannot share the terminal")))
+                    .await;
+                return;
+            };
+            // Output: blocking reads on a thread of their own, until the terminal closes
+            // (EIO once the command and its children are gone).
+            let out = tx.clone();
+            let reading = tokio::task::spawn_blocking(move || {
+                let mut file = std::fs::File::from(reader);
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = file.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = ExecOutput {
+                        stdout: buf[..n].to_vec(),
+                        ..Default::default()
+                    };
+                    if out.blocking_send(Ok(chunk)).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Input and resizes, as they come; writes block, so a thread does them.
+            let (input, typed) = std::sync::mpsc::channel::<Vec<u8>>();
+            let mut terminal = std::fs::File::from(writer);
+            std::thread::spawn(move || {
+                for data in typed {
+                    if terminal.write_all(&data).is_err() {
+                        break;
+                    }
+                }
+            });
+            let resizer = master.try_clone();
+            let typing = tokio::spawn(async move {
+                if !first.stdin.is_empty() {
+                    let _ = input.send(first.stdin);
+                }
+                while let Ok(Some(m)) = inbound.message().await {
+                    if let (Some(size), Ok(fd)) = (m.resize, resizer.as_ref()) {
+                        crate::agent::runtime::tty::resize(
+                            fd,
+                            size.width as u16,
+                            size.height as u16,
+                        );
+                    }
+                    if !m.stdin.is_empty() && input.send(m.stdin).is_err() {
+                        break;
+                    }
+                }
+            });
+            let code = match child.wait().await {
+                Ok(status) => status.code().unwrap_or(255),
+                Err(_) => 255,
+            };
+            drop(master);
+            let _ = reading.await;
+            typing.abort();
             let _ = tx
                 .send(Ok(ExecOutput {
                     exit_code: Some(code),

@@ -111,6 +111,19 @@ impl AgentProxy {
         Ok(Box::pin(stream.into_inner()))
     }
 
+    /// Whether logs or exec of this pod and container could be served (the pod is bound,
+    /// the container is one of its own).
+    pub fn check(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        self.container_target(namespace, name, container, what)
+            .map(|_| ())
+    }
+
     /// A client for `node`'s agent at `endpoint`: TLS, the agent's certificate checked
     /// against the cluster CA for the node's name, and that node's own peer token.
     fn agent(&self, node: &str, endpoint: &str) -> Result<AgentClient<AuthChannel>, ApiError> {

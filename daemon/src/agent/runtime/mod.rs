@@ -12,6 +12,7 @@ pub mod exec;
 mod recovery;
 pub mod sandbox;
 pub mod spec;
+pub mod tty;
 pub mod volumes;
 
 use crate::container::cgroups;
