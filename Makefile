@@ -26,6 +26,10 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (https://rustup.rs) and run make again" >&2; exit 1; }
+	@# kubectl is kubelab's reference client. Where none is installed, Debian's (1.20,
+	@# which speaks every verb but exec, attach and port-forward to kubelab).
+	@command -v kubectl >/dev/null || { echo "installing: kubernetes-client (kubectl)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
 
 build: deps
 	cargo build --release --bins

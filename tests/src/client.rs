@@ -116,4 +116,75 @@ impl Lab {
                 .is_some_and(|l| l.split_whitespace().nth(2) == Some(status))
         });
     }
+
+    /// A `kubectl` command against this lab: its kubeconfig, and a cache of its own (so
+    /// that no discovery cached by another run is read).
+    pub fn kubectl_command(&self) -> Command {
+        let mut command = Command::new("kubectl");
+        command
+            .env("KUBECONFIG", self.admin_config())
+            .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs kubectl against this lab.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command()
+            .args(args)
+            .output()
+            .expect("run kubectl (make test installs it)")
+    }
+
+    /// Runs kubectl and returns its stdout, failing the test (with stderr) if it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn kubectl_fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// kubectl with `input` on its standard input (`apply -f -`, `exec -i`).
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .kubectl_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write to kubectl");
+        child.wait_with_output().expect("kubectl")
+    }
+
+    /// kubectl's minor version (kubectl 1.20 from Debian speaks no WebSocket exec).
+    pub fn kubectl_minor(&self) -> u32 {
+        let out = self.kubectl(&["version", "--client", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["clientVersion"]["minor"]
+            .as_str()
+            .and_then(|m| m.trim_end_matches('+').parse().ok())
+            .unwrap_or(0)
+    }
 }
