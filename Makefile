@@ -87,7 +87,10 @@ demo: up
 	$(KUBELAB) describe pod site
 	@echo; echo "== its way through the seven steps"
 	$(KUBELAB) trace pod site
-	@echo; echo "The lab is still up. Try: $(KUBELAB) apply -f examples/sleep.yaml; stop it all with: make down"
+	@echo; echo "The lab is still up. kubectl drives it (its kubeconfig is ~/.kubelab/config):"; \
+	echo; echo "  export PATH=$(CURDIR)/$(RELEASE):\$$PATH KUBECONFIG=\$$HOME/.kubelab/config"; \
+	echo "  kubectl apply -f examples/sleep.yaml && kubectl get pods -o wide"; \
+	echo; echo "Stop it all with: make down"
 
 ## Stops what `make demo` started (the agents stop their pods first).
 down:

@@ -326,8 +326,18 @@ pub async fn update<K: Kind>(
 
 /// Kubernetes' `DeleteOptions`, from the body (kubectl sends one) or the query.
 pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let protobuf = ctx
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(super::protobuf::CONTENT_TYPE.as_bytes())
+        });
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
+    } else if protobuf {
+        super::protobuf::delete_options(body)
+            .map_err(|e| ApiError::BadRequest(format!("DeleteOptions (protobuf): {e}")))?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("DeleteOptions: {e}")))?

@@ -20,6 +20,7 @@ mod handlers;
 mod kinds;
 mod openapi;
 mod patch;
+mod protobuf;
 pub mod request_info;
 mod status;
 mod strategic;
@@ -201,7 +202,7 @@ async fn resource_request<K: Kind>(
         (Verb::Update, "") => h::update::<K>(ctx, registry, body).await,
         (Verb::Patch, "") => patch::patch::<K>(ctx, registry, body).await,
         (Verb::Delete, "") => h::delete::<K>(ctx, registry, body).await,
-        (_, "log" | "binding" | "status") if K::PLURAL == "pods" => {
+        (_, "log" | "binding" | "status" | "attach" | "portforward") if K::PLURAL == "pods" => {
             return subresources::pod(rest, ctx, body).await
         }
         _ => return h::not_allowed(ctx).into_response(),

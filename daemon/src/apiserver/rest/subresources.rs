@@ -23,6 +23,12 @@ pub async fn pod(rest: &Arc<Rest>, ctx: &Ctx, body: &[u8]) -> Response {
         ("status", Verb::Update) => status(rest, ctx, body).await,
         ("binding", Verb::Create) => binding(rest, ctx, body).await,
         ("log", Verb::Get) => log(rest, ctx).await,
+        ("attach", _) => Err(ApiError::BadRequest(
+            "attach is not supported by kubelab (a container's console is not kept open to join): read its output with kubectl logs -f, or run a command in it with kubectl exec".into(),
+        )),
+        ("portforward", _) => Err(ApiError::BadRequest(
+            "port-forward is not supported by kubelab yet: a pod's IP is reachable from the machine the lab runs on (kubectl get pod -o wide)".into(),
+        )),
         _ => return super::handlers::not_allowed(ctx).into_response(),
     };
     result.unwrap_or_else(|e| fail::<kinds::Pods>(ctx, e))
