@@ -128,7 +128,7 @@ bench: build
 FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	cd fuzz && for target in manifest unpack_layer containerfile image_ref selector duration quantity; do \
+	cd fuzz && for target in manifest unpack_layer containerfile image_ref selector duration quantity rest_request; do \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target --fuzz-dir . --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

@@ -1,5 +1,6 @@
-//! Row 3: durable pod creates per second from 64 clients, beside this disk's fsyncs per
-//! second.
+//! Rows 3 and 3b: durable pod creates per second from 64 clients, over gRPC beside this
+//! disk's fsyncs per second, and over the Kubernetes REST API (kube-rs clients) beside the
+//! gRPC figure of the same run.
 
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,21 @@ pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
         per_client * 64,
         elapsed.as_secs_f64()
     );
+    let rest_rate = rest_creates(&lab, per_client).await;
     keep_logs(&lab, "api");
     let fsyncs = fsyncs_per_second(lab.dir.path());
+    rows.push(Row {
+        what: format!(
+            "3b. the same over the Kubernetes REST API: 64 kube-rs clients, JSON ({} creates)",
+            per_client * 64
+        ),
+        ours: format!("{rest_rate:.0} /s"),
+        comparison: format!(
+            "gRPC (row 3), same run: {rate:.0} /s; REST = {:.0}% of it",
+            100.0 * rest_rate / rate
+        ),
+        target: "≥ 80% of gRPC".into(),
+    });
     rows.push(Row {
         what: format!(
             "3. API: durable pod creates/s, 64 concurrent clients ({} creates)",
@@ -64,4 +78,57 @@ fn fsyncs_per_second(dir: &std::path::Path) -> f64 {
     }
     let _ = std::fs::remove_file(&path);
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Durable creates per second over REST: 64 kube-rs clients, each its own connection.
+async fn rest_creates(lab: &Lab, per_client: usize) -> f64 {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let kubeconfig = kube::config::Kubeconfig::read_from(lab.admin_config()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kube config");
+    let pod = |name: String| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name },
+            "spec": { "containers": [{ "name": "c", "image": "127.0.0.1:1/none:1" }] }
+        }))
+        .expect("pod")
+    };
+    let apis: Vec<Api<Pod>> = (0..64)
+        .map(|_| {
+            let client = kube::Client::try_from(config.clone()).expect("kube client");
+            Api::namespaced(client, "default")
+        })
+        .collect();
+    for (c, api) in apis.iter().enumerate() {
+        api.create(&PostParams::default(), &pod(format!("rwarm-{c}")))
+            .await
+            .expect("create");
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = apis
+        .into_iter()
+        .enumerate()
+        .map(|(c, api)| {
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    api.create(&PostParams::default(), &pod(format!("r{c}-{i}")))
+                        .await
+                        .expect("create over REST");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let elapsed = start.elapsed();
+    eprintln!(
+        "row 3b: {} REST creates in {:.2}s",
+        per_client * 64,
+        elapsed.as_secs_f64()
+    );
+    (per_client * 64) as f64 / elapsed.as_secs_f64()
 }

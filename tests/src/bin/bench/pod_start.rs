@@ -22,12 +22,22 @@ pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
     start_one(Via::Api, &mut pods, "warmup", &image).await;
     let mut starts = Vec::new();
     let mut applies = Vec::new();
+    let mut kubectl_applies = Vec::new();
     let mut no_network = Vec::new();
     // Interleaved, so that the machine's moods fall on all kinds alike.
     for i in 0..sizes.sequential {
         starts.push(start_one(Via::Api, &mut pods, &format!("bench-{i}"), &image).await);
         if i < sizes.extra {
             applies.push(start_one(Via::Cli(&lab), &mut pods, &format!("apply-{i}"), &image).await);
+            kubectl_applies.push(
+                start_one(
+                    Via::Kubectl(&lab),
+                    &mut pods,
+                    &format!("kubectl-{i}"),
+                    &image,
+                )
+                .await,
+            );
             no_network.push(
                 start_one(Via::ApiHostNetwork, &mut pods, &format!("host-{i}"), &image).await,
             );
@@ -35,6 +45,7 @@ pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
     }
     starts.sort();
     applies.sort();
+    kubectl_applies.sort();
     no_network.sort();
     eprintln!("row 1: {} pods started", starts.len());
     let runc = |how, runs| {
@@ -88,6 +99,15 @@ pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
                 )
             })
             .unwrap_or_default(),
+        target: "-".into(),
+    });
+    rows.push(Row {
+        what: format!(
+            "1d. the same through `kubectl apply -f` (the REST API; a kubectl process), {} pods",
+            kubectl_applies.len()
+        ),
+        ours: median_p99(&kubectl_applies),
+        comparison: format!("`kubelab apply -f` (row 1c): {}", median_p99(&applies)),
         target: "-".into(),
     });
     rows.push(Row {

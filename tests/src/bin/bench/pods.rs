@@ -49,6 +49,9 @@ pub enum Via<'a> {
     /// A gRPC call for a `hostNetwork` pod: no pod network, so no CNI plugin runs.
     ApiHostNetwork,
     Cli(&'a Lab),
+    /// `kubectl apply -f`: the Kubernetes REST API, with kubectl's own steps (OpenAPI,
+    /// a GET, then the create).
+    Kubectl(&'a Lab),
 }
 
 /// Creates the pod and returns how long until a watch shows it Running; then deletes it
@@ -86,6 +89,12 @@ pub async fn start_one(
         Via::Cli(lab) => lab.apply_ok(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: sleep\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, \"3600\"]\n"
         )),
+        Via::Kubectl(lab) => {
+            let out = lab.kubectl_with_input(&["apply", "-f", "-"], &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: sleep\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, \"3600\"]\n"
+            ));
+            assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
     let mut running = None;
     while let Some(event) = watch.next().await {
