@@ -463,3 +463,50 @@ fn kubectl_is_authenticated_and_authorized() {
         "{err}"
     );
 }
+
+/// `apply --server-side`: created, then a field another manager changed is a conflict
+/// (kubectl's own message), `--force-conflicts` takes it over, and a field the manager no
+/// longer applies is removed; `managedFields` say who set what.
+#[test]
+fn kubectl_server_side_apply_tracks_field_managers() {
+    let lab = Lab::start(1);
+    let manifest = pod_manifest("ssa", "127.0.0.1:1/none:1", "Never", "sleep 60").replace(
+        "  name: ssa\n",
+        "  name: ssa\n  labels:\n    a: \"1\"\n    b: \"1\"\n",
+    );
+    let apply = |text: &str, force: bool| {
+        let mut args = vec!["apply", "--server-side", "-f", "-"];
+        if force {
+            args.push("--force-conflicts");
+        }
+        lab.kubectl_with_input(&args, text)
+    };
+    let out = apply(&manifest, false);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/ssa serverside-applied\n"
+    );
+    lab.kubectl_ok(&["label", "pod", "ssa", "a=2", "--overwrite"]);
+    let out = apply(&manifest, false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-label" using v1: .metadata.labels.a"#),
+        "{err}"
+    );
+    assert!(apply(&manifest, true).status.success());
+    let labels = || lab.kubectl_ok(&["get", "pod", "ssa", "-o", "jsonpath={.metadata.labels}"]);
+    assert_eq!(labels(), r#"{"a":"1","b":"1"}"#);
+    let fewer = manifest.replace("    b: \"1\"\n", "");
+    assert!(apply(&fewer, false).status.success());
+    assert_eq!(labels(), r#"{"a":"1"}"#);
+    let managers = lab.kubectl_ok(&[
+        "get",
+        "pod",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
+    ]);
+    assert_eq!(managers.trim(), "kubectl/Apply", "{managers}");
+}

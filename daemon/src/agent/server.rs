@@ -256,7 +256,7 @@ impl AgentService {
                 }
             };
             if let Some(size) = size {
-                crate::agent::runtime::tty::resize(&master, size.width as u16, size.height as u16);
+                crate::agent::runtime::tty::resize(&master, clamp(size.width), clamp(size.height));
             }
             let (Ok(reader), Ok(writer)) = (master.try_clone(), master.try_clone()) else {
                 let _ = tx
@@ -302,8 +302,8 @@ impl AgentService {
                     if let (Some(size), Ok(fd)) = (m.resize, resizer.as_ref()) {
                         crate::agent::runtime::tty::resize(
                             fd,
-                            size.width as u16,
-                            size.height as u16,
+                            clamp(size.width),
+                            clamp(size.height),
                         );
                     }
                     if !m.stdin.is_empty() && input.send(m.stdin).is_err() {
@@ -329,4 +329,9 @@ impl AgentService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+/// A terminal dimension from a client, in the 16 bits the kernel keeps.
+fn clamp(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }

@@ -14,7 +14,8 @@ use kubelab_proto::v1::{Namespace, NamespaceStatus};
 use super::auth::Identity;
 use super::pod_security::check_namespace_labels;
 use super::registry::{
-    selected, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents, Written,
+    selected, update_object, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents,
+    Written,
 };
 use super::store::{check_version, key, prefix, Store};
 use super::validation::{check_annotations, check_dns_label, check_labels};
@@ -156,10 +157,9 @@ impl Registry for NamespacesService {
         check_annotations(&meta.annotations)?;
         let key = namespace_key(&meta.name);
         let mut namespace = new_namespace(meta.name.clone(), meta.labels);
-        namespace
-            .metadata
-            .get_or_insert_with(Default::default)
-            .annotations = meta.annotations;
+        let stored = namespace.metadata.get_or_insert_with(Default::default);
+        stored.annotations = meta.annotations;
+        stored.managed_fields = meta.managed_fields;
         if dry_run {
             if self.store.get::<Namespace>(&key)?.is_some() {
                 return Err(ApiError::AlreadyExists(namespace_ref(&meta.name)));
@@ -197,18 +197,16 @@ impl Registry for NamespacesService {
             let meta = ns.metadata.get_or_insert_with(Default::default);
             meta.labels = given.labels.clone();
             meta.annotations = given.annotations.clone();
+            // Who set what: the REST side works it out; a client that sends none keeps it.
+            if !given.managed_fields.is_empty() {
+                meta.managed_fields = given.managed_fields.clone();
+            }
             Ok(ns)
         };
-        let current = self.store.get::<Namespace>(&key)?;
-        let candidate = apply(current.clone())?;
-        if dry_run || current.as_ref() == Some(&candidate) {
-            return Ok(Written::new(candidate));
+        let (namespace, written) = update_object(&self.store, &key, dry_run, apply).await?;
+        if written {
+            tracing::info!(namespace = %given.name, "labels updated by the admin");
         }
-        let namespace = self
-            .store
-            .update::<Namespace, _>(&key, |current| apply(current).map(Some))
-            .await?;
-        tracing::info!(namespace = %given.name, "labels updated by the admin");
         Ok(Written::new(namespace))
     }
 

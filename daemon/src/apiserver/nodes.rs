@@ -13,7 +13,8 @@ use super::auth::{Authenticator, Identity};
 use super::node_ipam::{allocate, Cidr};
 use super::node_lifecycle::{announce_ready, mark_ready};
 use super::registry::{
-    selected, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents, Written,
+    selected, update_object, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents,
+    Written,
 };
 use super::store::{check_version, key, prefix, Store};
 use super::validation::{check_annotations, check_dns_subdomain, check_labels};
@@ -284,21 +285,19 @@ impl Registry for NodesService {
             let meta = node.metadata.get_or_insert_with(Default::default);
             meta.labels = given.labels.clone();
             meta.annotations = given.annotations.clone();
+            // Who set what: the REST side works it out; a client that sends none keeps it.
+            if !given.managed_fields.is_empty() {
+                meta.managed_fields = given.managed_fields.clone();
+            }
             let current = node.spec.get_or_insert_with(Default::default);
             current.unschedulable = spec.unschedulable;
             current.taints = spec.taints.clone();
             Ok(node)
         };
-        let current = self.store.get::<Node>(&key)?;
-        let candidate = apply(current.clone())?;
-        if dry_run || current.as_ref() == Some(&candidate) {
-            return Ok(Written::new(candidate));
+        let (node, written) = update_object(&self.store, &key, dry_run, apply).await?;
+        if written {
+            tracing::info!(node = %name, "updated by the admin");
         }
-        let node = self
-            .store
-            .update::<Node, _>(&key, |current| apply(current).map(Some))
-            .await?;
-        tracing::info!(node = %name, "updated by the admin");
         Ok(Written::new(node))
     }
 

@@ -16,7 +16,8 @@ use super::agent_proxy::AgentProxy;
 use super::auth::{Authenticator, Identity};
 use super::pod_security::{self, Level, Policy};
 use super::registry::{
-    selected, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents, Written,
+    selected, update_object, watch_store, DeleteOptions, ListOptions, Registry, WatchEvents,
+    Written,
 };
 use super::store::{check_version, key, prefix, Store};
 use super::validation::{check_annotations, check_grace_period, check_labels};
@@ -339,21 +340,16 @@ impl Registry for PodsService {
             let meta = stored.metadata.get_or_insert_with(Default::default);
             meta.labels = given.labels.clone();
             meta.annotations = given.annotations.clone();
+            // Who set what: the REST side works it out; a client that sends none keeps it.
+            if !given.managed_fields.is_empty() {
+                meta.managed_fields = given.managed_fields.clone();
+            }
             Ok(stored)
         };
-        let current = self.store.get::<Pod>(&key)?;
-        let candidate = apply(current.clone())?;
-        // As in Kubernetes, an update that changes nothing writes nothing.
-        let pod = if dry_run || current.as_ref() == Some(&candidate) {
-            candidate
-        } else {
-            let pod = self
-                .store
-                .update::<Pod, _>(&key, |current| apply(current).map(Some))
-                .await?;
+        let (pod, written) = update_object(&self.store, &key, dry_run, apply).await?;
+        if written {
             tracing::info!(pod = %key, "metadata updated");
-            pod
-        };
+        }
         Ok(Written::new(pod))
     }
 

@@ -168,3 +168,27 @@ where
     });
     Ok(Box::pin(stream))
 }
+
+/// An update as Kubernetes makes one: `apply` turns the stored object into the new one
+/// (or refuses); a dry run or a change of nothing writes nothing (the version stays).
+/// Returns the object and whether it was written.
+pub async fn update_object<T, F>(
+    store: &Store,
+    key: &str,
+    dry_run: bool,
+    apply: F,
+) -> Result<(T, bool), ApiError>
+where
+    T: Object + PartialEq,
+    F: Fn(Option<T>) -> Result<T, ApiError>,
+{
+    let current = store.get::<T>(key)?;
+    let candidate = apply(current.clone())?;
+    if dry_run || current.as_ref() == Some(&candidate) {
+        return Ok((candidate, false));
+    }
+    let written = store
+        .update::<T, _>(key, |current| apply(current).map(Some))
+        .await?;
+    Ok((written, true))
+}

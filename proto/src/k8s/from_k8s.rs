@@ -1,6 +1,6 @@
-//! Kubernetes' JSON shapes (`k8s-openapi` types) read into kubelab's messages, and the
-//! fields such a read leaves out named (`unsupported`). Pure: no I/O, no validation
-//! beyond what a conversion needs (quantities parsed, named ports refused).
+//! Kubernetes' JSON shapes (`k8s-openapi` types) read into kubelab's messages. Pure: no
+//! I/O, no validation beyond what a conversion needs (quantities parsed, named ports
+//! refused).
 
 use std::collections::HashMap;
 
@@ -56,6 +56,19 @@ pub fn meta_from_k8s(m: ObjectMeta) -> Result<api::ObjectMeta, ConvertError> {
         deletion_grace_period_seconds: m.deletion_grace_period_seconds.unwrap_or(0),
         labels: map(m.labels),
         annotations: map(m.annotations),
+        managed_fields: m
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| api::ManagedFieldsEntry {
+                manager: e.manager.unwrap_or_default(),
+                operation: e.operation.unwrap_or_default(),
+                api_version: e.api_version.unwrap_or_default(),
+                time_ms: time_ms(&e.time),
+                fields_v1: e.fields_v1.map(|f| f.0.to_string()).unwrap_or_default(),
+                subresource: e.subresource.unwrap_or_default(),
+            })
+            .collect(),
     })
 }
 
@@ -471,129 +484,6 @@ pub fn node_from_k8s(node: k8s::Node) -> Result<api::Node, ConvertError> {
     })
 }
 
-/// A Kubernetes core/v1 event as kubelab's (what a recorder reports).
-pub fn event_from_k8s(e: k8s::Event) -> Result<api::Event, ConvertError> {
-    let o = e.involved_object;
-    let source = e
-        .reporting_instance
-        .or(e.source.as_ref().and_then(|s| s.host.clone()))
-        .or(e.reporting_component)
-        .or(e.source.and_then(|s| s.component))
-        .unwrap_or_default();
-    let last = time_ms(&e.last_timestamp);
-    Ok(api::Event {
-        metadata: Some(meta_from_k8s(e.metadata)?),
-        involved_object: Some(api::ObjectReference {
-            kind: o.kind.unwrap_or_default(),
-            namespace: o.namespace.unwrap_or_default(),
-            name: o.name.unwrap_or_default(),
-            uid: o.uid.unwrap_or_default(),
-        }),
-        reason: e.reason.unwrap_or_default(),
-        message: e.message.unwrap_or_default(),
-        r#type: e.type_.unwrap_or_else(|| "Normal".into()),
-        source,
-        timestamp_ms: last,
-        count: e.count.unwrap_or(1),
-        first_timestamp_ms: time_ms(&e.first_timestamp),
-    })
-}
-
-/// An events.k8s.io/v1 event as kubelab's.
-pub fn event_v1_from_k8s(
-    e: k8s_openapi::api::events::v1::Event,
-) -> Result<api::Event, ConvertError> {
-    let o = e.regarding.unwrap_or_default();
-    let at = e.event_time.map(|t| t.0.as_millisecond()).unwrap_or(0);
-    Ok(api::Event {
-        metadata: Some(meta_from_k8s(e.metadata)?),
-        involved_object: Some(api::ObjectReference {
-            kind: o.kind.unwrap_or_default(),
-            namespace: o.namespace.unwrap_or_default(),
-            name: o.name.unwrap_or_default(),
-            uid: o.uid.unwrap_or_default(),
-        }),
-        reason: e.reason.unwrap_or_default(),
-        message: e.note.unwrap_or_default(),
-        r#type: e.type_.unwrap_or_else(|| "Normal".into()),
-        source: e.reporting_instance.unwrap_or_default(),
-        timestamp_ms: at,
-        count: e.series.map(|s| s.count).unwrap_or(1),
-        first_timestamp_ms: at,
-    })
-}
-
-/// The fields of `given` (a client's JSON) that `kept` (the same object converted to
-/// kubelab's message and back) lacks or holds otherwise: what kubelab does not support
-/// yet, by path (`spec.affinity`, `spec.containers[0].stdin`). Values left at their zero
-/// (`false`, `0`, `""`, `{}`, `[]`, `null`) count as unset, quantities compare by value,
-/// and what the server owns (status, managedFields) is not compared.
-pub fn unsupported(given: &serde_json::Value, kept: &serde_json::Value) -> Vec<String> {
-    let mut out = Vec::new();
-    diff("", given, kept, &mut out);
-    out
-}
-
-fn is_zero(v: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.values().all(is_zero),
-    }
-}
-
-const NOT_COMPARED: &[&str] = &["status", "metadata.managedFields", "apiVersion", "kind"];
-
-fn diff(path: &str, given: &serde_json::Value, kept: &serde_json::Value, out: &mut Vec<String>) {
-    use serde_json::Value;
-    if NOT_COMPARED.contains(&path) || is_zero(given) {
-        return;
-    }
-    match (given, kept) {
-        (Value::Object(g), Value::Object(k)) => {
-            for (key, value) in g {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                match k.get(key) {
-                    Some(kept) => diff(&child, value, kept, out),
-                    None if is_zero(value) || NOT_COMPARED.contains(&child.as_str()) => {}
-                    None => out.push(child),
-                }
-            }
-        }
-        (Value::Array(g), Value::Array(k)) if g.len() == k.len() => {
-            for (i, (g, k)) in g.iter().zip(k).enumerate() {
-                diff(&format!("{path}[{i}]"), g, k, out);
-            }
-        }
-        (g, k) if g == k => {}
-        (Value::String(g), Value::String(k)) if same_quantity(path, g, k) => {}
-        (Value::Number(g), Value::String(k)) if same_quantity(path, &g.to_string(), k) => {}
-        _ => out.push(path.to_string()),
-    }
-}
-
-/// Whether two quantities under `resources` (or a size limit) are one value written two
-/// ways (`0.5` and `500m`, `1Gi` and `1024Mi`).
-fn same_quantity(path: &str, a: &str, b: &str) -> bool {
-    let quantity_field = path.contains(".resources.") || path.ends_with(".sizeLimit");
-    quantity_field
-        && match (
-            crate::quantity::parse_millis(a),
-            crate::quantity::parse_millis(b),
-        ) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,25 +502,5 @@ mod tests {
         assert!(parse_cpu("cpu", "-1")
             .unwrap_err()
             .contains("greater than or equal to 0"));
-    }
-
-    #[test]
-    fn what_a_round_trip_loses_is_named() {
-        let given = serde_json::json!({
-            "metadata": {"name": "a", "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"dnsPolicy": "None", "hostNetwork": false, "affinity": {"nodeAffinity": {}},
-                     "containers": [{"name": "c", "stdin": true,
-                                     "resources": {"requests": {"cpu": "0.5"}}}]},
-            "status": {"phase": "Running"}
-        });
-        let kept = serde_json::json!({
-            "metadata": {"name": "a"},
-            "spec": {"dnsPolicy": "ClusterFirst",
-                     "containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}
-        });
-        assert_eq!(
-            unsupported(&given, &kept),
-            ["spec.containers[0].stdin", "spec.dnsPolicy"]
-        );
     }
 }

@@ -11,17 +11,21 @@
 //! Decides nothing about validity beyond the shape: the apiserver validates.
 
 mod decode;
+mod events;
 mod from_k8s;
 pub mod printers;
 mod to_k8s;
+mod unsupported;
 
 pub use decode::{decode, DecodeError, Decoded};
+pub use events::{event, event_from_k8s, event_v1, event_v1_from_k8s};
 pub use from_k8s::{
-    event_from_k8s, event_v1_from_k8s, meta_from_k8s, namespace_from_k8s, node_from_k8s, parse_cpu,
-    parse_memory, pod_from_k8s, pod_status_from_k8s, unsupported, ConvertError,
+    meta_from_k8s, namespace_from_k8s, node_from_k8s, parse_cpu, parse_memory, pod_from_k8s,
+    pod_status_from_k8s, ConvertError,
 };
 pub use k8s_openapi;
-pub use to_k8s::{created, event, event_v1, meta, namespace, node, pod, pod_spec, qos_class};
+pub use to_k8s::{created, meta, namespace, node, pod, pod_spec, qos_class};
+pub use unsupported::unsupported;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 

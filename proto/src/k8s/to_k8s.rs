@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    FieldsV1, ManagedFieldsEntry, ObjectMeta, Time,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{defaults, memory_quantity, non_empty, time};
@@ -36,6 +38,15 @@ pub fn meta(m: &api::ObjectMeta) -> ObjectMeta {
             .then_some(m.deletion_grace_period_seconds),
         labels: map(&m.labels),
         annotations: map(&m.annotations),
+        managed_fields: list(&m.managed_fields, |e| ManagedFieldsEntry {
+            api_version: Some(e.api_version.clone()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: serde_json::from_str(&e.fields_v1).ok().map(FieldsV1),
+            manager: Some(e.manager.clone()),
+            operation: Some(e.operation.clone()),
+            subresource: non_empty(&e.subresource),
+            time: time(e.time_ms),
+        }),
         ..Default::default()
     }
 }
@@ -518,85 +529,7 @@ pub fn namespace(ns: &api::Namespace) -> k8s::Namespace {
     }
 }
 
-/// Our event in Kubernetes' core/v1 shape.
-pub fn event(e: &api::Event) -> k8s::Event {
-    let involved = e.involved_object.clone().unwrap_or_default();
-    let first = if e.first_timestamp_ms > 0 {
-        e.first_timestamp_ms
-    } else {
-        e.timestamp_ms
-    };
-    k8s::Event {
-        metadata: meta(&e.metadata.clone().unwrap_or_default()),
-        involved_object: k8s::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: non_empty(&involved.kind),
-            namespace: non_empty(&involved.namespace),
-            name: non_empty(&involved.name),
-            uid: non_empty(&involved.uid),
-            ..Default::default()
-        },
-        reason: non_empty(&e.reason),
-        message: non_empty(&e.message),
-        type_: non_empty(&e.r#type),
-        source: Some(k8s::EventSource {
-            component: Some(event_component(&e.source).into()),
-            host: (event_component(&e.source) == "kubelet").then(|| e.source.clone()),
-        }),
-        reporting_component: Some(event_component(&e.source).into()),
-        reporting_instance: non_empty(&e.source),
-        first_timestamp: time(first),
-        last_timestamp: time(e.timestamp_ms),
-        count: Some(e.count.max(1)),
-        event_time: None,
-        ..Default::default()
-    }
-}
-
-/// Who reported an event, as Kubernetes names its components: kubelab's scheduler is
-/// `default-scheduler`; a node's agent reports as `kubelet`.
-fn event_component(source: &str) -> &str {
-    match source {
-        "scheduler" | "default-scheduler" => "default-scheduler",
-        "" => "kubelab",
-        s if s.starts_with("kubelab") => s,
-        _ => "kubelet",
-    }
-}
-
 /// When an object was made, as Kubernetes' `Time` (for the tables' AGE).
 pub fn created(m: &Option<api::ObjectMeta>) -> Option<Time> {
     m.as_ref().and_then(|m| time(m.creation_timestamp_ms))
-}
-
-/// Our event in events.k8s.io/v1's shape (`kubectl events`).
-pub fn event_v1(e: &api::Event) -> k8s_openapi::api::events::v1::Event {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-    let core = event(e);
-    let micro = |ms: i64| {
-        k8s_openapi::jiff::Timestamp::from_millisecond(ms)
-            .ok()
-            .map(MicroTime)
-    };
-    k8s_openapi::api::events::v1::Event {
-        metadata: core.metadata,
-        event_time: micro(e.timestamp_ms.max(1)),
-        series: (e.count > 1).then(|| k8s_openapi::api::events::v1::EventSeries {
-            count: e.count,
-            last_observed_time: micro(e.timestamp_ms.max(1))
-                .unwrap_or(MicroTime(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
-        }),
-        reporting_controller: core.reporting_component,
-        reporting_instance: core.reporting_instance,
-        action: core.reason.clone(),
-        reason: core.reason,
-        regarding: Some(core.involved_object),
-        note: core.message,
-        type_: core.type_,
-        deprecated_source: core.source,
-        deprecated_first_timestamp: core.first_timestamp,
-        deprecated_last_timestamp: core.last_timestamp,
-        deprecated_count: core.count,
-        related: None,
-    }
 }

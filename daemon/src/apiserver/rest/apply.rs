@@ -1,19 +1,20 @@
 //! Server-side apply (`Content-Type: application/apply-patch+yaml`, `kubectl apply
-//! --server-side`): the applied configuration creates the object when it is missing,
-//! and is merged into it (by Kubernetes' strategic rules) when it exists.
-//!
-//! kubelab's first slice of it: `fieldManager` is required as in Kubernetes, but the
-//! fields each manager owns are not tracked yet, so there are no conflicts between
-//! managers and a field left out of a later apply is not removed.
+//! --server-side`): a manager (`fieldManager`, required) says what it wants the fields it
+//! names to be. The object is created when missing; else the applied fields are merged
+//! in (by Kubernetes' strategic rules), the fields this manager applied before and no
+//! longer names are removed (unless another manager set them too), and a field another
+//! manager set to another value is a conflict (409) — unless `force=true`, which takes it
+//! over. Who set what is kept in `managedFields` (`managed_fields.rs`).
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::handlers::{decode, dry_run, encode, place};
+use super::handlers::{encode, write, Managed, Write};
 use super::kinds::Kind;
-use super::{json_response, strategic, Ctx};
+use super::managed_fields as mf;
+use super::{strategic, Ctx};
 use crate::apiserver::registry::Registry;
+use crate::apiserver::store::Object;
 use crate::apiserver::ApiError;
 
 pub async fn apply<K: Kind>(
@@ -21,11 +22,12 @@ pub async fn apply<K: Kind>(
     registry: &K::Registry,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    if ctx.query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+    let Some(manager) = ctx.query.get("fieldManager").filter(|m| !m.is_empty()) else {
         return Err(ApiError::BadRequest(
             "PATCH: fieldManager is required for apply requests".into(),
         ));
-    }
+    };
+    let force = ctx.query.get("force").is_some_and(|f| f == "true");
     // YAML is a superset of JSON: one parser takes both.
     let applied: Value = yaml_serde::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
@@ -34,42 +36,78 @@ pub async fn apply<K: Kind>(
             "the applied configuration must be an object".into(),
         ));
     }
-    let dry_run = dry_run(&ctx.query)?;
+    let api_version = <K::K8s as k8s_openapi::Resource>::API_VERSION;
+    let applied_fields = mf::fields_of(&applied);
     let current = match registry
         .get(&ctx.who, &ctx.info.namespace, &ctx.info.name)
         .await
     {
-        Ok(current) => Some(current),
-        Err(ApiError::NotFound(_)) => None,
+        Ok(current) => current,
+        Err(ApiError::NotFound(_)) => {
+            let entries = vec![mf::entry(manager, "Apply", api_version, &applied_fields)];
+            return write::<K>(
+                ctx,
+                registry,
+                &to_bytes(&applied)?,
+                Write::Create,
+                Managed::Entries(entries),
+            )
+            .await;
+        }
         Err(e) => return Err(e),
     };
-    let bytes = |v: &Value| serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()));
-    match current {
-        None => {
-            let (mut object, warnings) = decode::<K>(ctx, &bytes(&applied)?)?;
-            place(ctx, &mut object, <K::Registry as Registry>::NAMESPACED)?;
-            let done = registry.create(&ctx.who, object, dry_run).await?;
-            let mut all = warnings;
-            all.extend(done.warnings);
-            Ok(json_response(
-                StatusCode::CREATED,
-                &encode::<K>(&done.object),
-                &all,
-            ))
-        }
-        Some(current) => {
-            let mut doc = encode::<K>(&current);
-            strategic::apply(&mut doc, &applied).map_err(|e| ApiError::BadRequest(e.0))?;
-            let (mut object, warnings) = decode::<K>(ctx, &bytes(&doc)?)?;
-            place(ctx, &mut object, <K::Registry as Registry>::NAMESPACED)?;
-            let done = registry.update(&ctx.who, object, dry_run).await?;
-            let mut all = warnings;
-            all.extend(done.warnings);
-            Ok(json_response(
-                StatusCode::OK,
-                &encode::<K>(&done.object),
-                &all,
-            ))
+    let mut doc = encode::<K>(&current);
+    let mut entries = current
+        .meta()
+        .map(|m| m.managed_fields.clone())
+        .unwrap_or_default();
+    let conflicts = mf::conflicts(&entries, manager, &applied, &applied_fields, &doc);
+    if !conflicts.is_empty() && !force {
+        return Err(ApiError::Conflict(mf::conflict_message(
+            &conflicts,
+            api_version,
+        )));
+    }
+    // What this manager applied before and names no more goes, unless someone else set it.
+    let before: mf::FieldSet = entries
+        .iter()
+        .filter(|e| e.manager == *manager && e.operation == "Apply")
+        .flat_map(mf::fields)
+        .collect();
+    let others: mf::FieldSet = entries
+        .iter()
+        .filter(|e| !(e.manager == *manager && e.operation == "Apply"))
+        .flat_map(mf::fields)
+        .collect();
+    for path in before.difference(&applied_fields) {
+        if !others.contains(path) {
+            mf::remove_at(&mut doc, path);
         }
     }
+    strategic::apply(&mut doc, &applied).map_err(|e| ApiError::BadRequest(e.0))?;
+    // The bookkeeping: this manager's Apply entry is what it named now; what it took by
+    // force is no longer the others'.
+    let taken: mf::FieldSet = conflicts.into_iter().map(|(_, path)| path).collect();
+    entries.retain_mut(|e| {
+        if e.manager == *manager && e.operation == "Apply" {
+            return false;
+        }
+        let mut set = mf::fields(e);
+        set.retain(|p| !taken.contains(p));
+        e.fields_v1 = mf::to_fields_v1(&set).to_string();
+        !set.is_empty()
+    });
+    entries.push(mf::entry(manager, "Apply", api_version, &applied_fields));
+    write::<K>(
+        ctx,
+        registry,
+        &to_bytes(&doc)?,
+        Write::Update,
+        Managed::Entries(entries),
+    )
+    .await
+}
+
+fn to_bytes(value: &Value) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))
 }

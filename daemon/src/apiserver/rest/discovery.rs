@@ -112,10 +112,17 @@ pub fn serve(rest: &Rest, group_name: &str, version: &str) -> Response {
                 resource::<kinds::Nodes>(false),
                 resource::<kinds::Namespaces>(false),
                 resource::<kinds::Events>(true),
-                vec![json!({
-                    "name": "bindings", "singularName": "binding", "namespaced": true,
-                    "kind": "Binding", "verbs": ["create"],
-                })],
+                vec![
+                    json!({
+                        "name": "bindings", "singularName": "binding", "namespaced": true,
+                        "kind": "Binding", "verbs": ["create"],
+                    }),
+                    json!({
+                        "name": "services", "singularName": "service", "namespaced": true,
+                        "kind": "Service", "verbs": ["get", "list"], "shortNames": ["svc"],
+                        "categories": ["all"],
+                    }),
+                ],
             ]
             .concat(),
         ),
@@ -186,4 +193,49 @@ pub fn whoami(ctx: &Ctx) -> Response {
         }
     });
     json_response(StatusCode::CREATED, &body, &[])
+}
+
+/// `services`: kubelab has none yet, and says so truthfully — every list is empty (so
+/// `kubectl cluster-info` and `get all` read as on a cluster without Services), a get is
+/// NotFound, and anything else is refused saying why.
+pub fn services(ctx: &Ctx) -> Response {
+    use super::request_info::Verb;
+    let target = super::status::Target {
+        resource: "services".into(),
+        kind: "Service".into(),
+        group: String::new(),
+        name: ctx.info.name.clone(),
+    };
+    match ctx.verb {
+        Verb::List => {
+            let body = if super::handlers::wants_table(&ctx.headers) {
+                json!({
+                    "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
+                    "columnDefinitions": [
+                        { "name": "Name", "type": "string", "format": "name", "description": "", "priority": 0 },
+                        { "name": "Type", "type": "string", "format": "", "description": "", "priority": 0 },
+                        { "name": "Cluster-IP", "type": "string", "format": "", "description": "", "priority": 0 },
+                        { "name": "External-IP", "type": "string", "format": "", "description": "", "priority": 0 },
+                        { "name": "Port(s)", "type": "string", "format": "", "description": "", "priority": 0 },
+                        { "name": "Age", "type": "string", "format": "", "description": "", "priority": 0 },
+                    ],
+                    "rows": [],
+                })
+            } else {
+                json!({ "kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": [] })
+            };
+            json_response(StatusCode::OK, &body, &[])
+        }
+        Verb::Get => target
+            .failure(crate::apiserver::ApiError::NotFound(format!(
+                "services {:?}",
+                ctx.info.name
+            )))
+            .into_response(),
+        _ => target
+            .failure(crate::apiserver::ApiError::MethodNotAllowed(
+                "kubelab does not serve Services yet: a pod is reached at its own IP (kubectl get pod -o wide)".into(),
+            ))
+            .into_response(),
+    }
 }

@@ -194,10 +194,17 @@ async fn session(
                 },
                 RESIZE => {
                     let size: Value = serde_json::from_slice(rest).unwrap_or_default();
+                    // A terminal's size fits in 16 bits; anything larger is clamped.
+                    let dimension = |key: &str, default: u64| {
+                        size[key]
+                            .as_u64()
+                            .unwrap_or(default)
+                            .min(u64::from(u16::MAX)) as u32
+                    };
                     ExecRequest {
                         resize: Some(TerminalSize {
-                            width: size["Width"].as_u64().unwrap_or(80) as u32,
-                            height: size["Height"].as_u64().unwrap_or(24) as u32,
+                            width: dimension("Width", 80),
+                            height: dimension("Height", 24),
                         }),
                         ..Default::default()
                     }

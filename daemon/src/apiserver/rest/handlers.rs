@@ -10,9 +10,10 @@ use kubelab_proto::k8s::printers::Column;
 use serde_json::{json, Value};
 
 use super::kinds::Kind;
+use super::managed_fields as mf;
 use super::status::{failure, Failure, Target};
 use super::{json_response, warning_value, Ctx};
-use crate::apiserver::registry::{DeleteOptions, ListOptions, Registry, Written};
+use crate::apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use crate::apiserver::selector::{FieldSelector, LabelSelector};
 use crate::apiserver::store::Object;
 use crate::apiserver::ApiError;
@@ -289,39 +290,84 @@ pub fn place<T: Object>(ctx: &Ctx, object: &mut T, namespaced: bool) -> Result<(
     Ok(())
 }
 
-fn written<K: Kind>(
-    code: StatusCode,
-    written: Written<<K::Registry as Registry>::Object>,
-    mut warnings: Vec<String>,
-) -> Response {
-    warnings.extend(written.warnings);
-    json_response(code, &encode::<K>(&written.object), &warnings)
+/// How a write's managed fields are kept: tracked as an update by the request's
+/// manager, or as a server-side apply worked them out.
+pub enum Managed {
+    Track,
+    Entries(Vec<kubelab_proto::v1::ManagedFieldsEntry>),
 }
 
-pub async fn create<K: Kind>(
+/// The manager of a request: `fieldManager`, else the client's program name (its
+/// User-Agent up to the first `/`), as kube-apiserver names it.
+pub fn manager_of(ctx: &Ctx) -> String {
+    if let Some(m) = ctx.query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    ctx.headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// Whether a write makes an object or replaces one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Create,
+    Update,
+}
+
+/// The one path of every write (create, update, and the object a patch or an apply
+/// produced): decode the JSON, place it at the URL's namespace and name, hand it to the
+/// registry, answer with the object as stored and every warning.
+pub async fn write<K: Kind>(
     ctx: &Ctx,
     registry: &K::Registry,
     body: &[u8],
+    how: Write,
+    managed: Managed,
 ) -> Result<Response, ApiError> {
-    let (mut object, warnings) = decode::<K>(ctx, body)?;
+    let (mut object, mut warnings) = decode::<K>(ctx, body)?;
     place(ctx, &mut object, <K::Registry as Registry>::NAMESPACED)?;
-    let done = registry
-        .create(&ctx.who, object, dry_run(&ctx.query)?)
-        .await?;
-    Ok(written::<K>(StatusCode::CREATED, done, warnings))
-}
-
-pub async fn update<K: Kind>(
-    ctx: &Ctx,
-    registry: &K::Registry,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let (mut object, warnings) = decode::<K>(ctx, body)?;
-    place(ctx, &mut object, <K::Registry as Registry>::NAMESPACED)?;
-    let done = registry
-        .update(&ctx.who, object, dry_run(&ctx.query)?)
-        .await?;
-    Ok(written::<K>(StatusCode::OK, done, warnings))
+    let dry_run = dry_run(&ctx.query)?;
+    let api_version = <K::K8s as k8s_openapi::Resource>::API_VERSION;
+    let entries = match managed {
+        Managed::Entries(entries) => entries,
+        Managed::Track => {
+            let sent: Value = serde_json::from_slice(body).unwrap_or_default();
+            let manager = manager_of(ctx);
+            let (mut entries, changed) = match how {
+                Write::Create => (Vec::new(), mf::fields_of(&sent)),
+                Write::Update => {
+                    let current = registry
+                        .get(&ctx.who, &ctx.info.namespace, &ctx.info.name)
+                        .await?;
+                    let entries = current
+                        .meta()
+                        .map(|m| m.managed_fields.clone())
+                        .unwrap_or_default();
+                    (entries, mf::changed(&encode::<K>(&current), &sent))
+                }
+            };
+            mf::record_update(&mut entries, &manager, api_version, &changed);
+            entries
+        }
+    };
+    object.meta_mut().managed_fields = entries;
+    let (code, done) = match how {
+        Write::Create => (
+            StatusCode::CREATED,
+            registry.create(&ctx.who, object, dry_run).await?,
+        ),
+        Write::Update => (
+            StatusCode::OK,
+            registry.update(&ctx.who, object, dry_run).await?,
+        ),
+    };
+    warnings.extend(done.warnings);
+    Ok(json_response(code, &encode::<K>(&done.object), &warnings))
 }
 
 /// Kubernetes' `DeleteOptions`, from the body (kubectl sends one) or the query.

@@ -18,6 +18,7 @@ mod discovery;
 mod exec;
 mod handlers;
 mod kinds;
+mod managed_fields;
 mod openapi;
 mod patch;
 mod protobuf;
@@ -178,6 +179,7 @@ pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
         ("authentication.k8s.io", "v1", "selfsubjectreviews") if ctx.verb == Verb::Create => {
             discovery::whoami(&ctx)
         }
+        ("", "v1", "services") => discovery::services(&ctx),
         ("events.k8s.io", "v1", "events") => {
             ctx.info.group = "events.k8s.io".into();
             resource_request::<kinds::EventsV1>(&rest, &rest.events, &ctx, &body).await
@@ -198,8 +200,12 @@ async fn resource_request<K: Kind>(
         (Verb::List, "") => h::list::<K>(ctx, registry).await,
         (Verb::Watch, "") => watch::watch::<K>(ctx, registry).await,
         (Verb::Get, "" | "status") => h::get::<K>(ctx, registry).await,
-        (Verb::Create, "") => h::create::<K>(ctx, registry, body).await,
-        (Verb::Update, "") => h::update::<K>(ctx, registry, body).await,
+        (Verb::Create, "") => {
+            h::write::<K>(ctx, registry, body, h::Write::Create, h::Managed::Track).await
+        }
+        (Verb::Update, "") => {
+            h::write::<K>(ctx, registry, body, h::Write::Update, h::Managed::Track).await
+        }
         (Verb::Patch, "") => patch::patch::<K>(ctx, registry, body).await,
         (Verb::Delete, "") => h::delete::<K>(ctx, registry, body).await,
         (_, "log" | "binding" | "status" | "attach" | "portforward") if K::PLURAL == "pods" => {

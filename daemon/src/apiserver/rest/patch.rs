@@ -4,13 +4,12 @@
 //! path of an update — decoding, validation, the registry — guarded by the version it
 //! was read at, and read again when another write came first.
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::handlers::{decode, dry_run, encode, place};
+use super::handlers::{encode, write, Managed, Write};
 use super::kinds::Kind;
-use super::{json_response, strategic, Ctx};
+use super::{strategic, Ctx};
 use crate::apiserver::registry::Registry;
 use crate::apiserver::ApiError;
 
@@ -90,8 +89,12 @@ pub async fn patch<K: Kind>(
     if kind == PatchType::Apply {
         return super::apply::apply::<K>(ctx, registry, body).await;
     }
-    let dry_run = dry_run(&ctx.query)?;
     let retry = !names_version(kind, body);
+    let name = match kind {
+        PatchType::Json => "json",
+        PatchType::Merge => "merge",
+        _ => "strategic",
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -99,27 +102,13 @@ pub async fn patch<K: Kind>(
             .get(&ctx.who, &ctx.info.namespace, &ctx.info.name)
             .await?;
         let mut doc = encode::<K>(&current);
-        let name = match kind {
-            PatchType::Json => "json",
-            PatchType::Merge => "merge",
-            _ => "strategic",
-        };
         apply_patch(&mut doc, name, body)?;
         let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (mut object, warnings) = decode::<K>(ctx, &bytes)?;
-        place(ctx, &mut object, <K::Registry as Registry>::NAMESPACED)?;
-        match registry.update(&ctx.who, object, dry_run).await {
-            Ok(done) => {
-                let mut all = warnings;
-                all.extend(done.warnings);
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &encode::<K>(&done.object),
-                    &all,
-                ));
-            }
+        // The version read guards the write: another write in between is a conflict,
+        // and the patch is applied again to what it wrote.
+        match write::<K>(ctx, registry, &bytes, Write::Update, Managed::Track).await {
             Err(ApiError::Conflict(_)) if retry && attempt < ATTEMPTS => continue,
-            Err(e) => return Err(e),
+            done => return done,
         }
     }
 }

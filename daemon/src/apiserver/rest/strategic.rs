@@ -17,7 +17,7 @@ pub struct PatchError(pub String);
 
 /// How a list at a path merges.
 #[derive(Debug, PartialEq, Eq)]
-enum ListMerge {
+pub enum ListMerge {
     /// Replaced whole (JSON merge patch's rule, and lists without a strategy).
     Replace,
     /// Elements matched by this field.
@@ -27,7 +27,7 @@ enum ListMerge {
 }
 
 /// The list strategy of the field at `path` (object keys only, list positions left out).
-fn merge_key(path: &[String]) -> ListMerge {
+pub fn merge_key(path: &[String]) -> ListMerge {
     let last = |n: usize| -> Vec<&str> {
         path.iter()
             .rev()
