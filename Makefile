@@ -108,6 +108,12 @@ TEST_PACKAGES := skopeo umoci
 test: deps
 	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@# Debian's kubectl 1.20 beside the installed one, unpacked (not installed): the tests
+	@# check that an old kubectl works too (all but exec, which it speaks over SPDY).
+	@if [ ! -x target/kubectl-1.20/usr/bin/kubectl ]; then \
+	  d=$$(mktemp -d) && (cd $$d && { apt-get download -qq kubernetes-client 2>/dev/null || \
+	    { apt-get update -qq && apt-get download -qq kubernetes-client 2>/dev/null; }; }) && \
+	  mkdir -p target/kubectl-1.20 && dpkg -x $$d/kubernetes-client_*.deb target/kubectl-1.20; rm -rf $$d; fi
 	cargo build --bins
 	cargo test --workspace -- --test-threads=2
 

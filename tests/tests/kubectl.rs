@@ -510,3 +510,59 @@ fn kubectl_server_side_apply_tracks_field_managers() {
     ]);
     assert_eq!(managers.trim(), "kubectl/Apply", "{managers}");
 }
+
+/// An old kubectl (Debian's 1.20, which `make test` unpacks into target/) works too:
+/// its OpenAPI v2 validation, apply, get, label, patch and delete; exec, which it speaks
+/// over SPDY, is refused saying which version it needs.
+#[test]
+fn an_old_kubectl_works_but_for_exec() {
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/kubectl-1.20/usr/bin/kubectl");
+    if !old.exists() {
+        eprintln!("skipped: no {} (make test unpacks it)", old.display());
+        return;
+    }
+    let lab = Lab::start(1);
+    let run = |args: &[&str], input: Option<&str>| {
+        let mut command = std::process::Command::new(&old);
+        command
+            .env("KUBECONFIG", lab.admin_config())
+            .env("KUBECACHEDIR", lab.dir.path().join("kube-cache-1.20"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("kubectl 1.20");
+        if let Some(input) = input {
+            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl 1.20")
+    };
+    let manifest = pod_manifest("old", "127.0.0.1:1/none:1", "Never", "sleep 60");
+    let out = run(&["apply", "-f", "-"], Some(&manifest));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/old created\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["apply", "-f", "-"], Some(&manifest));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/old unchanged\n");
+    let out = run(&["label", "pod", "old", "v=1"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/old labeled\n");
+    let out = run(&["get", "pods", "--show-labels"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("old") && text.contains("v=1"), "{text}");
+    let out = run(&["get", "nodes"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Ready"));
+    let out = run(&["exec", "old", "--", "true"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kubectl 1.30"), "{err}");
+    let out = run(&["delete", "pod", "old", "--grace-period=1"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod \"old\" deleted\n"
+    );
+}

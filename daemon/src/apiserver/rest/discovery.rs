@@ -174,7 +174,14 @@ pub async fn other(_rest: &Arc<Rest>, _who: &Identity, request: Request<Body>) -
     let path = request.uri().path().trim_end_matches('/');
     match path {
         "/apis" => json_response(StatusCode::OK, &group_list(), &[]),
-        p if p.starts_with("/openapi/") => super::openapi::serve(p),
+        p if p.starts_with("/openapi/") => {
+            let accept = request
+                .headers()
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            super::openapi::serve(p, accept)
+        }
         _ => not_found(),
     }
 }

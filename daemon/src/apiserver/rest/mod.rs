@@ -8,10 +8,11 @@
 //! about any resource lives here.
 //!
 //! Layout: `request_info` (paths), `kinds` (each resource's names, JSON shape and table),
-//! `handlers` (get, list, create, update, delete), `patch` (the four patch types, with
-//! `strategic` merge and server-side `apply`),
-//! `watch` (JSON-lines watch streams), `subresources` (status, binding, log),
-//! `discovery` (`/api`, `/apis`, `/version`, OpenAPI), `status` (errors as Status).
+//! `handlers` (get, list, and the one write path), `patch` (the four patch types, with
+//! `strategic` merge and server-side `apply`, whose bookkeeping is `managed_fields`),
+//! `watch` (JSON-lines watch streams), `subresources` (status, binding, log), `exec`
+//! (WebSocket), `discovery` (`/api`, `/apis`, `/version`) and `openapi`, `protobuf` (the
+//! one protobuf body read), `status` (errors as Status).
 
 mod apply;
 mod discovery;

@@ -5,8 +5,8 @@
 //!
 //! kubelab's documents list operations and parameters but no schemas (`kubectl
 //! explain` has nothing to show): the JSON shapes are Kubernetes' own, checked on the
-//! server. Built once, on first use; `/openapi/v2` is not served (kubectl only falls back
-//! to it when v3 is missing).
+//! server. Built once, on first use. `/openapi/v2`, what kubectl before 1.27 reads, is an
+//! empty document: those clients then leave validation to the server too.
 
 use std::sync::OnceLock;
 
@@ -127,9 +127,64 @@ fn documents() -> &'static [Document] {
     })
 }
 
-pub fn serve(path: &str) -> Response {
+/// gnostic's OpenAPI v2 `Document` (its `openapiv2.proto`), as far as an empty one
+/// needs: what kubectl before 1.27 reads, as protobuf, to validate manifests. With no
+/// definitions it validates nothing on the client (it skips kinds it has no schema
+/// for); the server checks (`fieldValidation`, Warn by default for such clients).
+#[derive(Clone, PartialEq, prost::Message)]
+struct V2Document {
+    #[prost(string, tag = "1")]
+    swagger: String,
+    #[prost(message, optional, tag = "2")]
+    info: Option<V2Info>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct V2Info {
+    #[prost(string, tag = "1")]
+    title: String,
+    #[prost(string, tag = "2")]
+    version: String,
+}
+
+/// `/openapi/v2`: an empty document, as protobuf (what kubectl asks for) or JSON.
+fn v2(accept: &str) -> Response {
+    let version = format!("v{}", kubelab_proto::k8s::KUBERNETES_VERSION);
+    if accept.contains("protobuf") {
+        use prost::Message;
+        let document = V2Document {
+            swagger: "2.0".into(),
+            info: Some(V2Info {
+                title: "Kubernetes".into(),
+                version,
+            }),
+        };
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                axum::http::header::CONTENT_TYPE,
+                // Go's media-type parser refuses the `@` of the type the client asked
+                // for; a plain binary type is read as the same bytes.
+                "application/octet-stream",
+            )
+            .body(axum::body::Body::from(document.encode_to_vec()))
+            .unwrap_or_default();
+    }
+    let body = json!({
+        "swagger": "2.0",
+        "info": { "title": "Kubernetes", "version": version },
+        "paths": {},
+        "definitions": {},
+    });
+    json_response(StatusCode::OK, &body, &[])
+}
+
+pub fn serve(path: &str, accept: &str) -> Response {
     let docs = documents();
     let rest = path.trim_start_matches("/openapi/");
+    if rest == "v2" {
+        return v2(accept);
+    }
     if rest == "v3" {
         let paths: serde_json::Map<String, Value> = docs
             .iter()
