@@ -149,6 +149,10 @@ pub struct ApiserverArgs {
     /// How long events are kept (kube-apiserver's --event-ttl).
     #[arg(long, default_value = "1h", value_parser = kubelab_proto::duration::parse)]
     pub event_ttl: std::time::Duration,
+    /// REST requests served at once (watches, log follows and exec not counted); one
+    /// more gets 429 TooManyRequests and retries (kube-apiserver's flag; 0: no limit).
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
     /// Make the CA, certificate, tokens and credentials (as every start does when they are
     /// missing), say where they are, and exit without serving.
     #[arg(long)]
@@ -280,14 +284,18 @@ pub async fn run(
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     )
     .into_axum_router();
-    let rest = Arc::new(rest::Rest {
-        pods,
-        nodes,
-        namespaces,
-        events,
-        auth,
-        address: addr.to_string(),
-    });
+    let rest = Arc::new(
+        rest::Rest {
+            pods,
+            nodes,
+            namespaces,
+            events,
+            auth,
+            address: addr.to_string(),
+            inflight: rest::Inflight::new(0),
+        }
+        .limit_requests(args.max_requests_inflight),
+    );
     let rest =
         axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
             let rest = rest.clone();

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use kubelab_proto::now_ms;
-use kubelab_proto::v1::{Namespace, Node, Pod, PodStatus, Toleration};
+use kubelab_proto::v1::{Namespace, Node, Pod, PodStatus};
 
 use super::agent_proxy::AgentProxy;
 use super::auth::{Authenticator, Identity};
@@ -136,29 +136,6 @@ fn existing(current: Option<Pod>, name: &str, uid: &str) -> Result<Pod, ApiError
     Ok(pod)
 }
 
-/// Kubernetes' DefaultTolerationSeconds admission: a pod stays bound to a node that went
-/// not-ready or unreachable for 300 s, unless it says otherwise.
-fn default_tolerations(tolerations: &mut Vec<Toleration>) {
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        let covered = tolerations.iter().any(|t| {
-            (t.key == key || (t.key.is_empty() && t.operator == "Exists"))
-                && (t.effect.is_empty() || t.effect == "NoExecute")
-        });
-        if !covered {
-            tolerations.push(Toleration {
-                key: key.into(),
-                operator: "Exists".into(),
-                value: String::new(),
-                effect: "NoExecute".into(),
-                toleration_seconds: Some(300),
-            });
-        }
-    }
-}
-
 /// Five characters from Kubernetes' alphabet for generated names (no vowels, no look-alikes).
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -264,7 +241,6 @@ impl Registry for PodsService {
         check_annotations(&pod.metadata.clone().unwrap_or_default().annotations)?;
         let warning = self.admit(&pod)?;
         check_supported(&pod)?;
-        default_tolerations(&mut pod.spec.get_or_insert_with(Default::default).tolerations);
         let meta = pod.metadata.get_or_insert_with(Default::default);
         if meta.resource_version != 0 {
             return Err(ApiError::Invalid(
@@ -325,7 +301,6 @@ impl Registry for PodsService {
             let proposed = validate_and_default_pod(proposed)?;
             let mut expected = stored.spec.clone().unwrap_or_default();
             let mut sent = proposed.spec.clone().unwrap_or_default();
-            default_tolerations(&mut sent.tolerations);
             // The scheduler's binding is not the client's to change or keep.
             sent.node_name = expected.node_name.clone();
             expected.tolerations.sort_by(|a, b| a.key.cmp(&b.key));

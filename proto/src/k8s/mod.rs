@@ -47,6 +47,34 @@ pub mod defaults {
         }
     }
 
+    /// Kubernetes' DefaultTolerationSeconds admission: a pod stays bound to a node that
+    /// went not-ready or unreachable for 300 s, unless it says otherwise. kubelab adds
+    /// these when it writes a pod out rather than storing them in every pod (they would
+    /// double a small pod's size on disk, and durable creates are bound by the bytes
+    /// flushed).
+    pub fn tolerations(
+        given: &[crate::v1::Toleration],
+    ) -> impl Iterator<Item = k8s_openapi::api::core::v1::Toleration> + '_ {
+        [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ]
+        .into_iter()
+        .filter(|key| {
+            !given.iter().any(|t| {
+                (t.key == *key || (t.key.is_empty() && t.operator == "Exists"))
+                    && (t.effect.is_empty() || t.effect == "NoExecute")
+            })
+        })
+        .map(|key| k8s_openapi::api::core::v1::Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            toleration_seconds: Some(300),
+            value: None,
+        })
+    }
+
     /// What a node reports as its kubelet's version (`kubectl get nodes`' VERSION).
     pub fn kubelet_version() -> String {
         format!("v{}-kubelab", crate::k8s::KUBERNETES_VERSION)

@@ -337,7 +337,13 @@ pub fn pod_spec(spec: &api::PodSpec) -> k8s::PodSpec {
                 .unwrap_or_default(),
         ),
         node_selector: map(&spec.node_selector),
-        tolerations: list(&spec.tolerations, toleration),
+        tolerations: Some(
+            spec.tolerations
+                .iter()
+                .map(toleration)
+                .chain(defaults::tolerations(&spec.tolerations))
+                .collect(),
+        ),
         dns_policy: Some(defaults::DNS_POLICY.into()),
         scheduler_name: Some(defaults::SCHEDULER_NAME.into()),
         enable_service_links: Some(true),

@@ -18,6 +18,8 @@ mod apply;
 mod discovery;
 mod exec;
 mod handlers;
+mod inflight;
+pub use inflight::Inflight;
 mod kinds;
 mod managed_fields;
 mod openapi;
@@ -56,6 +58,15 @@ pub struct Rest {
     pub auth: Arc<Authenticator>,
     /// `HOST:PORT` clients reach this apiserver at (for discovery).
     pub address: String,
+    pub inflight: inflight::Inflight,
+}
+
+impl Rest {
+    /// `--max-requests-inflight`: REST requests served at once (0: no limit).
+    pub fn limit_requests(mut self, limit: usize) -> Rest {
+        self.inflight = inflight::Inflight::new(limit);
+        self
+    }
 }
 
 /// One request, read: who sent it and what it asks.
@@ -129,6 +140,32 @@ pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
         Err(e) => return status::Target::default().failure(e).into_response(),
     };
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    // Long-running requests (watches, log follows, exec) are not counted, as in
+    // kube-apiserver; everything else takes a place while it is served.
+    let long_running = watch
+        || path.ends_with("/exec")
+        || (path.ends_with("/log") && query.get("follow").is_some_and(|f| f == "true"));
+    let _slot = if long_running {
+        None
+    } else {
+        match rest.inflight.enter() {
+            Some(slot) => Some(slot),
+            None => {
+                let mut response = failure(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "Too many requests, please try again later.",
+                    serde_json::json!({ "retryAfterSeconds": 1 }),
+                )
+                .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                return response;
+            }
+        }
+    };
     let (verb, info) = match request_info::parse(request.method(), &path, watch) {
         Ok(parsed) => parsed,
         Err(NotAResource::Discovery { group, version }) => {
