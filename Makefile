@@ -32,7 +32,7 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
 
 build: deps
-	cargo build --release --bins
+	cargo build --release -p kubelab-daemon -p kubelab-cli
 
 ## Debian's docker-registry on $(REGISTRY), storage under $(LAB)/registry.
 registry: deps
