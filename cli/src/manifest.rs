@@ -1,8 +1,9 @@
 //! Reading Kubernetes Pod manifests (YAML, one or more documents) into kubelab's API
 //! objects, through the same decoding and conversion the apiserver's REST side uses
 //! (`kubelab_proto::k8s`): a manifest that works here works on a real cluster. Fields
-//! kubelab does not act on yet, or that Kubernetes does not have, are named in warnings
-//! rather than silently dropped. Owns no I/O beyond the text it is given.
+//! kubelab does not act on yet are named in warnings rather than silently dropped; a
+//! field Kubernetes does not have (a typo) is an error naming the nearest known one, as
+//! kubectl's default validation refuses it. Owns no I/O beyond the text it is given.
 
 use kubelab_proto::k8s::{self, k8s_openapi::api::core::v1 as k8s_core};
 use kubelab_proto::v1 as api;
@@ -20,6 +21,21 @@ pub enum ManifestError {
     Field(usize, String),
     #[error("no Pod found in the file (is it empty?)")]
     Empty,
+    /// Fields Kubernetes does not have: a typo, as kubectl's default validation says.
+    #[error("document {0}: Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: {1}")]
+    Unknown(usize, String),
+}
+
+/// `unknown field "spec.containers[0].comand" (did you mean "command"?)`, for each.
+fn unknown_fields(paths: &[String]) -> String {
+    paths
+        .iter()
+        .map(|path| match k8s::nearest_field(path) {
+            Some(near) => format!("unknown field {path:?} (did you mean {near:?}?)"),
+            None => format!("unknown field {path:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The pods in a (possibly multi-document) YAML file, with warnings for ignored fields.
@@ -60,14 +76,11 @@ pub fn parse_pods(text: &str) -> Result<(Vec<api::Pod>, Vec<String>), ManifestEr
         let decoded = k8s::decode::<k8s_core::Pod>(&json)
             .map_err(|e| ManifestError::Field(n, e.to_string()))?;
         let pod = k8s::pod_from_k8s(decoded.object).map_err(|e| ManifestError::Field(n, e.0))?;
+        if !decoded.unknown.is_empty() {
+            return Err(ManifestError::Unknown(n, unknown_fields(&decoded.unknown)));
+        }
         let kept = serde_json::to_value(k8s::pod(&pod)).unwrap_or_default();
-        let unknown = decoded.unknown;
-        warnings.extend(
-            k8s::unsupported(&decoded.value, &kept)
-                .into_iter()
-                .filter(|path| !unknown.contains(path)),
-        );
-        warnings.extend(unknown);
+        warnings.extend(k8s::unsupported(&decoded.value, &kept));
         pods.push(pod);
     }
     if pods.is_empty() {
@@ -121,6 +134,19 @@ mod tests {
         for text in kubelab_proto::fuzz_corpus_texts("manifest") {
             let _ = parse_pods(&text);
         }
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_with_the_nearest_name() {
+        let e = parse_pods(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  containers:\n  - name: c\n    image: x\n    comand: [sh]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "document 1: Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.containers[0].comand\" (did you mean \"command\"?)"
+        );
     }
 
     #[test]

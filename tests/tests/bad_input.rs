@@ -378,3 +378,19 @@ fn hostile_numbers_are_refused_with_kubernetes_limits() {
     lab.apply_ok(&pod_manifest("after", &image, "Never", "true"));
     lab.wait_for("after", "Succeeded");
 }
+
+/// A misspelt field is refused, as kubectl's default validation refuses it, and the
+/// message names the field meant; nothing is created.
+#[test]
+fn a_misspelt_field_is_refused_naming_the_field_meant() {
+    let lab = Lab::start(1);
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: typo\nspec:\n  containers:\n  - name: c\n    image: 127.0.0.1:1/x:1\n    comand: [sh]\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.containers[0].comand" (did you mean "command"?)"#),
+        "{err}"
+    );
+    let err = lab.fails(&["get", "pod", "typo"]);
+    assert!(err.contains("not found"), "{err}");
+}

@@ -14,6 +14,7 @@ mod decode;
 mod events;
 mod from_k8s;
 pub mod printers;
+mod suggest;
 mod to_k8s;
 mod unsupported;
 
@@ -24,6 +25,7 @@ pub use from_k8s::{
     pod_status_from_k8s, ConvertError,
 };
 pub use k8s_openapi;
+pub use suggest::nearest_field;
 pub use to_k8s::{created, meta, namespace, node, pod, pod_spec, qos_class};
 pub use unsupported::unsupported;
 
