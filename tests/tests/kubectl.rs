@@ -48,6 +48,11 @@ fn kubectl_reads_the_cluster() {
         serde_json::from_str(&lab.kubectl_ok(&["get", "node", node, "-o", "json"])).unwrap();
     assert_eq!(node_json["kind"], "Node");
     assert_eq!(node_json["status"]["conditions"][0]["type"], "Ready");
+    // The daemons' logs, written to files here, carry no terminal colour codes.
+    assert!(
+        !lab.logs().contains('\u{1b}'),
+        "colour codes in the log files"
+    );
 }
 
 /// `apply` says created, unchanged, configured; the server validates (an unknown field

@@ -364,7 +364,15 @@ fn label_and_taint_decide_where_pods_go() {
     );
     let err = lab.fails(&["taint", "node", &node, "gpu=true:NoExecute"]);
     assert!(err.contains("NoExecute is not supported"), "{err}");
-    lab.ok(&["taint", "node", &node, "gpu:NoSchedule-"]);
+    // As kubectl says it: a removal untaints.
+    assert_eq!(
+        lab.ok(&["taint", "node", &node, "gpu:NoSchedule-"]).trim(),
+        format!("node/{node} untainted")
+    );
+    assert_eq!(
+        lab.ok(&["label", "node", &node, "disk-"]).trim(),
+        format!("node/{node} unlabeled")
+    );
     lab.wait_for("plain", "Running");
     let err = lab.fails(&["taint", "node", &node, "gpu:NoSchedule-"]);
     assert!(err.contains("not found"), "{err}");

@@ -109,7 +109,7 @@ pub async fn label(
         };
         match api.namespaces.update(request).await {
             Ok(_) => {
-                println!("namespace/{name} labeled");
+                println!("namespace/{name} {}", super::node::label_verb(changes));
                 return Ok(());
             }
             Err(e) if e.code() == tonic::Code::Aborted => continue,

@@ -69,8 +69,17 @@ pub async fn label(
         Ok(true)
     })
     .await?;
-    println!("node/{name} labeled");
+    println!("node/{name} {}", label_verb(changes));
     Ok(())
+}
+
+/// What kubectl says a label change did: `unlabeled` when it only removed labels.
+pub fn label_verb(changes: &[String]) -> &'static str {
+    if !changes.is_empty() && changes.iter().all(|c| c.ends_with('-')) {
+        "unlabeled"
+    } else {
+        "labeled"
+    }
 }
 
 /// Sets `KEY=VALUE` and removes `KEY-` labels, as kubectl label does: changing an existing
@@ -138,7 +147,14 @@ pub async fn taint(server: &Connection, name: &str, changes: &[String]) -> anyho
         Ok(true)
     })
     .await?;
-    println!("node/{name} tainted");
+    // As kubectl says it: only removals untaint, both kinds modify.
+    let removals = changes.iter().filter(|c| c.ends_with('-')).count();
+    let verb = match (removals, changes.len() - removals) {
+        (0, _) => "tainted",
+        (_, 0) => "untainted",
+        _ => "modified",
+    };
+    println!("node/{name} {verb}");
     Ok(())
 }
 

@@ -234,10 +234,10 @@ fn image_steps(images: &[&str], facts: &Result<ImageFacts, String>, created_ms: 
                 .and_then(|s| s.parse::<f64>().ok())
                 .map(|s| (s * 1000.0).round() as i64);
             let built = match built_ms {
-                Some(_) => format!("by kubelab image build: {} layers, {size}", facts.layers),
+                Some(_) => format!("by kubelab image build: {}, {size}", layers(facts.layers)),
                 None => format!(
-                    "not by kubelab image build (no {BUILT_LABEL} label); {} layers, {size}",
-                    facts.layers
+                    "not by kubelab image build (no {BUILT_LABEL} label); {}, {size}",
+                    layers(facts.layers)
                 ),
             };
             (
@@ -270,5 +270,14 @@ fn ms(ms: i64) -> String {
         a if a < 600_000 => format!("{:.1} s", ms as f64 / 1000.0),
         a if a < 7_200_000 => format!("{} min", ms / 60_000),
         _ => format!("{} h", ms / 3_600_000),
+    }
+}
+
+/// `1 layer`, `5 layers`.
+fn layers(n: usize) -> String {
+    if n == 1 {
+        "1 layer".into()
+    } else {
+        format!("{n} layers")
     }
 }

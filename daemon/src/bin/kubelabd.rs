@@ -67,9 +67,11 @@ fn run() -> anyhow::Result<()> {
         Command::ExecHelper(args) => std::process::exit(agent::runtime::exec::run_helper(args)),
         other => other,
     };
+    // Colour only on a terminal: log files (the lab's .lab/up.log) stay plain text.
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -66,10 +66,10 @@ impl Builder {
                 ))
             })?;
         say(&format!(
-            "--> {} {} ({} layers, {}){}",
+            "--> {} {} ({}, {}){}",
             if pulled { "pulled" } else { "using" },
             short(&base.digest),
-            base.layers.len(),
+            super::output::count(base.layers.len(), "layer"),
             human_bytes(base.size_bytes),
             if pulled {
                 format!(" in {:.2} s", t.elapsed().as_secs_f64())

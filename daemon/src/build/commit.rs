@@ -81,8 +81,8 @@ impl Builder {
         self.layout.tag(&args.tag, manifest)?;
         let total: u64 = image.layers.iter().map(|l| l.blob.size).sum();
         say(&format!(
-            "--> {} layers ({} made now, {} from the cache, {} from the base image), {}",
-            image.layers.len(),
+            "--> {} ({} made now, {} from the cache, {} from the base image), {}",
+            super::output::count(image.layers.len(), "layer"),
             self.made,
             self.cached,
             image.layers.len().saturating_sub(self.made + self.cached),

@@ -32,3 +32,12 @@ pub(super) fn human_bytes(n: u64) -> String {
         n => format!("{n} B"),
     }
 }
+
+/// `1 layer`, `5 layers`: a count with its noun, singular when it is one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
