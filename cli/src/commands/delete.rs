@@ -49,6 +49,9 @@ pub async fn run(
     Ok(())
 }
 
+/// How long a delete waits quietly before it says what it waits for.
+const SAY_WAITING_AFTER: Duration = Duration::from_secs(2);
+
 pub async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let mut stream = api
@@ -69,12 +72,26 @@ pub async fn wait_until_gone(api: &mut Api, pod: &Pod) -> anyhow::Result<()> {
     }
     let grace = meta.deletion_grace_period_seconds.max(0) as u64;
     let mut hinted = false;
+    let mut told = false;
     loop {
-        // Past the grace period (and a little), the node's agent may be gone: say what to do.
-        let patience = Duration::from_secs(grace + 10);
+        // A wait longer than a moment is said, with what is awaited; past the grace
+        // period (and a little), the node's agent may be gone: say what to do.
+        let patience = if told {
+            Duration::from_secs(grace + 10)
+        } else {
+            SAY_WAITING_AFTER
+        };
         let event = match tokio::time::timeout(patience, stream.next()).await {
             Ok(Some(event)) => event.map_err(api.error())?,
             Ok(None) => break,
+            Err(_) if !told => {
+                told = true;
+                eprintln!(
+                    "waiting up to {grace}s for the containers of pod {:?} to stop after SIGTERM (terminationGracePeriodSeconds; --grace-period N shortens it)",
+                    meta.name
+                );
+                continue;
+            }
             Err(_) => {
                 if !hinted {
                     let node = pod
