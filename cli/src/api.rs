@@ -69,6 +69,16 @@ impl Api {
         Ok(pod.into_inner())
     }
 
+    /// The pods of a namespace (all namespaces when empty).
+    pub async fn list_pods(&mut self, namespace: &str) -> anyhow::Result<Vec<Pod>> {
+        let request = kubelab_proto::v1::ListPodsRequest {
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        let list = self.pods.list(request).await.map_err(self.error())?;
+        Ok(list.into_inner().items)
+    }
+
     /// One node, by name.
     pub async fn get_node(&mut self, name: &str) -> anyhow::Result<kubelab_proto::v1::Node> {
         let key = ObjectKey {

@@ -53,7 +53,8 @@ pub enum OutputFormat {
 enum Command {
     /// Create the pods in a Kubernetes Pod manifest (YAML).
     Apply {
-        /// The manifest file ("-" for standard input).
+        /// The manifest file, a directory of them (*.yaml, *.yml, *.json), or "-" for
+        /// standard input.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
@@ -148,11 +149,18 @@ enum Command {
         #[command(flatten)]
         options: commands::exec::ExecOptions,
     },
-    /// Delete a pod: SIGTERM, the grace period, then SIGKILL.
+    /// Delete pods: SIGTERM, the grace period, then SIGKILL. As kubectl takes them:
+    /// `delete pod NAME [NAME...]`, `delete pod/NAME`, `delete pods --all`, `delete -f FILE`.
     Delete {
-        /// pod (po).
-        kind: String,
-        name: String,
+        /// pod (po), or pod/NAME.
+        kind: Option<String>,
+        names: Vec<String>,
+        /// The pods of a manifest (a file, a directory of them, or "-" for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: Option<PathBuf>,
+        /// Every pod of the namespace.
+        #[arg(long)]
+        all: bool,
         /// Seconds the containers get between SIGTERM and SIGKILL (default: the pod's own).
         #[arg(long)]
         grace_period: Option<i64>,
@@ -245,6 +253,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 field_selector: field_selector.unwrap_or_default(),
                 watch,
             };
+            // kubectl's `get po/NAME` form.
+            let (kind, name) = match (kind.split_once('/'), name) {
+                (Some((k, n)), None) => (k.to_string(), Some(n.to_string())),
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form"
+                ),
+                (None, name) => (kind, name),
+            };
             commands::get::run(server, ns, &kind, name, options).await
         }
         Command::Label {
@@ -297,16 +313,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Delete {
             kind,
-            name,
+            names,
+            file,
+            all,
             grace_period,
             force,
             wait,
         } => {
-            commands::delete::run(
+            let targets = commands::delete::Targets {
+                kind,
+                names,
+                file,
+                all,
+            };
+            commands::delete::run_many(
                 server,
                 ns,
-                &kind,
-                &name,
+                targets,
                 commands::delete::DeleteOptions {
                     grace_period,
                     force,

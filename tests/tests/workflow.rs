@@ -549,31 +549,3 @@ fn kubelabd_up_stops_and_says_so_when_an_agent_dies() {
     );
     assert_no_process_under(&data);
 }
-
-/// A delete that has to wait (a container that ignores SIGTERM, as `sleep` as PID 1
-/// does) says what it waits for and for how long, instead of going quiet.
-#[test]
-fn a_waiting_delete_says_what_it_waits_for() {
-    let lab = Lab::start(1);
-    let image = lab.push_busybox("1");
-    lab.apply_ok(
-        &pod_manifest("stubborn", &image, "Never", "exec sleep 600").replace(
-            "terminationGracePeriodSeconds: 2",
-            "terminationGracePeriodSeconds: 4",
-        ),
-    );
-    lab.wait_for("stubborn", "Running");
-    let out = lab.kubelab(&["delete", "pod", "stubborn"]);
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "waiting up to 4s for the containers of pod \"stubborn\" to stop after SIGTERM"
-        ),
-        "{err}"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "pod \"stubborn\" deleted\n"
-    );
-}

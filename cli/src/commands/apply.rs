@@ -1,4 +1,5 @@
-//! `kubelab apply -f FILE`: create the manifest's pods; say "unchanged" for identical ones.
+//! `kubelab apply -f FILE|DIR|-`: create the manifests' pods; say "unchanged" for
+//! identical ones.
 
 use std::path::Path;
 
@@ -8,21 +9,52 @@ use kubelab_proto::v1::{ObjectKey, PodSpec};
 use crate::api::{Api, Connection};
 use crate::manifest;
 
+/// The manifests `-f` names, each with how to name it in an error: standard input
+/// (`-`), a file, or every `*.yaml`, `*.yml` and `*.json` of a directory, in name order,
+/// as kubectl reads them.
+pub fn read_manifests(file: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    if file.as_os_str() == "-" {
+        let text = std::io::read_to_string(std::io::stdin())
+            .context("reading the manifest from standard input")?;
+        return Ok(vec![("<stdin>".into(), text)]);
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    if !file.is_dir() {
+        return Ok(vec![(file.display().to_string(), read(file)?)]);
+    }
+    let mut paths: Vec<_> = std::fs::read_dir(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!(
+            "no manifests (*.yaml, *.yml, *.json) in the directory {}",
+            file.display()
+        );
+    }
+    paths
+        .iter()
+        .map(|p| Ok((p.display().to_string(), read(p)?)))
+        .collect()
+}
+
 pub async fn run(server: &Connection, namespace: &str, file: &Path) -> anyhow::Result<()> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .context("reading the manifest from standard input")?
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
-    };
-    let label = if file.as_os_str() == "-" {
-        "<stdin>".to_string()
-    } else {
-        file.display().to_string()
-    };
-    let (pods, warnings) = manifest::parse_pods(&text).context(label)?;
-    for w in warnings {
-        eprintln!("warning: {w} is not supported by kubelab yet and is ignored");
+    let mut pods = Vec::new();
+    for (label, text) in read_manifests(file)? {
+        let (found, warnings) = manifest::parse_pods(&text).context(label)?;
+        for w in warnings {
+            eprintln!("warning: {w} is not supported by kubelab yet and is ignored");
+        }
+        pods.extend(found);
     }
     let mut api = Api::connect(server).await?;
     for mut pod in pods {

@@ -1,14 +1,109 @@
-//! `kubelab delete pod NAME [--grace-period N] [--force]`: ask for a graceful delete and,
-//! like kubectl, wait (through a watch) until the pod is gone.
+//! `kubelab delete pod NAME... | pod/NAME... | pods --all | -f FILE [--grace-period N]
+//! [--force]`: ask for a graceful delete of each pod and, like kubectl, wait (through a
+//! watch) until it is gone.
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use futures::StreamExt;
 use kubelab_proto::v1::{DeletePodRequest, ObjectKey, Pod, WatchEventType};
 
 use super::check_pod_kind;
 use crate::api::{Api, Connection};
+
+/// What `delete` was asked to remove, in kubectl's forms.
+pub struct Targets {
+    /// `pod`, `pods`, `po`, or `pod/NAME`.
+    pub kind: Option<String>,
+    pub names: Vec<String>,
+    /// `-f FILE|DIR|-`: the pods its manifests name.
+    pub file: Option<std::path::PathBuf>,
+    /// `--all`: every pod of the namespace.
+    pub all: bool,
+}
+
+/// The pods `targets` name, as (namespace, name); `default_namespace` when a manifest
+/// names none.
+async fn resolve(
+    api: &mut Api,
+    default_namespace: &str,
+    targets: Targets,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let ns = |n: &str| (default_namespace.to_string(), n.to_string());
+    if let Some(file) = &targets.file {
+        if targets.kind.is_some() || !targets.names.is_empty() || targets.all {
+            bail!("delete -f FILE takes no other pods: kubelab delete -f FILE, or kubelab delete pod NAME");
+        }
+        let mut out = Vec::new();
+        for (label, text) in super::apply::read_manifests(file)? {
+            let (pods, _) = crate::manifest::parse_pods(&text).context(label)?;
+            for pod in pods {
+                let meta = pod.metadata.unwrap_or_default();
+                let namespace = if meta.namespace.is_empty() {
+                    default_namespace.to_string()
+                } else {
+                    meta.namespace
+                };
+                out.push((namespace, meta.name));
+            }
+        }
+        return Ok(out);
+    }
+    let Some(kind) = targets.kind else {
+        bail!("what to delete? kubelab delete pod NAME, delete pod/NAME, delete pods --all, or delete -f FILE");
+    };
+    // `pod/NAME` forms, each naming its own pod.
+    if kind.contains('/') {
+        let mut out = Vec::new();
+        for item in std::iter::once(&kind).chain(&targets.names) {
+            let Some((k, name)) = item.split_once('/') else {
+                bail!("{item:?}: with pod/NAME, name every pod that way (pod/a pod/b)");
+            };
+            check_pod_kind(k)?;
+            out.push(ns(name));
+        }
+        return Ok(out);
+    }
+    check_pod_kind(&kind)?;
+    if targets.all {
+        if !targets.names.is_empty() {
+            bail!("--all deletes every pod of the namespace: name no pod with it");
+        }
+        let pods = api.list_pods(default_namespace).await?;
+        return Ok(pods
+            .into_iter()
+            .filter_map(|p| p.metadata)
+            .map(|m| (m.namespace, m.name))
+            .collect());
+    }
+    if targets.names.is_empty() {
+        bail!("which pod? kubelab delete pod NAME (or --all for every pod of the namespace)");
+    }
+    Ok(targets.names.iter().map(|n| ns(n)).collect())
+}
+
+/// `kubelab delete` in every form kubectl has for pods: each pod deleted, then, like
+/// kubectl, waited for until it is gone.
+pub async fn run_many(
+    server: &Connection,
+    namespace: &str,
+    targets: Targets,
+    options: DeleteOptions,
+) -> anyhow::Result<()> {
+    if options.force && options.grace_period != Some(0) {
+        bail!("--force needs --grace-period=0 (it removes the pod without waiting for its containers to stop)");
+    }
+    let mut api = Api::connect(server).await?;
+    let pods = resolve(&mut api, namespace, targets).await?;
+    if pods.is_empty() {
+        println!("No resources found");
+        return Ok(());
+    }
+    for (ns, name) in pods {
+        delete_one(&mut api, &ns, &name, &options).await?;
+    }
+    Ok(())
+}
 
 pub struct DeleteOptions {
     pub grace_period: Option<i64>,
@@ -16,18 +111,12 @@ pub struct DeleteOptions {
     pub wait: bool,
 }
 
-pub async fn run(
-    server: &Connection,
+async fn delete_one(
+    api: &mut Api,
     namespace: &str,
-    kind: &str,
     name: &str,
-    options: DeleteOptions,
+    options: &DeleteOptions,
 ) -> anyhow::Result<()> {
-    check_pod_kind(kind)?;
-    if options.force && options.grace_period != Some(0) {
-        bail!("--force needs --grace-period=0 (it removes the pod without waiting for its containers to stop)");
-    }
-    let mut api = Api::connect(server).await?;
     let request = DeletePodRequest {
         namespace: namespace.into(),
         name: name.into(),
@@ -43,7 +132,7 @@ pub async fn run(
         .map_err(api.error())?
         .into_inner();
     if options.wait {
-        wait_until_gone(&mut api, &pod).await?;
+        wait_until_gone(api, &pod).await?;
     }
     println!("pod \"{name}\" deleted");
     Ok(())
