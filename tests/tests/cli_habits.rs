@@ -64,6 +64,9 @@ fn kubectl_forms_work_with_the_kubelab_cli() {
         "pod \"d\" deleted\n"
     );
     lab.ok(&["apply", "-f", dir_text]);
+    // A missing pod is named as kubectl names it, not by kubelab's storage key.
+    let err = lab.fails(&["logs", "nosuch"]);
+    assert!(err.contains(r#"pods "nosuch" not found"#), "{err}");
     let out = lab.ok(&["delete", "pods", "--all"]);
     assert_eq!(out.lines().count(), 4, "{out}");
 }

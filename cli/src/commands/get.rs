@@ -185,8 +185,12 @@ async fn watch_pods(
     let mut print_rows = |pods: &[Pod], header: bool| {
         let rows = output::pod_rows(pods, wide, all_namespaces);
         let rows = if header { &rows[..] } else { &rows[1..] };
+        // The header and the listed rows are laid out together, so that they line up;
+        // later rows widen the columns only if they must.
         for row in rows {
             table.fit(row);
+        }
+        for row in rows {
             println!("{}", table.line(row));
         }
     };
