@@ -197,16 +197,7 @@ impl Agent for AgentService {
             for pump in [stdout, stderr].into_iter().flatten() {
                 let _ = pump.await;
             }
-            let code = match child.wait().await {
-                Ok(status) => status.code().unwrap_or(255),
-                Err(_) => 255,
-            };
-            let _ = tx
-                .send(Ok(ExecOutput {
-                    exit_code: Some(code),
-                    ..Default::default()
-                }))
-                .await;
+            send_exit_code(&tx, &mut child).await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -311,19 +302,11 @@ impl AgentService {
                     }
                 }
             });
-            let code = match child.wait().await {
-                Ok(status) => status.code().unwrap_or(255),
-                Err(_) => 255,
-            };
+            let exited = child.wait().await;
             drop(master);
             let _ = reading.await;
             typing.abort();
-            let _ = tx
-                .send(Ok(ExecOutput {
-                    exit_code: Some(code),
-                    ..Default::default()
-                }))
-                .await;
+            send_exit(&tx, exited).await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -334,4 +317,26 @@ impl AgentService {
 /// A terminal dimension from a client, in the 16 bits the kernel keeps.
 fn clamp(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// The exec's last message: the command's exit code (255 when it cannot be told).
+async fn send_exit(
+    tx: &mpsc::Sender<Result<ExecOutput, Status>>,
+    exited: std::io::Result<std::process::ExitStatus>,
+) {
+    let code = exited.ok().and_then(|s| s.code()).unwrap_or(255);
+    let _ = tx
+        .send(Ok(ExecOutput {
+            exit_code: Some(code),
+            ..Default::default()
+        }))
+        .await;
+}
+
+/// Waits for the helper and sends its exit code.
+async fn send_exit_code(
+    tx: &mpsc::Sender<Result<ExecOutput, Status>>,
+    child: &mut tokio::process::Child,
+) {
+    send_exit(tx, child.wait().await).await;
 }

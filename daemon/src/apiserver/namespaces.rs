@@ -195,12 +195,7 @@ impl Registry for NamespacesService {
             };
             check_version(&ns, given.resource_version, &namespace_ref(&given.name))?;
             let meta = ns.metadata.get_or_insert_with(Default::default);
-            meta.labels = given.labels.clone();
-            meta.annotations = given.annotations.clone();
-            // Who set what: the REST side works it out; a client that sends none keeps it.
-            if !given.managed_fields.is_empty() {
-                meta.managed_fields = given.managed_fields.clone();
-            }
+            super::registry::take_metadata(meta, &given);
             Ok(ns)
         };
         let (namespace, written) = update_object(&self.store, &key, dry_run, apply).await?;

@@ -283,12 +283,7 @@ impl Registry for NodesService {
             };
             check_version(&node, given.resource_version, &node_ref(&name))?;
             let meta = node.metadata.get_or_insert_with(Default::default);
-            meta.labels = given.labels.clone();
-            meta.annotations = given.annotations.clone();
-            // Who set what: the REST side works it out; a client that sends none keeps it.
-            if !given.managed_fields.is_empty() {
-                meta.managed_fields = given.managed_fields.clone();
-            }
+            super::registry::take_metadata(meta, &given);
             let current = node.spec.get_or_insert_with(Default::default);
             current.unschedulable = spec.unschedulable;
             current.taints = spec.taints.clone();

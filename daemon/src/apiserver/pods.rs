@@ -313,12 +313,7 @@ impl Registry for PodsService {
                 ));
             }
             let meta = stored.metadata.get_or_insert_with(Default::default);
-            meta.labels = given.labels.clone();
-            meta.annotations = given.annotations.clone();
-            // Who set what: the REST side works it out; a client that sends none keeps it.
-            if !given.managed_fields.is_empty() {
-                meta.managed_fields = given.managed_fields.clone();
-            }
+            super::registry::take_metadata(meta, &given);
             Ok(stored)
         };
         let (pod, written) = update_object(&self.store, &key, dry_run, apply).await?;

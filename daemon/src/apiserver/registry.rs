@@ -192,3 +192,17 @@ where
         .await?;
     Ok((written, true))
 }
+
+/// What a client may change of an object's metadata in an update: its labels and
+/// annotations, and who set which fields (worked out by the REST side; a client that
+/// sends none keeps them).
+pub fn take_metadata(
+    stored: &mut kubelab_proto::v1::ObjectMeta,
+    given: &kubelab_proto::v1::ObjectMeta,
+) {
+    stored.labels = given.labels.clone();
+    stored.annotations = given.annotations.clone();
+    if !given.managed_fields.is_empty() {
+        stored.managed_fields = given.managed_fields.clone();
+    }
+}

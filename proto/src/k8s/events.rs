@@ -97,12 +97,7 @@ pub fn event_from_k8s(e: k8s::Event) -> Result<api::Event, ConvertError> {
     let last = time_ms(&e.last_timestamp);
     Ok(api::Event {
         metadata: Some(meta_from_k8s(e.metadata)?),
-        involved_object: Some(api::ObjectReference {
-            kind: o.kind.unwrap_or_default(),
-            namespace: o.namespace.unwrap_or_default(),
-            name: o.name.unwrap_or_default(),
-            uid: o.uid.unwrap_or_default(),
-        }),
+        involved_object: Some(reference(o)),
         reason: e.reason.unwrap_or_default(),
         message: e.message.unwrap_or_default(),
         r#type: e.type_.unwrap_or_else(|| "Normal".into()),
@@ -121,12 +116,7 @@ pub fn event_v1_from_k8s(
     let at = e.event_time.map(|t| t.0.as_millisecond()).unwrap_or(0);
     Ok(api::Event {
         metadata: Some(meta_from_k8s(e.metadata)?),
-        involved_object: Some(api::ObjectReference {
-            kind: o.kind.unwrap_or_default(),
-            namespace: o.namespace.unwrap_or_default(),
-            name: o.name.unwrap_or_default(),
-            uid: o.uid.unwrap_or_default(),
-        }),
+        involved_object: Some(reference(o)),
         reason: e.reason.unwrap_or_default(),
         message: e.note.unwrap_or_default(),
         r#type: e.type_.unwrap_or_else(|| "Normal".into()),
@@ -135,4 +125,14 @@ pub fn event_v1_from_k8s(
         count: e.series.map(|s| s.count).unwrap_or(1),
         first_timestamp_ms: at,
     })
+}
+
+/// The object an event is about, as kubelab keeps the reference.
+fn reference(o: k8s::ObjectReference) -> api::ObjectReference {
+    api::ObjectReference {
+        kind: o.kind.unwrap_or_default(),
+        namespace: o.namespace.unwrap_or_default(),
+        name: o.name.unwrap_or_default(),
+        uid: o.uid.unwrap_or_default(),
+    }
 }
