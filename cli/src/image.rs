@@ -218,6 +218,8 @@ fn parse_reference(name: &str) -> Result<Reference, ImageError> {
 fn client_for(reference: &Reference, insecure_registries: &[String]) -> Client {
     let host = reference.resolve_registry().to_string();
     let plain = kubelab_proto::is_loopback_registry(&host) || insecure_registries.contains(&host);
+    // The registry client takes the process's TLS provider (ring).
+    kubelab_proto::credential::init_tls();
     Client::new(ClientConfig {
         protocol: if plain {
             ClientProtocol::Http

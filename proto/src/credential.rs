@@ -17,8 +17,8 @@ use crate::kubeconfig::{
     Cluster, Context, Kubeconfig, NamedCluster, NamedContext, NamedExtension, NamedUser, User,
 };
 
-/// Chooses rustls' cryptography (ring) for this process. Two providers end up linked
-/// (the registry client brings the other), and rustls will not guess between them; call
+/// Chooses rustls' cryptography (ring) for this process: the registry client (reqwest,
+/// without a provider of its own) and every other TLS user take the process's. Call
 /// once at start, before any TLS connection. Calling again does nothing.
 pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();

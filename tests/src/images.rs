@@ -92,6 +92,7 @@ impl Lab {
             oci_client::manifest::IMAGE_CONFIG_MEDIA_TYPE.into(),
             None,
         );
+        kubelab_proto::credential::init_tls();
         let client = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::Http,
             ..Default::default()

@@ -469,6 +469,8 @@ impl ImageManager {
             let fallback = config.clone();
             // Building a client parses the system's CA store (~100 ms of CPU): keep it off
             // the async workers.
+            // The registry client takes the process's TLS provider (ring).
+            kubelab_proto::credential::init_tls();
             match tokio::task::spawn_blocking(move || Client::new(config())).await {
                 Ok(client) => client,
                 Err(_) => Client::new(fallback()),
