@@ -141,17 +141,8 @@ fn same_spec(mut wanted: PodSpec, mut current: PodSpec) -> bool {
     if wanted.restart_policy.is_empty() {
         wanted.restart_policy = current.restart_policy.clone();
     }
-    // The apiserver adds the not-ready and unreachable tolerations a pod does not set
-    // (Kubernetes' DefaultTolerationSeconds).
-    current.tolerations.retain(|t| {
-        let defaulted = t.effect == "NoExecute"
-            && matches!(
-                t.key.as_str(),
-                "node.kubernetes.io/not-ready" | "node.kubernetes.io/unreachable"
-            );
-        !defaulted || wanted.tolerations.iter().any(|w| w.key == t.key)
-    });
-    // Compared as Kubernetes writes them: an unset field and its default are one.
+    // Compared as Kubernetes writes them: an unset field and its default are one (the
+    // default tolerations included).
     kubelab_proto::k8s::pod_spec(&wanted) == kubelab_proto::k8s::pod_spec(&current)
 }
 

@@ -2,8 +2,6 @@
 //! each group's resources (kubectl's `api-resources`, short names like `po`), the
 //! OpenAPI documents kubectl validates manifests with, and `auth whoami`.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +10,6 @@ use serde_json::{json, Value};
 use super::kinds::{self, Kind};
 use super::status::failure;
 use super::{json_response, Ctx, Rest};
-use crate::apiserver::auth::Identity;
 use kubelab_proto::k8s::KUBERNETES_VERSION;
 
 /// `/version`: the Kubernetes version whose API is served, and kubelab's own.
@@ -170,7 +167,7 @@ fn group_list() -> Value {
 }
 
 /// Paths that are not resources: `/apis` itself, OpenAPI, and anything unknown.
-pub async fn other(_rest: &Arc<Rest>, _who: &Identity, request: Request<Body>) -> Response {
+pub fn other(request: Request<Body>) -> Response {
     let path = request.uri().path().trim_end_matches('/');
     match path {
         "/apis" => json_response(StatusCode::OK, &group_list(), &[]),

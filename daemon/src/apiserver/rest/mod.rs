@@ -171,7 +171,7 @@ pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
         Err(NotAResource::Discovery { group, version }) => {
             return discovery::serve(&rest, &group, &version)
         }
-        Err(NotAResource::Unknown) => return discovery::other(&rest, &who, request).await,
+        Err(NotAResource::Unknown) => return discovery::other(request),
     };
     let (parts, body) = request.into_parts();
     let mut ctx = Ctx {

@@ -38,16 +38,8 @@ pub async fn pod(rest: &Arc<Rest>, ctx: &Ctx, body: &[u8]) -> Response {
 async fn status(rest: &Rest, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let decoded = kubelab_proto::k8s::decode::<<kinds::Pods as Kind>::K8s>(body)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let given = decoded.object.metadata.clone();
-    let status = decoded.object.status.clone();
-    let current = rest
-        .pods
-        .get(&ctx.who, &ctx.info.namespace, &ctx.info.name)
-        .await?;
-    // The status as kubelab keeps it: read through the pod conversion.
-    let mut pod = kinds::Pods::to_k8s(&current);
-    pod.status = status;
-    let converted = status_of(pod)?;
+    let given = decoded.object.metadata;
+    let status = kubelab_proto::k8s::pod_status_from_k8s(decoded.object.status);
     let uid = given.uid.unwrap_or_default();
     let version = given
         .resource_version
@@ -61,7 +53,7 @@ async fn status(rest: &Rest, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiErro
             &ctx.info.name,
             &uid,
             version,
-            converted,
+            status,
         )
         .await?;
     Ok(json_response(
@@ -69,12 +61,6 @@ async fn status(rest: &Rest, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiErro
         &encode::<kinds::Pods>(&pod),
         &[],
     ))
-}
-
-fn status_of(
-    pod: k8s_openapi::api::core::v1::Pod,
-) -> Result<Option<kubelab_proto::v1::PodStatus>, ApiError> {
-    Ok(kubelab_proto::k8s::pod_status_from_k8s(pod.status))
 }
 
 /// `POST pods/NAME/binding`: the scheduler binds a pod to a node.
