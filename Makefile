@@ -92,7 +92,8 @@ demo: up
 	echo "  kubectl apply -f examples/sleep.yaml && kubectl get pods -o wide"; \
 	echo; echo "Stop it all with: make down"
 
-## Stops what `make demo` started (the agents stop their pods first).
+## Stops what `make demo` started (the agents stop their pods first), and removes what a
+## lab that was killed left on the machine (`kubelabd reset`).
 down:
 	@if [ -f $(LAB)/up.pid ]; then \
 	  pid=$$(cat $(LAB)/up.pid); kill $$pid 2>/dev/null; \
@@ -100,6 +101,11 @@ down:
 	  if kill -0 $$pid 2>/dev/null; then echo "error: kubelabd up (pid $$pid) did not stop within 30 s; see $(LAB)/up.log" >&2; exit 1; fi; \
 	  rm -f $(LAB)/up.pid; fi
 	@if [ -f $(LAB)/registry.pid ]; then kill $$(cat $(LAB)/registry.pid) 2>/dev/null; rm -f $(LAB)/registry.pid; fi
+	@# What a lab killed hard left (containers, mounts, cgroups, links, iptables rules);
+	@# after a clean stop there is nothing.
+	@if [ -x $(KUBELABD) ] && [ -d $(LAB) ]; then \
+	  out=$$($(KUBELABD) reset $(LAB) 2>&1) || { echo "$$out" >&2; exit 1; }; \
+	  echo "$$out" | grep -v '^nothing to remove' || true; fi
 	@echo "the lab is down"
 
 ## Everything: unit tests and the end-to-end tests (real registry, real containers; root).
@@ -142,5 +148,6 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
+## make down (with its reset), then the lab's files: stored objects, images, the registry.
 clean: down
 	rm -rf $(LAB)

@@ -10,7 +10,8 @@
 //!   `kubelab exec` or exec probe, the only callers of libcontainer).
 //! - `build` — `kubelab image build`'s builder: Containerfile steps as layers, RUN
 //!   through the shim; images kept in an OCI layout.
-//! - `up` — apiserver + scheduler + agents, for a lab in one command.
+//! - `up` — apiserver + scheduler + agents, for a lab in one command; `reset` — what a
+//!   killed lab left on the machine, removed.
 //! - `hollow` — hollow nodes (kubemark's idea): no containers, for scale tests and benchmarks.
 //! - `client` — the API client the scheduler and agents share; `net` — socket plumbing;
 //!   `deadline` — deadlines from outside durations without overflow; `blocking` — disk
@@ -18,6 +19,12 @@
 //!   task that should run forever ended.
 
 #![forbid(unsafe_code)]
+
+/// What stops a daemon (Ctrl-C, SIGTERM, or a test's own), boxed: the daemons' entry
+/// points are not generic, so their code is compiled once, in this library. Generic, each
+/// binary compiled all of it again for its own future type (80 s of a cold release build
+/// of `kubelabd`).
+pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub mod agent;
 pub mod apiserver;
@@ -30,6 +37,7 @@ pub mod cri_log;
 pub mod deadline;
 pub mod hollow;
 pub mod net;
+pub mod reset;
 pub mod scheduler;
 pub mod supervise;
 pub mod up;

@@ -54,10 +54,7 @@ pub enum UpError {
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
-pub async fn run(
-    args: UpArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), UpError> {
+pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError> {
     // Our apiserver must be the one answering on this address, not another lab's: a second
     // lab's agents would otherwise join the first one, under the same node names.
     if let Err(e) = std::net::TcpListener::bind(args.listen) {

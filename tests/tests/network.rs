@@ -3,6 +3,7 @@
 //! left once pods are gone.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use kubelab_tests::{pod_manifest, wait_until, Lab};
@@ -322,4 +323,81 @@ fn host_network_pods_are_probed_on_the_host() {
         lab.ok(&["get", "pod", "hostweb"]).contains("1/1")
     });
     lab.ok(&["delete", "pod", "hostweb", "--grace-period", "0"]);
+}
+
+/// `kubelabd reset DIR` after a `kill -9` of the agent removes everything its pod and node
+/// put on the machine (containers, shims, veth, pinned namespaces, mounts, cgroups, lease,
+/// bridge, masquerade rule), says what it removed, refuses while an agent runs, and loses
+/// no stored object: the agent started again runs the pod afresh.
+#[test]
+fn reset_removes_what_a_killed_agent_left() {
+    let mut lab = Lab::start(1);
+    let image = lab.push_busybox("1");
+    lab.apply_ok(&pod_manifest("left", &image, "Always", "exec sleep 3600"));
+    lab.wait_for("left", "Running");
+    let uid = lab.pod_json("left")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let node = lab.node_names[0].clone();
+    let bridge = lab.bridge_of(&node);
+    let masquerade_rules = || {
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+            .output()
+            .expect("iptables");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("({bridge})")))
+            .count()
+    };
+    let bridge_exists = || Path::new("/sys/class/net").join(&bridge).exists();
+    assert_eq!(masquerade_rules(), 1);
+    assert!(bridge_exists());
+    lab.kill_agent(0);
+    assert!(!kubelab_tests::processes_in_cgroups(&uid).is_empty());
+
+    let reset = |lab: &Lab| {
+        std::process::Command::new(kubelab_tests::bin("kubelabd"))
+            .arg("reset")
+            .arg(lab.dir.path())
+            .output()
+            .expect("kubelabd reset")
+    };
+    let out = reset(&lab);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The container's process and its shim.
+    assert!(
+        said.contains("pod default/left: 2 process(es) stopped"),
+        "{said}"
+    );
+    assert!(said.contains("its iptables masquerade rule"), "{said}");
+    assert!(said.contains(&format!("its bridge {bridge}")), "{said}");
+    assert!(kubelab_tests::processes_in_cgroups(&uid).is_empty());
+    assert!(kubelab_tests::cgroups_matching(&node).is_empty());
+    assert_eq!(masquerade_rules(), 0);
+    assert!(!bridge_exists());
+    let left = network_leftovers(&lab, std::slice::from_ref(&uid));
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    let again = reset(&lab);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
+
+    // The pod is still stored, bound to the node: the agent runs it again.
+    lab.restart_agent(0);
+    wait_until(
+        "the pod's container runs again",
+        Duration::from_secs(30),
+        || !kubelab_tests::processes_in_cgroups(&uid).is_empty(),
+    );
+    let refused = reset(&lab);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("an agent is still running on"), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    assert!(!kubelab_tests::processes_in_cgroups(&uid).is_empty());
 }

@@ -22,6 +22,7 @@ mod pod_status;
 mod pod_worker;
 mod pod_workers;
 mod prober;
+pub mod reset;
 pub mod runtime;
 mod server;
 mod status_manager;
@@ -178,6 +179,8 @@ pub enum AgentError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("another agent is using {0} (a node is run by one agent at a time; stop the other one, or give this one its own --root-dir and --node-name)")]
     RootDirInUse(PathBuf),
+    #[error("an agent is still running on {0}{pids}: stop it first (make down, Ctrl-C on kubelabd up, or kill the pid), then run kubelabd reset again", pids = pid_list(.1))]
+    StillRunning(PathBuf, Vec<i32>),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("cannot join the cluster: {0}")]
@@ -188,10 +191,7 @@ pub enum AgentError {
     Serve(String),
 }
 
-pub async fn run(
-    args: AgentArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), AgentError> {
+pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), AgentError> {
     let root = args
         .root_dir
         .clone()
@@ -213,7 +213,7 @@ pub async fn run(
             "found pods of a previous run of this agent"
         );
     }
-    let network = network::NetworkManager::new(network::NetworkSettings {
+    let network_settings = network::NetworkSettings {
         bin_dirs: args.cni_bin_dirs.clone(),
         conf_file: args.cni_conf.clone(),
         bridge: args
@@ -222,7 +222,8 @@ pub async fn run(
             .unwrap_or_else(|| default_bridge(&root, &args.node_name)),
         cluster_cidr: args.cluster_cidr.clone(),
         ipam_dir: root.join("cni").join("networks"),
-    });
+    };
+    let network = network::NetworkManager::new(network_settings.clone());
     let network = Arc::new(network);
     let images = Arc::new(ImageManager::new(
         root.join("images"),
@@ -278,7 +279,17 @@ pub async fn run(
         .extend(args.node_labels.clone());
     node.spec.get_or_insert_with(Default::default).taints = args.register_with_taints.clone();
     let registered = register(&api, node.clone()).await;
-    kubelet.network.set_pod_cidr(&pod_cidr_of(&registered));
+    let pod_cidr = pod_cidr_of(&registered);
+    kubelet.network.set_pod_cidr(&pod_cidr);
+    // Before anything goes on the host beyond the root: what `kubelabd reset` removes.
+    reset::write_host_record(
+        &root,
+        &reset::HostRecord {
+            node_name: args.node_name.clone(),
+            network: network_settings,
+            pod_cidr,
+        },
+    )?;
     if let Err(e) = kubelet.network.ensure_masquerade().await {
         tracing::warn!(error = %e, "pods' traffic to outside the cluster will not be masqueraded");
     }
@@ -474,6 +485,15 @@ async fn register(api: &ApiClient, node: Node) -> Node {
             }
         }
     }
+}
+
+/// ` (pid 12, 13)`, or nothing when no pid is known.
+fn pid_list(pids: &[i32]) -> String {
+    if pids.is_empty() {
+        return String::new();
+    }
+    let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    format!(" (pid {})", pids.join(", "))
 }
 
 fn pod_cidr_of(node: &Node) -> String {

@@ -205,10 +205,7 @@ pub fn default_admin_config() -> Option<PathBuf> {
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Opens the store and serves the API until `shutdown` resolves.
-pub async fn run(
-    args: ApiserverArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ApiserverError> {
+pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), ApiserverError> {
     let store = Arc::new(
         Store::open(&args.data_dir, args.watch_history)
             .map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?,

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use kubelab_daemon::container::shim;
-use kubelab_daemon::{agent, apiserver, build, client, hollow, scheduler, up};
+use kubelab_daemon::{agent, apiserver, build, client, hollow, reset, scheduler, up};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -41,6 +41,9 @@ enum Command {
     HollowNodes(hollow::HollowNodesArgs),
     /// Build an image from a Containerfile (what `kubelab image build` runs).
     Build(build::BuildArgs),
+    /// Remove what a killed lab, agent or build under DIR left on this machine:
+    /// processes, mounts, cgroups, network links and iptables rules.
+    Reset(reset::ResetArgs),
     /// Internal: run one container (started by the agent).
     #[command(hide = true)]
     Shim(shim::ShimArgs),
@@ -79,7 +82,7 @@ fn run() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Apiserver(args) => apiserver::run(args, shutdown_signal())
+            Command::Apiserver(args) => apiserver::run(args, Box::pin(shutdown_signal()))
                 .await
                 .context("apiserver"),
             Command::Scheduler { config } => {
@@ -104,15 +107,16 @@ fn run() -> anyhow::Result<()> {
                     _ = shutdown_signal() => Ok(()),
                 }
             }
-            Command::Agent(args) => agent::run(args, shutdown_signal()).await.context("agent"),
+            Command::Agent(args) => agent::run(args, Box::pin(shutdown_signal())).await.context("agent"),
             Command::HollowNodes(args) => {
                 tokio::select! {
                     r = hollow::run_many(args) => r.context("hollow-nodes"),
                     _ = shutdown_signal() => Ok(()),
                 }
             }
-            Command::Up(args) => up::run(args, shutdown_signal()).await.context("up"),
+            Command::Up(args) => up::run(args, Box::pin(shutdown_signal())).await.context("up"),
             Command::Build(args) => build::run(args).await.context("build"),
+            Command::Reset(args) => reset::run(args).await.context("reset"),
             Command::Shim(_) | Command::ExecHelper(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -41,7 +41,7 @@ mod rootfs;
 mod run;
 mod start;
 
-pub use start::run;
+pub use start::{is_build_root, reset, run};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

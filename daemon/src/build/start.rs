@@ -180,6 +180,63 @@ fn lock(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, BuildError> {
     }
 }
 
+/// Whether `dir` is a build's root (`--root`: its lock and its steps' scratch).
+pub fn is_build_root(dir: &Path) -> bool {
+    dir.join("lock").is_file() && dir.join("oci").is_dir()
+}
+
+/// `kubelabd reset`: what a build of `root` that was killed hard left — its RUN
+/// containers and their shims, its steps' mounts, scratch and cgroups. One line if there
+/// was anything; an error, touching nothing, while a build of `root` runs. Images and the
+/// step cache stay.
+pub fn reset(root: &Path) -> Result<Option<String>, BuildError> {
+    let path = root.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| BuildError::Io(path.clone(), e))?;
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| {
+            BuildError::Message(format!(
+                "a build is running with --root {}: let it finish (or Ctrl-C it), then run kubelabd reset again",
+                root.display()
+            ))
+        })?;
+    let cgroup = super::run::build_cgroup(root);
+    let mut pids = crate::container::cgroups::processes(&cgroup);
+    pids.extend(crate::agent::runtime::processes_mentioning(&format!(
+        "{}/",
+        root.display()
+    )));
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // A killed process leaves its cgroup a moment later.
+    for _ in 0..250 {
+        if pids
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let steps = std::fs::read_dir(root.join("steps"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    clean_scratch(root);
+    Ok((steps > 0 || !pids.is_empty()).then(|| {
+        format!(
+            "build root {}: {} process(es) stopped; {steps} step(s)' mounts and scratch removed",
+            root.display(),
+            pids.len()
+        )
+    }))
+}
+
 /// What an interrupted build (Ctrl-C) left: its steps' mounts and scratch directories,
 /// libcontainer's state of its RUN containers, their empty cgroups. Called with the
 /// root's lock held, so no build of this root is running.

@@ -41,8 +41,8 @@ pub enum NetworkError {
     Iptables(String),
 }
 
-/// The agent's networking settings.
-#[derive(Clone, Debug)]
+/// The agent's networking settings (kept in the agent's `host.json` for `kubelabd reset`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkSettings {
     /// Where plugin executables are looked for, in order.
     pub bin_dirs: Vec<PathBuf>,
@@ -277,19 +277,25 @@ impl NetworkManager {
     }
 
     /// The agent is stopping and its pods are gone: removes its masquerade rule and its
-    /// bridge (which the bridge plugin makes but never removes).
-    pub async fn clean_up_node(&self) {
+    /// bridge (which the bridge plugin makes but never removes). Says which of the two
+    /// were there (`kubelabd reset` reports them).
+    pub async fn clean_up_node(&self) -> NodeCleanUp {
         if self.settings.conf_file.is_some() {
-            return;
+            return NodeCleanUp::default();
         }
-        let _ = self.iptables("-D").await;
-        let deleted = tokio::process::Command::new("ip")
+        let masquerade_rule = self.iptables("-D").await.is_ok();
+        let bridge = tokio::process::Command::new("ip")
             .env("PATH", SYSTEM_PATH)
             .args(["link", "del", &self.settings.bridge])
             .stderr(std::process::Stdio::null())
             .status()
-            .await;
-        tracing::debug!(bridge = %self.settings.bridge, ?deleted, "bridge removed");
+            .await
+            .is_ok_and(|s| s.success());
+        tracing::debug!(bridge = %self.settings.bridge, deleted = bridge, "bridge removed");
+        NodeCleanUp {
+            masquerade_rule,
+            bridge: bridge.then(|| self.settings.bridge.clone()),
+        }
     }
 
     async fn iptables(&self, op: &str) -> Result<(), NetworkError> {
@@ -322,6 +328,13 @@ impl NetworkManager {
             ))
         }
     }
+}
+
+/// What `clean_up_node` found and removed.
+#[derive(Debug, Default)]
+pub struct NodeCleanUp {
+    pub masquerade_rule: bool,
+    pub bridge: Option<String>,
 }
 
 fn read_record(path: &Path) -> Option<Record> {

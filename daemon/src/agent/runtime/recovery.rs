@@ -25,6 +25,10 @@ impl RuntimeService {
             } else if is_shim_of(started.shim_pid, &started.container_id) {
                 found.insert(name, Recovered::Running(started));
             } else {
+                // Its shim died with it (a kill -9, a reboot): libcontainer's state of the
+                // container is stale, and would refuse the container's next start.
+                let _ =
+                    std::fs::remove_dir_all(self.root.join("runtime").join(&started.container_id));
                 let lost = ExitRecord {
                     exit_code: 128 + 9,
                     signal: 9,
@@ -82,6 +86,21 @@ impl RuntimeService {
         {
             unmount(Path::new(target));
         }
+        // libcontainer's state of the pod's containers (`<uid>-<name>`), which the shims
+        // remove only when they see their container end.
+        for state in std::fs::read_dir(self.root.join("runtime"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if state
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{uid}-"))
+            {
+                let _ = std::fs::remove_dir_all(state.path());
+            }
+        }
         if let Err(e) = self.remove_pod_dir(uid) {
             tracing::warn!(uid, error = %e, "could not remove an orphaned pod's files");
         }
@@ -109,7 +128,7 @@ impl RuntimeService {
 }
 
 /// Processes whose command line contains `needle` (other than this one).
-fn processes_mentioning(needle: &str) -> Vec<i32> {
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     std::fs::read_dir("/proc")
         .into_iter()
