@@ -175,6 +175,7 @@ impl EventRecorder {
                 namespace: meta.namespace,
                 name: meta.name,
                 uid: meta.uid,
+                api_version: String::new(),
             }),
             reason: reason.into(),
             message,

@@ -4,6 +4,8 @@
 //! Layout:
 //! - `apiserver` — the gRPC API and its sled store; the only owner of cluster state.
 //! - `scheduler` — binds unbound pods to nodes, through the API only.
+//! - `controllers` — the controller manager: ReplicaSets and the garbage collector, as
+//!   clients of the Kubernetes REST API.
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
 //! - `container` — under the agent and the builder: images, confinement, cgroups, and the
 //!   shim (one single-threaded process per container; with `exec-helper`, one per
@@ -33,6 +35,7 @@ pub mod blocking;
 pub mod build;
 pub mod client;
 pub mod container;
+pub mod controllers;
 pub mod cri_log;
 pub mod deadline;
 pub mod hollow;

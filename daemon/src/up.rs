@@ -1,13 +1,15 @@
 //! `kubelabd up`: the whole lab in one command.
 //!
-//! Starts the apiserver and N agents as child processes of this one, and runs the scheduler
-//! in-process (still only through the API). One Ctrl-C (or SIGTERM) stops the agents first
-//! (they stop their pods), then the apiserver. It owns only those child processes.
+//! Starts the apiserver, the controller manager and N agents as child processes of this
+//! one, and runs the scheduler in-process (still only through the API). One Ctrl-C (or
+//! SIGTERM) stops the controllers, then the agents (they stop their pods), then the
+//! apiserver. It owns only those child processes.
 //!
 //! It watches them too: a scheduler that stops is restarted (said on stderr and in the
-//! log; if it keeps stopping, the lab stops); an apiserver or agent that exits stops the
-//! lab, saying which one and how, and `up` exits non-zero. A lab that silently runs on
-//! without its scheduler would leave every new pod Pending with no word why.
+//! log; if it keeps stopping, the lab stops); an apiserver, controller manager or agent
+//! that exits stops the lab, saying which one and how, and `up` exits non-zero. A lab
+//! that silently runs on without its scheduler would leave every new pod Pending with no
+//! word why.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -99,6 +101,13 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
         }
         agents.push(spawn(&format!("agent {name}"), &mut cmd)?);
     }
+    let mut controller_manager = spawn(
+        "controller manager",
+        Command::new(&exe)
+            .arg("controller-manager")
+            .arg("--kubeconfig")
+            .arg(credentials.join("controller-manager.conf")),
+    )?;
     let start_scheduler = || tokio::spawn(crate::scheduler::run(api.clone()));
     let mut scheduler = (!args.no_scheduler).then(start_scheduler);
     println!(
@@ -126,6 +135,7 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
                 scheduler = Some(start_scheduler());
             }
             status = apiserver.wait() => break Err(died("apiserver", status)),
+            status = controller_manager.wait() => break Err(died("controller manager", status)),
             (i, status) = first_exit(&mut agents) => {
                 break Err(died(&format!("agent of node-{}", i + 1), status))
             }
@@ -138,6 +148,9 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
     if let Some(s) = scheduler {
         s.abort();
     }
+    // The controllers first: none may replace the pods the agents are stopping.
+    terminate(&controller_manager);
+    let _ = controller_manager.wait().await;
     for agent in &agents {
         terminate(agent);
     }

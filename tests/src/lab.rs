@@ -18,6 +18,7 @@ pub struct Lab {
     registry_proc: Option<Proc>,
     apiserver: Option<Proc>,
     scheduler: Option<Proc>,
+    controller_manager: Option<Proc>,
     agents: Vec<Proc>,
     pub node_names: Vec<String>,
     pub(crate) rootfs: OnceLock<PathBuf>,
@@ -106,6 +107,25 @@ impl Lab {
         ));
     }
 
+    /// The controller manager (ReplicaSets, garbage collection), with its own credential.
+    pub fn start_controller_manager(&mut self) {
+        self.controller_manager = Some(Proc::spawn(
+            "controller-manager",
+            Command::new(bin("kubelabd"))
+                .args(["controller-manager", "--kubeconfig"])
+                .arg(self.dir.path().join("apiserver/controller-manager.conf"))
+                .env("RUST_LOG", "debug,kubelab_daemon::controllers::client=info"),
+            &self.dir.path().join("controller-manager.log"),
+        ));
+    }
+
+    /// `kill -9` of the controller manager.
+    pub fn kill_controller_manager(&mut self) {
+        if let Some(mut p) = self.controller_manager.take() {
+            p.kill();
+        }
+    }
+
     /// The pids of the apiserver and of agent `i`, for memory figures.
     pub fn apiserver_pid(&self) -> Option<u32> {
         self.apiserver.as_ref().map(Proc::pid)
@@ -146,6 +166,7 @@ impl Lab {
             registry_proc: None,
             apiserver: None,
             scheduler: None,
+            controller_manager: None,
             agents: Vec::new(),
             node_names: Vec::new(),
             rootfs: OnceLock::new(),
@@ -367,6 +388,9 @@ impl Drop for Lab {
         }
         if let Some(mut s) = self.scheduler.take() {
             s.stop(Duration::from_secs(5));
+        }
+        if let Some(mut c) = self.controller_manager.take() {
+            c.stop(Duration::from_secs(5));
         }
         // Agents first: on SIGTERM they stop their pods and remove mounts and cgroups.
         for agent in &mut self.agents {

@@ -33,6 +33,9 @@ pub enum AuthError {
 pub enum Identity {
     Admin,
     Scheduler,
+    /// The controllers (ReplicaSet, Deployment, Job, garbage collector): they create and
+    /// delete pods and write their workloads' status.
+    ControllerManager,
     /// May only join a node (and get that node's own credential).
     Bootstrap,
     Node(String),
@@ -43,6 +46,7 @@ impl std::fmt::Display for Identity {
         match self {
             Identity::Admin => write!(f, "the admin"),
             Identity::Scheduler => write!(f, "the scheduler"),
+            Identity::ControllerManager => write!(f, "the controller manager"),
             Identity::Bootstrap => write!(f, "the bootstrap credential"),
             Identity::Node(name) => write!(f, "node {name:?}"),
         }
@@ -60,6 +64,7 @@ impl Identity {
         match self {
             Identity::Admin => "kubernetes-admin".into(),
             Identity::Scheduler => "system:kube-scheduler".into(),
+            Identity::ControllerManager => "system:kube-controller-manager".into(),
             Identity::Bootstrap => "system:bootstrap:kubelab".into(),
             Identity::Node(name) => format!("system:node:{name}"),
         }
@@ -70,6 +75,7 @@ impl Identity {
         let group = match self {
             Identity::Admin => "kubeadm:cluster-admins",
             Identity::Scheduler => "system:kube-scheduler",
+            Identity::ControllerManager => "system:kube-controller-manager",
             Identity::Bootstrap => "system:bootstrappers",
             Identity::Node(_) => "system:nodes",
         };
@@ -85,9 +91,21 @@ impl Identity {
         }
     }
 
-    /// Admin or scheduler: the cluster-wide readers and writers.
+    /// Admin, scheduler or controller manager: the cluster-wide readers and writers.
     pub fn require_cluster(&self, what: &str) -> Result<(), ApiError> {
-        self.require(&[Identity::Admin, Identity::Scheduler], what)
+        self.require(
+            &[
+                Identity::Admin,
+                Identity::Scheduler,
+                Identity::ControllerManager,
+            ],
+            what,
+        )
+    }
+
+    /// Admin or controller manager: who writes workloads and the pods they own.
+    pub fn require_workloads(&self, what: &str) -> Result<(), ApiError> {
+        self.require(&[Identity::Admin, Identity::ControllerManager], what)
     }
 }
 
@@ -95,6 +113,9 @@ impl Identity {
 struct Tokens {
     admin: String,
     scheduler: String,
+    /// Made on first use by an apiserver from before the controller manager.
+    #[serde(default)]
+    controller_manager: String,
     bootstrap: String,
     nodes: BTreeMap<String, String>,
     /// Per node: what the apiserver presents to that node's agent.
@@ -163,8 +184,14 @@ impl Authenticator {
             cert: read(&paths[1])?,
             key: read(&paths[2])?,
         };
-        let tokens: Tokens = serde_json::from_str(&read(&paths[3])?)
+        let mut tokens: Tokens = serde_json::from_str(&read(&paths[3])?)
             .map_err(|e| AuthError::Io(paths[3].clone(), std::io::Error::other(e)))?;
+        if tokens.controller_manager.is_empty() {
+            tokens.controller_manager = new_token();
+            let text = serde_json::to_vec_pretty(&tokens)
+                .map_err(|e| AuthError::Io(paths[3].clone(), std::io::Error::other(e)))?;
+            write_private(&paths[3], &text)?;
+        }
         Ok((
             Authenticator {
                 dir,
@@ -195,6 +222,7 @@ impl Authenticator {
         let tokens = Tokens {
             admin: new_token(),
             scheduler: new_token(),
+            controller_manager: new_token(),
             bootstrap: new_token(),
             nodes: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -210,8 +238,9 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Writes the admin, scheduler and bootstrap credentials for an apiserver at `server`:
-    /// `<data-dir>/{admin,scheduler,bootstrap}.conf`, and the admin one at `admin_config`.
+    /// Writes the admin, scheduler, controller manager and bootstrap credentials for an
+    /// apiserver at `server`: `<data-dir>/{admin,scheduler,controller-manager,bootstrap}.conf`,
+    /// and the admin one at `admin_config`.
     pub fn write_credentials(
         &self,
         data_dir: &Path,
@@ -233,6 +262,7 @@ impl Authenticator {
         };
         credential(&tokens.admin).save(&data_dir.join("admin.conf"))?;
         credential(&tokens.scheduler).save(&data_dir.join("scheduler.conf"))?;
+        credential(&tokens.controller_manager).save(&data_dir.join("controller-manager.conf"))?;
         credential(&tokens.bootstrap).save(&data_dir.join("bootstrap.conf"))?;
         if let Some(path) = admin_config {
             credential(&tokens.admin).save(path)?;
@@ -254,6 +284,7 @@ impl Authenticator {
         let known = [
             (&tokens.admin, Identity::Admin),
             (&tokens.scheduler, Identity::Scheduler),
+            (&tokens.controller_manager, Identity::ControllerManager),
             (&tokens.bootstrap, Identity::Bootstrap),
         ];
         if let Some((_, who)) = known.into_iter().find(|(t, _)| same(t, token)) {

@@ -53,6 +53,7 @@ impl Registry for EventsService {
         "regarding.namespace",
         "regarding.name",
         "regarding.uid",
+        "regarding.apiVersion",
     ];
 
     fn field(event: &Event, field: &str) -> String {
@@ -62,7 +63,9 @@ impl Registry for EventsService {
             "involvedObject.namespace" | "regarding.namespace" => object.namespace,
             "involvedObject.name" | "regarding.name" => object.name,
             "involvedObject.uid" | "regarding.uid" => object.uid,
-            "involvedObject.apiVersion" => "v1".into(),
+            "involvedObject.apiVersion" | "regarding.apiVersion" => {
+                kubelab_proto::k8s::api_version(&object).into()
+            }
             "reason" => event.reason.clone(),
             "source" => event.source.clone(),
             "reportingComponent" => event.source.clone(),

@@ -7,7 +7,8 @@
 //!
 //! Layout: `store` (sled, revisions, watch feed) and its `flusher` (group commit);
 //! `registry` (the verbs every resource offers) and the resources `pods`, `nodes`,
-//! `namespaces`, `events` (each one's rules); two ways in, `grpc` and `rest`, both
+//! `namespaces`, `events` (each one's rules), and `workloads` (apps/v1, kept in
+//! Kubernetes' own shape by `native`); two ways in, `grpc` and `rest`, both
 //! calling the registries, over one listener (`serve`); `validation`, `pod_security`
 //! (Pod Security admission) and `selector` (pure checks); `agent_proxy` (logs and exec
 //! to agents); `node_lifecycle` (NotReady nodes), `node_ipam` (pod CIDRs), `auth`.
@@ -18,6 +19,7 @@ mod events;
 mod flusher;
 mod grpc;
 mod namespaces;
+mod native;
 pub mod node_ipam;
 mod node_lifecycle;
 mod nodes;
@@ -29,6 +31,7 @@ pub mod selector;
 mod serve;
 mod store;
 mod validation;
+pub mod workloads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -256,6 +259,8 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
         args.node_cidr_mask_size,
     ));
     let events = Arc::new(events::EventsService::new(store.clone()));
+    let replicasets = Arc::new(native::NativeRegistry::new(store.clone()));
+    let deployments = Arc::new(native::NativeRegistry::new(store.clone()));
     // The controllers inside the apiserver: if one stops, the apiserver stops and says so
     // (its supervisor, `kubelabd up` or the user, then sees it), rather than serve on
     // with nodes never marked NotReady or events never expired.
@@ -287,6 +292,8 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
             nodes,
             namespaces,
             events,
+            replicasets,
+            deployments,
             auth,
             address: addr.to_string(),
             inflight: rest::Inflight::new(0),

@@ -82,6 +82,7 @@ async fn node_event(store: &Store, node: &Node, reason: &str, message: String) {
             namespace: String::new(),
             name: meta.name.clone(),
             uid: meta.uid.clone(),
+            api_version: String::new(),
         }),
         reason: reason.into(),
         message,

@@ -99,7 +99,7 @@ fn own_pod(who: &Identity, pod: &Pod, name: &str) -> Result<(), ApiError> {
 
 fn may_see(who: &Identity, pod: &Pod, name: &str) -> Result<(), ApiError> {
     match who {
-        Identity::Admin | Identity::Scheduler => Ok(()),
+        Identity::Admin | Identity::Scheduler | Identity::ControllerManager => Ok(()),
         Identity::Node(_) => own_pod(who, pod, name),
         Identity::Bootstrap => Err(who.denied("read pods")),
     }
@@ -109,7 +109,7 @@ fn may_see(who: &Identity, pod: &Pod, name: &str) -> Result<(), ApiError> {
 /// itself).
 fn may_list(who: &Identity, options: &ListOptions) -> Result<(), ApiError> {
     match who {
-        Identity::Admin | Identity::Scheduler => Ok(()),
+        Identity::Admin | Identity::Scheduler | Identity::ControllerManager => Ok(()),
         Identity::Node(node) if options.fields.required("spec.nodeName") == Some(node) => Ok(()),
         Identity::Node(_) => {
             Err(who
@@ -234,7 +234,7 @@ impl Registry for PodsService {
         pod: Pod,
         dry_run: bool,
     ) -> Result<Written<Pod>, ApiError> {
-        who.require(&[Identity::Admin], "create pods")?;
+        who.require_workloads("create pods")?;
         let mut pod = pod;
         generate_name(pod.metadata.get_or_insert_with(Default::default));
         let mut pod = validate_and_default_pod(pod)?;
@@ -286,7 +286,7 @@ impl Registry for PodsService {
         pod: Pod,
         dry_run: bool,
     ) -> Result<Written<Pod>, ApiError> {
-        who.require(&[Identity::Admin], "update pods")?;
+        who.require_workloads("update pods")?;
         let given = pod.metadata.clone().unwrap_or_default();
         let key = pod_key(&given.namespace, &given.name);
         let name = given.name.clone();
@@ -339,7 +339,7 @@ impl Registry for PodsService {
         let immediate = options.force && options.grace_period_seconds == Some(0);
         // A node only finishes the deletes of its own pods (forced, once they are stopped).
         match who {
-            Identity::Admin => {}
+            Identity::Admin | Identity::ControllerManager => {}
             Identity::Node(_) if immediate => {}
             _ => return Err(who.denied("delete pods")),
         }

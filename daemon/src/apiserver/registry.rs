@@ -34,7 +34,44 @@ pub struct DeleteOptions {
     pub uid: String,
     pub resource_version: u64,
     pub dry_run: bool,
+    pub propagation: Propagation,
 }
+
+/// What happens to an object's dependents when it is deleted (`propagationPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// The object goes now; the garbage collector deletes its dependents after.
+    #[default]
+    Background,
+    /// The object stays (deleting) until the dependents that block it are gone.
+    Foreground,
+    /// The dependents stay, their owner reference removed.
+    Orphan,
+}
+
+impl Propagation {
+    pub fn parse(text: &str) -> Option<Propagation> {
+        match text {
+            "Background" => Some(Propagation::Background),
+            "Foreground" => Some(Propagation::Foreground),
+            "Orphan" => Some(Propagation::Orphan),
+            _ => None,
+        }
+    }
+
+    /// The finalizer that makes the garbage collector act before the object goes.
+    pub fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_DELETION),
+            Propagation::Orphan => Some(ORPHAN),
+        }
+    }
+}
+
+/// Kubernetes' finalizers for the two propagation policies that wait.
+pub const FOREGROUND_DELETION: &str = "foregroundDeletion";
+pub const ORPHAN: &str = "orphan";
 
 /// What a write returns: the object as stored, and warnings for the client.
 #[derive(Debug)]
@@ -111,6 +148,22 @@ pub trait Registry: Send + Sync + 'static {
         object: Self::Object,
         dry_run: bool,
     ) -> impl Future<Output = Result<Written<Self::Object>, ApiError>> + Send;
+
+    /// `PUT .../status`: only the status changes (what controllers write). Resources
+    /// whose status kubelab writes itself refuse.
+    fn update_status(
+        &self,
+        who: &Identity,
+        object: Self::Object,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Written<Self::Object>, ApiError>> + Send {
+        let _ = (who, object, dry_run);
+        async {
+            Err(ApiError::MethodNotAllowed(
+                "this resource's status is written by kubelab itself".into(),
+            ))
+        }
+    }
 
     /// Returns the object as deleted, or as marked for a graceful delete.
     fn delete(
@@ -193,15 +246,17 @@ where
     Ok((written, true))
 }
 
-/// What a client may change of an object's metadata in an update: its labels and
-/// annotations, and who set which fields (worked out by the REST side; a client that
-/// sends none keeps them).
+/// What a client may change of an object's metadata in an update: its labels,
+/// annotations, owners and finalizers, and who set which fields (worked out by the REST
+/// side; a client that sends none keeps them).
 pub fn take_metadata(
     stored: &mut kubelab_proto::v1::ObjectMeta,
     given: &kubelab_proto::v1::ObjectMeta,
 ) {
     stored.labels = given.labels.clone();
     stored.annotations = given.annotations.clone();
+    stored.owner_references = given.owner_references.clone();
+    stored.finalizers = given.finalizers.clone();
     if !given.managed_fields.is_empty() {
         stored.managed_fields = given.managed_fields.clone();
     }

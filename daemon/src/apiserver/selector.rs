@@ -44,6 +44,72 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// A workload's `spec.selector` (matchLabels and matchExpressions), checked as
+    /// Kubernetes checks it; `field` names it in errors.
+    pub fn from_k8s(
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+        field: &str,
+    ) -> Result<Self, ApiError> {
+        let mut requirements: Vec<Requirement> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement::Equals(k.clone(), v.clone()))
+            .collect();
+        for (i, e) in selector.match_expressions.iter().flatten().enumerate() {
+            let values = e.values.clone().unwrap_or_default();
+            let at = format!("{field}.matchExpressions[{i}]");
+            let requirement = match e.operator.as_str() {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(ApiError::Invalid(format!(
+                        "{at}.values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                    )))
+                }
+                "In" => Requirement::In(e.key.clone(), values),
+                "NotIn" => Requirement::NotIn(e.key.clone(), values),
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(ApiError::Invalid(format!(
+                        "{at}.values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                    )))
+                }
+                "Exists" => Requirement::Exists(e.key.clone()),
+                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                other => {
+                    return Err(ApiError::Invalid(format!(
+                        "{at}.operator: Invalid value: {other:?}: not a valid selector operator"
+                    )))
+                }
+            };
+            requirements.push(requirement);
+        }
+        let labels: HashMap<String, String> = selector
+            .match_labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        check_labels(&labels)?;
+        Ok(LabelSelector(requirements))
+    }
+
+    /// The selector in Kubernetes' text form (what `labelSelector=` and a Scale's
+    /// `status.selector` carry).
+    pub fn to_text(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| match r {
+                Requirement::Equals(k, v) => format!("{k}={v}"),
+                Requirement::NotEquals(k, v) => format!("{k}!={v}"),
+                Requirement::In(k, vs) => format!("{k} in ({})", vs.join(",")),
+                Requirement::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                Requirement::Exists(k) => k.clone(),
+                Requirement::DoesNotExist(k) => format!("!{k}"),
+            })
+            .collect();
+        parts.join(",")
+    }
+
     pub fn matches(&self, labels: &HashMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {
             Requirement::Equals(k, v) => labels.get(k) == Some(v),

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use kubelab_daemon::container::shim;
-use kubelab_daemon::{agent, apiserver, build, client, hollow, reset, scheduler, up};
+use kubelab_daemon::{agent, apiserver, build, client, controllers, hollow, reset, scheduler, up};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -33,6 +33,8 @@ enum Command {
         #[arg(long, default_value = "/var/lib/kubelab/apiserver/scheduler.conf")]
         config: std::path::PathBuf,
     },
+    /// Run the controllers (ReplicaSet, garbage collector): kube-controller-manager's role.
+    ControllerManager(controllers::ControllerManagerArgs),
     /// Run the node agent (kubelet) for one node.
     Agent(agent::AgentArgs),
     /// Start an apiserver, a scheduler and N agents together.
@@ -106,6 +108,11 @@ fn run() -> anyhow::Result<()> {
                     r = hollow::run(&args.bootstrap_config, vec![node], shape) => r.context("hollow agent"),
                     _ = shutdown_signal() => Ok(()),
                 }
+            }
+            Command::ControllerManager(args) => {
+                controllers::run(args, Box::pin(shutdown_signal()))
+                    .await
+                    .context("controller-manager")
             }
             Command::Agent(args) => agent::run(args, Box::pin(shutdown_signal())).await.context("agent"),
             Command::HollowNodes(args) => {

@@ -18,7 +18,7 @@ pub fn event(e: &api::Event) -> k8s::Event {
     k8s::Event {
         metadata: super::meta(&e.metadata.clone().unwrap_or_default()),
         involved_object: k8s::ObjectReference {
-            api_version: Some("v1".into()),
+            api_version: Some(api_version(&involved).into()),
             kind: non_empty(&involved.kind),
             namespace: non_empty(&involved.namespace),
             name: non_empty(&involved.name),
@@ -43,12 +43,15 @@ pub fn event(e: &api::Event) -> k8s::Event {
 }
 
 /// Who reported an event, as Kubernetes names its components: kubelab's scheduler is
-/// `default-scheduler`; a node's agent reports as `kubelet`.
+/// `default-scheduler`, a controller `replicaset-controller` and the like; a node's agent
+/// reports as `kubelet`.
 fn event_component(source: &str) -> &str {
     match source {
         "scheduler" | "default-scheduler" => "default-scheduler",
         "" => "kubelab",
         s if s.starts_with("kubelab") => s,
+        // kube-controller-manager's controllers report under their own names.
+        s if s.ends_with("-controller") => s,
         _ => "kubelet",
     }
 }
@@ -127,9 +130,19 @@ pub fn event_v1_from_k8s(
     })
 }
 
+/// The API version of the object an event is about (`apps/v1` for a ReplicaSet).
+pub fn api_version(o: &api::ObjectReference) -> &str {
+    if o.api_version.is_empty() {
+        "v1"
+    } else {
+        &o.api_version
+    }
+}
+
 /// The object an event is about, as kubelab keeps the reference.
 fn reference(o: k8s::ObjectReference) -> api::ObjectReference {
     api::ObjectReference {
+        api_version: o.api_version.filter(|v| v != "v1").unwrap_or_default(),
         kind: o.kind.unwrap_or_default(),
         namespace: o.namespace.unwrap_or_default(),
         name: o.name.unwrap_or_default(),

@@ -69,6 +69,20 @@ pub fn meta_from_k8s(m: ObjectMeta) -> Result<api::ObjectMeta, ConvertError> {
                 subresource: e.subresource.unwrap_or_default(),
             })
             .collect(),
+        owner_references: m
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| api::OwnerReference {
+                api_version: o.api_version,
+                kind: o.kind,
+                name: o.name,
+                uid: o.uid,
+                controller: o.controller.unwrap_or(false),
+                block_owner_deletion: o.block_owner_deletion.unwrap_or(false),
+            })
+            .collect(),
+        finalizers: m.finalizers.unwrap_or_default(),
     })
 }
 

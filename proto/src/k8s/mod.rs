@@ -19,7 +19,7 @@ mod to_k8s;
 mod unsupported;
 
 pub use decode::{decode, DecodeError, Decoded};
-pub use events::{event, event_from_k8s, event_v1, event_v1_from_k8s};
+pub use events::{api_version, event, event_from_k8s, event_v1, event_v1_from_k8s};
 pub use from_k8s::{
     meta_from_k8s, namespace_from_k8s, node_from_k8s, parse_cpu, parse_memory, pod_from_k8s,
     pod_status_from_k8s, ConvertError,

@@ -21,7 +21,7 @@ pub struct Column {
     pub priority: i32,
 }
 
-const fn column(name: &'static str, description: &'static str, priority: i32) -> Column {
+pub const fn column(name: &'static str, description: &'static str, priority: i32) -> Column {
     Column {
         name,
         kind: "string",
@@ -31,14 +31,14 @@ const fn column(name: &'static str, description: &'static str, priority: i32) ->
     }
 }
 
-const NAME: Column = Column {
+pub const NAME: Column = Column {
     name: "Name",
     kind: "string",
     format: "name",
     description: "Name must be unique within a namespace.",
     priority: 0,
 };
-const AGE: Column = Column {
+pub const AGE: Column = Column {
     name: "Age",
     kind: "string",
     format: "",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    FieldsV1, ManagedFieldsEntry, ObjectMeta, Time,
+    FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -47,6 +47,15 @@ pub fn meta(m: &api::ObjectMeta) -> ObjectMeta {
             subresource: non_empty(&e.subresource),
             time: time(e.time_ms),
         }),
+        owner_references: list(&m.owner_references, |o| OwnerReference {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+            controller: o.controller.then_some(true),
+            block_owner_deletion: o.block_owner_deletion.then_some(true),
+        }),
+        finalizers: list(&m.finalizers, Clone::clone),
         ..Default::default()
     }
 }

@@ -61,6 +61,7 @@ impl Pods for Grpc<PodsService> {
             uid: r.uid,
             resource_version: r.resource_version,
             dry_run: false,
+            propagation: Default::default(),
         };
         Ok(Response::new(
             self.service

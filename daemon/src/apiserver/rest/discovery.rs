@@ -62,15 +62,22 @@ fn resource<K: Kind>(namespaced: bool) -> Vec<Value> {
         let kind = match *sub {
             "exec" => "PodExecOptions",
             "binding" => "Binding",
+            "scale" => "Scale",
             _ => kind,
         };
-        out.push(json!({
+        let mut entry = json!({
             "name": format!("{}/{sub}", K::PLURAL),
             "singularName": "",
             "namespaced": namespaced,
             "kind": kind,
             "verbs": verbs,
-        }));
+        });
+        // A workload's scale is autoscaling/v1's Scale, whatever the workload's group.
+        if *sub == "scale" {
+            entry["group"] = json!("autoscaling");
+            entry["version"] = json!("v1");
+        }
+        out.push(entry);
     }
     out
 }
@@ -85,7 +92,7 @@ fn resource_list(group_version: &str, resources: Vec<Value>) -> Value {
 }
 
 /// The groups served besides the core one, each with its one version.
-const GROUPS: &[&str] = &["events.k8s.io", "authentication.k8s.io"];
+const GROUPS: &[&str] = &["apps", "events.k8s.io", "authentication.k8s.io"];
 
 fn group(name: &str) -> Value {
     let version = json!({ "groupVersion": format!("{name}/v1"), "version": "v1" });
@@ -120,6 +127,15 @@ pub fn serve(rest: &Rest, group_name: &str, version: &str) -> Response {
                         "categories": ["all"],
                     }),
                 ],
+            ]
+            .concat(),
+        ),
+        ("apps", "") => group("apps"),
+        ("apps", "v1") => resource_list(
+            "apps/v1",
+            [
+                resource::<kinds::Deployments>(true),
+                resource::<kinds::ReplicaSets>(true),
             ]
             .concat(),
         ),

@@ -317,6 +317,8 @@ pub fn manager_of(ctx: &Ctx) -> String {
 pub enum Write {
     Create,
     Update,
+    /// The status subresource: only the status is taken.
+    UpdateStatus,
 }
 
 /// The one path of every write (create, update, and the object a patch or an apply
@@ -340,7 +342,7 @@ pub async fn write<K: Kind>(
             let manager = manager_of(ctx);
             let (mut entries, changed) = match how {
                 Write::Create => (Vec::new(), mf::fields_of(&sent)),
-                Write::Update => {
+                Write::Update | Write::UpdateStatus => {
                     let current = registry
                         .get(&ctx.who, &ctx.info.namespace, &ctx.info.name)
                         .await?;
@@ -364,6 +366,10 @@ pub async fn write<K: Kind>(
         Write::Update => (
             StatusCode::OK,
             registry.update(&ctx.who, object, dry_run).await?,
+        ),
+        Write::UpdateStatus => (
+            StatusCode::OK,
+            registry.update_status(&ctx.who, object, dry_run).await?,
         ),
     };
     warnings.extend(done.warnings);
@@ -407,11 +413,11 @@ pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError>
         .and_then(Value::as_str)
         .or(ctx.query.get("propagationPolicy").map(String::as_str))
         .unwrap_or("Background");
-    if !matches!(propagation, "Background" | "Foreground" | "Orphan") {
+    let Some(propagation) = crate::apiserver::registry::Propagation::parse(propagation) else {
         return Err(ApiError::BadRequest(format!(
             "propagationPolicy: Unsupported value: {propagation:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
         )));
-    }
+    };
     let preconditions = body.get("preconditions").cloned().unwrap_or(Value::Null);
     let resource_version = match preconditions.get("resourceVersion").and_then(Value::as_str) {
         Some(v) => v
@@ -430,6 +436,7 @@ pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError>
             .to_string(),
         resource_version,
         dry_run,
+        propagation,
     })
 }
 

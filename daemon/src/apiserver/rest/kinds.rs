@@ -2,6 +2,7 @@
 //! shape (a `k8s-openapi` type, through `kubelab_proto::k8s`) and its table. One small
 //! `Kind` per resource; the handlers in `handlers.rs` are the same for all.
 
+use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::events::v1 as events_v1;
 use kubelab_proto::k8s::{self as convert, printers, ConvertError};
@@ -10,9 +11,11 @@ use serde_json::Value;
 
 use crate::apiserver::events::EventsService;
 use crate::apiserver::namespaces::NamespacesService;
+use crate::apiserver::native::{self, NativeRegistry};
 use crate::apiserver::nodes::NodesService;
 use crate::apiserver::pods::PodsService;
 use crate::apiserver::registry::Registry;
+use crate::apiserver::workloads::{self, deployments, replicasets};
 
 /// A resource in one group and version of the REST API.
 pub trait Kind: Send + Sync + 'static {
@@ -167,5 +170,61 @@ impl Kind for EventsV1 {
     }
     fn row(event: &api::Event, now_ms: i64) -> Vec<Value> {
         printers::event_row(event, now_ms)
+    }
+}
+
+/// The subresources of a workload: its status (written by its controller) and its scale.
+const WORKLOAD_SUBRESOURCES: &[(&str, &[&str])] = &[
+    ("status", &["get", "patch", "update"]),
+    ("scale", &["get", "patch", "update"]),
+];
+
+pub struct ReplicaSets;
+impl Kind for ReplicaSets {
+    type Registry = NativeRegistry<replicasets::ReplicaSetStrategy>;
+    type K8s = apps::ReplicaSet;
+    const PLURAL: &'static str = "replicasets";
+    const SINGULAR: &'static str = "replicaset";
+    const SHORT_NAMES: &'static [&'static str] = &["rs"];
+    const IN_ALL: bool = true;
+    const VERBS: &'static [&'static str] = READ_WRITE;
+    const SUBRESOURCES: &'static [(&'static str, &'static [&'static str])] = WORKLOAD_SUBRESOURCES;
+
+    fn to_k8s(rs: &workloads::ReplicaSetObject) -> apps::ReplicaSet {
+        native::to_k8s(rs)
+    }
+    fn from_k8s(rs: apps::ReplicaSet) -> Result<workloads::ReplicaSetObject, ConvertError> {
+        native::from_k8s(rs)
+    }
+    fn columns() -> &'static [printers::Column] {
+        replicasets::COLUMNS
+    }
+    fn row(rs: &workloads::ReplicaSetObject, now_ms: i64) -> Vec<Value> {
+        replicasets::row(rs, now_ms)
+    }
+}
+
+pub struct Deployments;
+impl Kind for Deployments {
+    type Registry = NativeRegistry<deployments::DeploymentStrategy>;
+    type K8s = apps::Deployment;
+    const PLURAL: &'static str = "deployments";
+    const SINGULAR: &'static str = "deployment";
+    const SHORT_NAMES: &'static [&'static str] = &["deploy"];
+    const IN_ALL: bool = true;
+    const VERBS: &'static [&'static str] = READ_WRITE;
+    const SUBRESOURCES: &'static [(&'static str, &'static [&'static str])] = WORKLOAD_SUBRESOURCES;
+
+    fn to_k8s(d: &workloads::DeploymentObject) -> apps::Deployment {
+        native::to_k8s(d)
+    }
+    fn from_k8s(d: apps::Deployment) -> Result<workloads::DeploymentObject, ConvertError> {
+        native::from_k8s(d)
+    }
+    fn columns() -> &'static [printers::Column] {
+        deployments::COLUMNS
+    }
+    fn row(d: &workloads::DeploymentObject, now_ms: i64) -> Vec<Value> {
+        deployments::row(d, now_ms)
     }
 }

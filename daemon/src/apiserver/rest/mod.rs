@@ -10,7 +10,8 @@
 //! Layout: `request_info` (paths), `kinds` (each resource's names, JSON shape and table),
 //! `handlers` (get, list, and the one write path), `patch` (the four patch types, with
 //! `strategic` merge and server-side `apply`, whose bookkeeping is `managed_fields`),
-//! `watch` (JSON-lines watch streams), `subresources` (status, binding, log), `exec`
+//! `watch` (JSON-lines watch streams), `subresources` (a pod's status, binding, log),
+//! `scale` (a workload's replicas as autoscaling/v1 Scale), `exec`
 //! (WebSocket), `discovery` (`/api`, `/apis`, `/version`) and `openapi`, `protobuf` (the
 //! one protobuf body read), `status` (errors as Status).
 
@@ -26,6 +27,7 @@ mod openapi;
 mod patch;
 mod protobuf;
 pub mod request_info;
+mod scale;
 mod status;
 mod strategic;
 mod subresources;
@@ -45,8 +47,11 @@ use self::status::failure;
 use super::auth::{Authenticator, Identity};
 use super::events::EventsService;
 use super::namespaces::NamespacesService;
+use super::native::NativeRegistry;
 use super::nodes::NodesService;
 use super::pods::PodsService;
+use super::workloads::deployments::DeploymentStrategy;
+use super::workloads::replicasets::ReplicaSetStrategy;
 use super::ApiError;
 
 /// What the REST side serves from: the same services gRPC serves from.
@@ -55,6 +60,8 @@ pub struct Rest {
     pub nodes: Arc<NodesService>,
     pub namespaces: Arc<NamespacesService>,
     pub events: Arc<EventsService>,
+    pub replicasets: Arc<NativeRegistry<ReplicaSetStrategy>>,
+    pub deployments: Arc<NativeRegistry<DeploymentStrategy>>,
     pub auth: Arc<Authenticator>,
     /// `HOST:PORT` clients reach this apiserver at (for discovery).
     pub address: String,
@@ -218,6 +225,12 @@ pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
             discovery::whoami(&ctx)
         }
         ("", "v1", "services") => discovery::services(&ctx),
+        ("apps", "v1", "replicasets") => {
+            resource_request::<kinds::ReplicaSets>(&rest, &rest.replicasets, &ctx, &body).await
+        }
+        ("apps", "v1", "deployments") => {
+            resource_request::<kinds::Deployments>(&rest, &rest.deployments, &ctx, &body).await
+        }
         ("events.k8s.io", "v1", "events") => {
             ctx.info.group = "events.k8s.io".into();
             resource_request::<kinds::EventsV1>(&rest, &rest.events, &ctx, &body).await
@@ -248,6 +261,22 @@ async fn resource_request<K: Kind>(
         (Verb::Delete, "") => h::delete::<K>(ctx, registry, body).await,
         (_, "log" | "binding" | "status" | "attach" | "portforward") if K::PLURAL == "pods" => {
             return subresources::pod(rest, ctx, body).await
+        }
+        (Verb::Update, "status") => {
+            h::write::<K>(
+                ctx,
+                registry,
+                body,
+                h::Write::UpdateStatus,
+                h::Managed::Track,
+            )
+            .await
+        }
+        (Verb::Patch, "status") => patch::patch::<K>(ctx, registry, body).await,
+        (Verb::Get | Verb::Update | Verb::Patch, "scale")
+            if K::SUBRESOURCES.iter().any(|(s, _)| *s == "scale") =>
+        {
+            scale::scale::<K>(ctx, registry, body).await
         }
         _ => return h::not_allowed(ctx).into_response(),
     };

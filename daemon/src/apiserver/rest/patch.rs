@@ -45,6 +45,19 @@ fn patch_type(ctx: &Ctx) -> Result<PatchType, ApiError> {
     }
 }
 
+/// The patch type of a request as `apply_patch` names it; server-side apply is refused
+/// where only the three patch types are taken (a workload's scale).
+pub fn patch_kind(ctx: &Ctx) -> Result<&'static str, ApiError> {
+    match patch_type(ctx)? {
+        PatchType::Json => Ok("json"),
+        PatchType::Merge => Ok("merge"),
+        PatchType::Strategic => Ok("strategic"),
+        PatchType::Apply => Err(ApiError::UnsupportedMediaType(
+            "server-side apply is not supported on this subresource: use a merge patch".into(),
+        )),
+    }
+}
+
 /// Applies a patch of `kind` to `doc`.
 pub fn apply_patch(doc: &mut Value, kind: &str, body: &[u8]) -> Result<(), ApiError> {
     let bad = |e: String| ApiError::BadRequest(e);
@@ -106,7 +119,12 @@ pub async fn patch<K: Kind>(
         let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
         // The version read guards the write: another write in between is a conflict,
         // and the patch is applied again to what it wrote.
-        match write::<K>(ctx, registry, &bytes, Write::Update, Managed::Track).await {
+        let how = if ctx.info.subresource == "status" {
+            Write::UpdateStatus
+        } else {
+            Write::Update
+        };
+        match write::<K>(ctx, registry, &bytes, how, Managed::Track).await {
             Err(ApiError::Conflict(_)) if retry && attempt < ATTEMPTS => continue,
             done => return done,
         }

@@ -72,7 +72,7 @@ pub trait Object: Message + Default + Clone {
 /// `object!(Type, "plural")`, and for kinds bound to a node, how to read that node.
 macro_rules! object {
     ($ty:ty, $kind:literal $(, node_name: |$o:ident| $node:expr)?) => {
-        impl Object for $ty {
+        impl $crate::apiserver::store::Object for $ty {
             const KIND: &'static str = $kind;
             fn meta(&self) -> Option<&kubelab_proto::v1::ObjectMeta> {
                 self.metadata.as_ref()
@@ -89,6 +89,7 @@ macro_rules! object {
         }
     };
 }
+pub(crate) use object;
 object!(kubelab_proto::v1::Pod, "pods", node_name: |pod| pod
     .spec
     .as_ref()

@@ -1,0 +1,403 @@
+//! Objects kept in Kubernetes' own shape: the workloads (apps/v1 ReplicaSets and
+//! Deployments, batch/v1 Jobs) and the resources after them.
+//!
+//! Pods, nodes, namespaces and events are mirrored in proto/ and converted at the edge.
+//! Newer kinds are not: their metadata is kubelab's `ObjectMeta`, as for every stored
+//! object (names, versions, owners, finalizers, managed fields), and the rest — spec and
+//! status — is k8s-openapi's type kept as JSON. No mirror to write, no conversion to keep
+//! in step, and a field kubelab does not act on is kept and returned as kube-apiserver
+//! keeps it.
+//!
+//! Each kind gives its rules as a `Strategy` (kube-apiserver's create and update
+//! strategies: defaults, validation, what may not change); `NativeRegistry` is the one
+//! `Registry` they share: who may read and write, generation, the status subresource,
+//! finalizers and the deletion timestamp. Owns no kind's rules.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as K8sMeta;
+use k8s_openapi::Metadata as _;
+use kubelab_proto::k8s::ConvertError;
+use kubelab_proto::now_ms;
+use serde_json::Value;
+
+use super::auth::Identity;
+use super::registry::{
+    selected, take_metadata, update_object, watch_store, DeleteOptions, ListOptions, Registry,
+    WatchEvents, Written,
+};
+use super::store::{check_version, key, prefix, Object, Store};
+use super::validation::{check_annotations, check_dns_subdomain, check_labels};
+use super::ApiError;
+
+/// A kind stored natively: its metadata and its Kubernetes JSON body.
+pub trait Native: Object + PartialEq + Send + Sync + 'static {
+    type K8s: k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = K8sMeta>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Default
+        + Clone
+        + Send
+        + Sync
+        + 'static;
+    fn body(&self) -> &[u8];
+    fn from_parts(metadata: kubelab_proto::v1::ObjectMeta, body: Vec<u8>) -> Self;
+}
+
+/// `native!(ReplicaSetObject, apps::ReplicaSet, "replicasets")`: the stored type of a
+/// native kind (a prost message of two fields: metadata, and the body as JSON).
+macro_rules! native {
+    ($name:ident, $k8s:ty, $plural:literal) => {
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct $name {
+            #[prost(message, optional, tag = "1")]
+            pub metadata: Option<kubelab_proto::v1::ObjectMeta>,
+            /// The object without its metadata, as Kubernetes' JSON.
+            #[prost(bytes = "vec", tag = "2")]
+            pub body: Vec<u8>,
+        }
+        $crate::apiserver::store::object!($name, $plural);
+        impl $crate::apiserver::native::Native for $name {
+            type K8s = $k8s;
+            fn body(&self) -> &[u8] {
+                &self.body
+            }
+            fn from_parts(metadata: kubelab_proto::v1::ObjectMeta, body: Vec<u8>) -> Self {
+                $name {
+                    metadata: Some(metadata),
+                    body,
+                }
+            }
+        }
+    };
+}
+pub(crate) use native;
+
+/// The object as Kubernetes' type (what REST returns and strategies work on).
+pub fn to_k8s<N: Native>(object: &N) -> N::K8s {
+    let mut k8s: N::K8s = serde_json::from_slice(object.body()).unwrap_or_default();
+    *k8s.metadata_mut() = kubelab_proto::k8s::meta(&object.meta().cloned().unwrap_or_default());
+    k8s
+}
+
+/// Kubernetes' type as the stored object.
+pub fn from_k8s<N: Native>(mut k8s: N::K8s) -> Result<N, ConvertError> {
+    let metadata = kubelab_proto::k8s::meta_from_k8s(std::mem::take(k8s.metadata_mut()))?;
+    let body = serde_json::to_vec(&k8s).map_err(|e| ConvertError(e.to_string()))?;
+    Ok(N::from_parts(metadata, body))
+}
+
+/// A kind's rules.
+pub trait Strategy: Send + Sync + 'static {
+    type Object: Native;
+    /// How messages name the resource: `replicasets.apps`.
+    const RESOURCE: &'static str;
+    /// Field selectors beyond `metadata.name` and `metadata.namespace`.
+    const FIELDS: &'static [&'static str] = &["metadata.name", "metadata.namespace"];
+
+    fn field(_object: &<Self::Object as Native>::K8s, _field: &str) -> String {
+        String::new()
+    }
+    /// Kubernetes' defaults for what the client left out.
+    fn default(object: &mut <Self::Object as Native>::K8s);
+    /// Refuses what Kubernetes refuses, in its words; returns warnings.
+    fn validate(object: &<Self::Object as Native>::K8s) -> Result<Vec<String>, ApiError>;
+    /// Refuses changes Kubernetes does not allow (an immutable selector, say).
+    fn validate_update(
+        _new: &<Self::Object as Native>::K8s,
+        _old: &<Self::Object as Native>::K8s,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// The registry of a native kind.
+pub struct NativeRegistry<S: Strategy> {
+    store: Arc<Store>,
+    strategy: PhantomData<S>,
+}
+
+impl<S: Strategy> NativeRegistry<S> {
+    pub fn new(store: Arc<Store>) -> Self {
+        NativeRegistry {
+            store,
+            strategy: PhantomData,
+        }
+    }
+
+    fn reference(name: &str) -> String {
+        format!("{} {name:?}", S::RESOURCE)
+    }
+}
+
+/// The body (without metadata) as JSON.
+fn json_of<N: Native>(object: &N) -> Value {
+    serde_json::from_slice(object.body()).unwrap_or(Value::Null)
+}
+
+/// A stored object from its metadata and a JSON body (checked to be the kind's shape).
+fn rebuild<N: Native>(meta: kubelab_proto::v1::ObjectMeta, body: &Value) -> Result<N, ApiError> {
+    let typed: N::K8s = serde_json::from_value(body.clone()).map_err(|e| {
+        ApiError::Invalid(format!("{}: {e}", <N::K8s as k8s_openapi::Resource>::KIND))
+    })?;
+    let body = serde_json::to_vec(&typed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(N::from_parts(meta, body))
+}
+
+/// Defaults and validation of a client's object; its body as the kind's type again.
+fn prepare<S: Strategy>(object: &S::Object) -> Result<(Vec<u8>, Vec<String>), ApiError> {
+    let mut typed = to_k8s(object);
+    S::default(&mut typed);
+    let warnings = S::validate(&typed)?;
+    *k8s_openapi::Metadata::metadata_mut(&mut typed) = K8sMeta::default();
+    let body = serde_json::to_vec(&typed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((body, warnings))
+}
+
+impl<S: Strategy> Registry for NativeRegistry<S> {
+    type Object = S::Object;
+    const NAMESPACED: bool = true;
+    const FIELDS: &'static [&'static str] = S::FIELDS;
+
+    fn field(object: &S::Object, field: &str) -> String {
+        S::field(&to_k8s(object), field)
+    }
+
+    async fn get(
+        &self,
+        who: &Identity,
+        namespace: &str,
+        name: &str,
+    ) -> Result<S::Object, ApiError> {
+        who.require_cluster(&format!("read {}", S::RESOURCE))?;
+        self.store
+            .get_durable::<S::Object>(&key::<S::Object>(namespace, name))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(Self::reference(name)))
+    }
+
+    async fn list(
+        &self,
+        who: &Identity,
+        namespace: &str,
+        options: &ListOptions,
+    ) -> Result<(Vec<S::Object>, u64), ApiError> {
+        who.require_cluster(&format!("list {}", S::RESOURCE))?;
+        let (mut items, revision) = self
+            .store
+            .list::<S::Object>(&prefix::<S::Object>(namespace))
+            .await?;
+        if !options.labels.is_empty() || !options.fields.is_empty() {
+            items.retain(|o| selected(o, options, Self::field));
+        }
+        Ok((items, revision))
+    }
+
+    async fn watch(
+        &self,
+        who: &Identity,
+        namespace: &str,
+        from_revision: u64,
+        options: ListOptions,
+    ) -> Result<WatchEvents<S::Object>, ApiError> {
+        who.require_cluster(&format!("watch {}", S::RESOURCE))?;
+        watch_store(
+            &self.store,
+            from_revision,
+            prefix::<S::Object>(namespace),
+            String::new(),
+            options,
+            Self::field,
+        )
+        .await
+    }
+
+    async fn create(
+        &self,
+        who: &Identity,
+        object: S::Object,
+        dry_run: bool,
+    ) -> Result<Written<S::Object>, ApiError> {
+        who.require_workloads(&format!("create {}", S::RESOURCE))?;
+        let mut meta = object.meta().cloned().unwrap_or_default();
+        super::pods::generate_name(&mut meta);
+        check_dns_subdomain("metadata.name", &meta.name)?;
+        check_labels(&meta.labels)?;
+        check_annotations(&meta.annotations)?;
+        if meta.resource_version != 0 {
+            return Err(ApiError::Invalid(
+                "metadata.resourceVersion: Invalid value: must be empty on create (resourceVersion should not be set on objects to be created)".into(),
+            ));
+        }
+        let (body, warnings) = prepare::<S>(&object)?;
+        let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        // A new object has no status yet: its controller writes the first one.
+        if let Some(map) = body.as_object_mut() {
+            map.remove("status");
+        }
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        meta.creation_timestamp_ms = now_ms();
+        meta.deletion_timestamp_ms = 0;
+        meta.deletion_grace_period_seconds = 0;
+        meta.generation = 1;
+        let name = meta.name.clone();
+        let key = key::<S::Object>(&meta.namespace, &name);
+        let object = rebuild::<S::Object>(meta, &body)?;
+        if dry_run {
+            if self.store.get::<S::Object>(&key)?.is_some() {
+                return Err(ApiError::AlreadyExists(Self::reference(&name)));
+            }
+            return Ok(Written { object, warnings });
+        }
+        let object = self
+            .store
+            .update::<S::Object, _>(&key, |current| match current {
+                Some(_) => Err(ApiError::AlreadyExists(Self::reference(&name))),
+                None => Ok(Some(object)),
+            })
+            .await?;
+        tracing::info!(object = %key, "created");
+        Ok(Written { object, warnings })
+    }
+
+    /// Spec and metadata as given, status as stored; a changed spec is a new generation.
+    /// An object being deleted goes once its last finalizer is removed.
+    async fn update(
+        &self,
+        who: &Identity,
+        object: S::Object,
+        dry_run: bool,
+    ) -> Result<Written<S::Object>, ApiError> {
+        who.require_workloads(&format!("update {}", S::RESOURCE))?;
+        let given = object.meta().cloned().unwrap_or_default();
+        check_labels(&given.labels)?;
+        check_annotations(&given.annotations)?;
+        let (body, warnings) = prepare::<S>(&object)?;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let key = key::<S::Object>(&given.namespace, &given.name);
+        let name = given.name.clone();
+        let decide = |current: Option<S::Object>| -> Result<Option<S::Object>, ApiError> {
+            let current = current.ok_or_else(|| ApiError::NotFound(Self::reference(&name)))?;
+            check_version(&current, given.resource_version, &Self::reference(&name))?;
+            let old = json_of::<S::Object>(&current);
+            S::validate_update(
+                &serde_json::from_value(body.clone()).unwrap_or_default(),
+                &to_k8s(&current),
+            )?;
+            let mut meta = current.meta().cloned().unwrap_or_default();
+            if meta.deletion_timestamp_ms != 0 && given.finalizers.len() > meta.finalizers.len() {
+                return Err(ApiError::Forbidden(format!(
+                    "{}: no new finalizers can be added if the object is being deleted",
+                    Self::reference(&name)
+                )));
+            }
+            take_metadata(&mut meta, &given);
+            if meta.deletion_timestamp_ms != 0 && meta.finalizers.is_empty() {
+                return Ok(None);
+            }
+            let mut new = body.clone();
+            new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+            if new.get("spec") != old.get("spec") {
+                meta.generation = meta.generation.saturating_add(1);
+            }
+            rebuild::<S::Object>(meta, &new).map(Some)
+        };
+        if dry_run {
+            let current = self.store.get::<S::Object>(&key)?;
+            let object = match decide(current.clone())? {
+                Some(o) => o,
+                None => current.ok_or_else(|| ApiError::NotFound(Self::reference(&name)))?,
+            };
+            return Ok(Written { object, warnings });
+        }
+        let current = self.store.get::<S::Object>(&key)?;
+        let candidate = decide(current.clone())?;
+        if candidate.is_some() && candidate == current {
+            let object = candidate.unwrap_or_default();
+            return Ok(Written { object, warnings });
+        }
+        let object = self.store.update::<S::Object, _>(&key, decide).await?;
+        Ok(Written { object, warnings })
+    }
+
+    /// `PUT .../status`: the status given, everything else as stored (what controllers
+    /// write).
+    async fn update_status(
+        &self,
+        who: &Identity,
+        object: S::Object,
+        dry_run: bool,
+    ) -> Result<Written<S::Object>, ApiError> {
+        who.require_workloads(&format!("update the status of {}", S::RESOURCE))?;
+        let given_meta = object.meta().cloned().unwrap_or_default();
+        let given = json_of::<S::Object>(&object);
+        let key = key::<S::Object>(&given_meta.namespace, &given_meta.name);
+        let apply = |current: Option<S::Object>| -> Result<S::Object, ApiError> {
+            let current =
+                current.ok_or_else(|| ApiError::NotFound(Self::reference(&given_meta.name)))?;
+            check_version(
+                &current,
+                given_meta.resource_version,
+                &Self::reference(&given_meta.name),
+            )?;
+            let mut body = json_of::<S::Object>(&current);
+            body["status"] = given.get("status").cloned().unwrap_or(Value::Null);
+            rebuild::<S::Object>(current.meta().cloned().unwrap_or_default(), &body)
+        };
+        let (object, _) = update_object(&self.store, &key, dry_run, apply).await?;
+        Ok(Written::new(object))
+    }
+
+    /// Removes the object, or, while it has finalizers, marks it deleted: whoever owns a
+    /// finalizer removes it when done (the garbage collector for `foregroundDeletion` and
+    /// `orphan`), and the last removal deletes the object.
+    async fn delete(
+        &self,
+        who: &Identity,
+        namespace: &str,
+        name: &str,
+        options: DeleteOptions,
+    ) -> Result<S::Object, ApiError> {
+        who.require_workloads(&format!("delete {}", S::RESOURCE))?;
+        let key = key::<S::Object>(namespace, name);
+        let mut removed = false;
+        let decide = |current: Option<S::Object>, removed: &mut bool| {
+            let mut object = current.ok_or_else(|| ApiError::NotFound(Self::reference(name)))?;
+            let meta = object.meta_mut();
+            if !options.uid.is_empty() && meta.uid != options.uid {
+                return Err(ApiError::Conflict(format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    options.uid, meta.uid
+                )));
+            }
+            check_version(&object, options.resource_version, &Self::reference(name))?;
+            let meta = object.meta_mut();
+            if let Some(finalizer) = options.propagation.finalizer() {
+                if !meta.finalizers.iter().any(|f| f == finalizer) {
+                    meta.finalizers.push(finalizer.to_string());
+                }
+            }
+            if meta.finalizers.is_empty() {
+                *removed = true;
+            } else if meta.deletion_timestamp_ms == 0 {
+                meta.deletion_timestamp_ms = now_ms();
+            }
+            Ok::<_, ApiError>(Some(object))
+        };
+        if options.dry_run {
+            let object = decide(self.store.get::<S::Object>(&key)?, &mut removed)?;
+            return object.ok_or_else(|| ApiError::NotFound(Self::reference(name)));
+        }
+        let object = self
+            .store
+            .update::<S::Object, _>(&key, |current| {
+                let decided = decide(current, &mut removed)?;
+                Ok(if removed { None } else { decided })
+            })
+            .await?;
+        tracing::info!(object = %key, removed, "deleted");
+        Ok(object)
+    }
+}

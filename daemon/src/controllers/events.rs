@@ -1,0 +1,67 @@
+//! Events the controllers record (`SuccessfulCreate`, `FailedCreate`, `ScalingReplicaSet`
+//! ...), as kube-controller-manager's recorders write them: core/v1 events about the
+//! workload, from the controller's component name. Best effort: an event that cannot be
+//! written is logged, never retried, never a reason to stop.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::client::{Api, Client};
+
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    component: &'static str,
+}
+
+impl Recorder {
+    pub fn new(client: Client, component: &'static str) -> Recorder {
+        Recorder { client, component }
+    }
+
+    /// Records `reason` and `message` about `object` (Normal, or Warning when `warning`).
+    pub fn record<K>(&self, object: &K, warning: bool, reason: &str, message: String)
+    where
+        K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+    {
+        let meta = object.metadata();
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = meta.name.clone().unwrap_or_default();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                // As client-go names them: the object's name and a unique suffix.
+                name: Some(format!("{name}.{}", uuid::Uuid::new_v4().simple())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some(K::API_VERSION.into()),
+                kind: Some(K::KIND.into()),
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                field_path: None,
+            },
+            reason: Some(reason.into()),
+            message: Some(message),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            source: Some(EventSource {
+                component: Some(self.component.into()),
+                host: None,
+            }),
+            reporting_component: Some(self.component.into()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api = Api::<Event>::namespaced(self.client.clone(), &namespace);
+        tokio::spawn(async move {
+            if let Err(e) = api.create(&event).await {
+                tracing::debug!(error = %e, "event not recorded");
+            }
+        });
+    }
+}

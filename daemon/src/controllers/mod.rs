@@ -1,0 +1,93 @@
+//! `kubelabd controller-manager`: kube-controller-manager's role. Controllers that keep
+//! workloads as their specs say, each a client of the Kubernetes REST API like kubectl,
+//! with its own credential (`controller-manager.conf`, the identity
+//! `system:kube-controller-manager`).
+//!
+//! Layout: `client` (typed REST calls), `informer` (list + watch into a cache, changes
+//! handed on), `queue` (work queue, expectations), `events` (the recorder),
+//! `pod_state` (what a controller reads of a pod); the controllers: `replicaset`,
+//! `garbage_collector`. Every controller reads its informers' caches and writes through
+//! the API; none touches the store, and none runs a container.
+
+pub mod client;
+mod events;
+mod garbage_collector;
+pub mod informer;
+mod pod_state;
+mod queue;
+mod replicaset;
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kubelab_proto::credential::Credential;
+
+use client::{Api, Client};
+use informer::Informer;
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerManagerArgs {
+    /// The controller manager's credential, as the apiserver wrote it.
+    #[arg(
+        long,
+        default_value = "/var/lib/kubelab/apiserver/controller-manager.conf"
+    )]
+    pub kubeconfig: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Credential(#[from] kubelab_proto::credential::CredentialError),
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error("a controller stopped: {0}")]
+    Stopped(String),
+}
+
+/// Runs the informers and the controllers until `shutdown`.
+pub async fn run(
+    args: ControllerManagerArgs,
+    shutdown: crate::Shutdown,
+) -> Result<(), ControllerError> {
+    let credential = Credential::load(&args.kubeconfig)?;
+    let client = Client::new(&credential)?;
+    let pods = Informer::<Pod>::new();
+    let replicasets = Informer::<ReplicaSet>::new();
+    let replicaset_controller =
+        replicaset::ReplicaSetController::new(client.clone(), replicasets.clone(), pods.clone());
+    let garbage_collector =
+        garbage_collector::GarbageCollector::new(client.clone(), pods.clone(), replicasets.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    let pod_client = client.clone();
+    tasks.spawn(async move {
+        pods.run(Api::all(pod_client)).await;
+        "pod informer"
+    });
+    let rs_client = client.clone();
+    tasks.spawn(async move {
+        replicasets.run(Api::all(rs_client)).await;
+        "replicaset informer"
+    });
+    tasks.spawn(async move {
+        replicaset_controller.run().await;
+        "replicaset controller"
+    });
+    tasks.spawn(async move {
+        garbage_collector.run().await;
+        "garbage collector"
+    });
+    tracing::info!("controller manager running: replicaset, garbage collector");
+    tokio::select! {
+        _ = shutdown => Ok(()),
+        ended = tasks.join_next() => {
+            let why = match ended {
+                Some(Ok(what)) => format!("the {what} returned"),
+                Some(Err(e)) => crate::supervise::task_end::<()>(Err(e)),
+                None => "nothing was running".to_string(),
+            };
+            Err(ControllerError::Stopped(why))
+        }
+    }
+}
