@@ -164,3 +164,155 @@ fn a_replicaset_deleted_with_cascade_orphan_leaves_its_pods_running() {
     adopted.sort();
     assert_eq!(adopted, before);
 }
+
+fn deployment(name: &str, image: &str, replicas: u32, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {image}\n        command: [\"sh\", \"-c\", \"exec sleep 3600\"]\n"
+    )
+}
+
+/// `(not deleting, ready and not deleting, images)` of the pods of `app`.
+fn census(lab: &Lab, app: &str) -> (usize, usize, Vec<String>) {
+    let out = lab.kubectl_ok(&[
+        "get", "pods", "-l", &format!("app={app}"), "-o",
+        "jsonpath={range .items[*]}{.metadata.deletionTimestamp}|{.status.conditions[?(@.type==\"Ready\")].status}|{.spec.containers[0].image}{\"\\n\"}{end}",
+    ]);
+    let mut alive = 0;
+    let mut ready = 0;
+    let mut images = Vec::new();
+    for line in out.lines() {
+        let parts: Vec<&str> = line.split('|').collect();
+        if parts.first().is_some_and(|d| d.is_empty()) {
+            alive += 1;
+            if parts.get(1) == Some(&"True") {
+                ready += 1;
+            }
+            images.push(parts.get(2).unwrap_or(&"").to_string());
+        }
+    }
+    (alive, ready, images)
+}
+
+#[test]
+fn a_deployment_rolls_out_within_its_surge_and_unavailability_and_rolls_back() {
+    let mut lab = Lab::start(2);
+    lab.start_controller_manager();
+    let one = lab.push_busybox("1");
+    let two = lab.push_busybox("2");
+    // 4 replicas, maxSurge 1, maxUnavailable 1.
+    let strategy = "  strategy:\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 1\n";
+    let out = lab.kubectl_with_input(&["apply", "-f", "-"], &deployment("web", &one, 4, strategy));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = lab.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    lab.kubectl_ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=30s",
+    ]);
+    let table = lab.kubectl_ok(&["get", "deploy", "web"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(&row[..4], ["web", "4/4", "4", "4"], "{table}");
+
+    // A new image: never more than 4 + 1 pods, never fewer than 4 - 1 ready.
+    let set = lab.kubectl_ok(&["set", "image", "deployment/web", &format!("main={two}")]);
+    assert!(set.contains("deployment.apps/web image updated"), "{set}");
+    let (mut most, mut fewest_ready) = (0, usize::MAX);
+    wait_until(
+        "the rollout to the second image",
+        Duration::from_secs(90),
+        || {
+            let (alive, ready, images) = census(&lab, "web");
+            most = most.max(alive);
+            fewest_ready = fewest_ready.min(ready);
+            alive == 4 && ready == 4 && images.iter().all(|i| *i == two)
+        },
+    );
+    assert!(most <= 5, "at most replicas + maxSurge pods: saw {most}");
+    assert!(
+        fewest_ready >= 3,
+        "at least replicas - maxUnavailable ready: saw {fewest_ready}"
+    );
+    lab.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let history = lab.kubectl_ok(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("REVISION") && history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+    let events = lab.kubectl_ok(&["events", "--for", "deployment/web"]);
+    assert!(
+        events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set web-"),
+        "{events}"
+    );
+
+    // Back to the first image, the first ReplicaSet grown again.
+    let undo = lab.kubectl_ok(&["rollout", "undo", "deployment/web"]);
+    assert!(undo.contains("rolled back"), "{undo}");
+    wait_until("the rollback", Duration::from_secs(90), || {
+        let (alive, ready, images) = census(&lab, "web");
+        alive == 4 && ready == 4 && images.iter().all(|i| *i == one)
+    });
+    let rs = lab.kubectl_ok(&["get", "rs", "-l", "app=web", "-o", "name"]);
+    assert_eq!(rs.lines().count(), 2, "one ReplicaSet per template: {rs}");
+
+    lab.kubectl_ok(&["scale", "deployment/web", "--replicas=2"]);
+    wait_until("2 pods", Duration::from_secs(60), || {
+        census(&lab, "web").0 == 2
+    });
+    lab.kubectl_ok(&["delete", "deployment", "web"]);
+    wait_until(
+        "its ReplicaSets and pods gone",
+        Duration::from_secs(60),
+        || {
+            lab.kubectl_ok(&["get", "rs,pods", "-l", "app=web", "-o", "name"])
+                .trim()
+                .is_empty()
+        },
+    );
+}
+
+#[test]
+fn a_rollout_to_a_missing_image_stops_and_reports_its_deadline() {
+    let mut lab = Lab::start(1);
+    lab.start_controller_manager();
+    let one = lab.push_busybox("1");
+    let deadline = "  progressDeadlineSeconds: 4\n";
+    let out = lab.kubectl_with_input(
+        &["apply", "-f", "-"],
+        &deployment("stuck", &one, 2, deadline),
+    );
+    assert!(out.status.success());
+    lab.kubectl_ok(&["rollout", "status", "deployment/stuck", "--timeout=60s"]);
+    let missing = format!("{}/no-such-image:1", lab.registry);
+    lab.kubectl_ok(&[
+        "set",
+        "image",
+        "deployment/stuck",
+        &format!("main={missing}"),
+    ]);
+    let failed = lab.kubectl_fails(&["rollout", "status", "deployment/stuck", "--timeout=60s"]);
+    assert!(
+        failed.contains("exceeded its progress deadline"),
+        "{failed}"
+    );
+    let reason = lab.kubectl_ok(&[
+        "get",
+        "deploy",
+        "stuck",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ]);
+    assert_eq!(reason, "ProgressDeadlineExceeded");
+    // The old pods were not taken down (25% of 2 unavailable rounds down to 0).
+    let (_, ready, images) = census(&lab, "stuck");
+    assert_eq!(ready, 2);
+    assert_eq!(images.iter().filter(|i| **i == one).count(), 2);
+}

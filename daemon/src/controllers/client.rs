@@ -36,6 +36,10 @@ impl ClientError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, ClientError::Api { code: 409, .. })
     }
+    /// The apiserver's reason (`AlreadyExists`, `Invalid`, ...).
+    pub fn reason_is(&self, reason: &str) -> bool {
+        matches!(self, ClientError::Api { reason: r, .. } if r == reason)
+    }
     /// A watch or list from a version the apiserver no longer has: relist.
     pub fn is_expired(&self) -> bool {
         matches!(self, ClientError::Api { code: 410, .. })

@@ -4,7 +4,7 @@
 //! written is logged, never retried, never a reason to stop.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::client::{Api, Client};
 
@@ -27,7 +27,8 @@ impl Recorder {
         let meta = object.metadata();
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let name = meta.name.clone().unwrap_or_default();
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        // Not jiff's clock: its `std` feature is not in every build of kubelabd.
+        let now = kubelab_proto::k8s::time(kubelab_proto::now_ms());
         let event = Event {
             metadata: ObjectMeta {
                 // As client-go names them: the object's name and a unique suffix.
@@ -52,8 +53,8 @@ impl Recorder {
                 host: None,
             }),
             reporting_component: Some(self.component.into()),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
+            first_timestamp: now.clone(),
+            last_timestamp: now,
             count: Some(1),
             ..Default::default()
         };

@@ -11,38 +11,79 @@
 //!   to it are removed; they live on.
 //!
 //! Kubernetes keeps a graph of every object; a lab's objects are few enough to look at
-//! them all after each batch of changes, which is simpler to read and as correct. Owns
-//! deletions of dependents and those two finalizers; decides nothing else.
+//! them all after each batch of changes, which is simpler to read and as correct. The
+//! owners it knows are the kinds kubelab serves (ReplicaSets of pods, Deployments of
+//! ReplicaSets). Owns deletions of dependents and those two finalizers; decides nothing
+//! else.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::client::{Api, Client, ClientError};
-use super::informer::{Change, Informer};
+use super::informer::Informer;
 
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
 /// Changes arriving together are looked at once.
 const SETTLE: Duration = Duration::from_millis(100);
+/// The owner kinds kubelab serves (and so can look up).
+const OWNER_KINDS: &[&str] = &["ReplicaSet", "Deployment"];
 
 pub struct GarbageCollector {
     client: Client,
     pods: Arc<Informer<Pod>>,
     replicasets: Arc<Informer<ReplicaSet>>,
+    deployments: Arc<Informer<Deployment>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
 /// An owner as the collector sees it.
 struct Owner {
-    namespace: String,
-    name: String,
     deleting: bool,
     finalizers: Vec<String>,
+}
+
+/// An object that may have owners: a pod (of a ReplicaSet) or a ReplicaSet (of a
+/// Deployment).
+enum Dependent {
+    Pod(Arc<Pod>),
+    ReplicaSet(Arc<ReplicaSet>),
+}
+
+impl Dependent {
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Dependent::Pod(p) => &p.metadata,
+            Dependent::ReplicaSet(rs) => &rs.metadata,
+        }
+    }
+}
+
+/// An object's API in its namespace.
+fn api<K>(client: &Client, meta: &ObjectMeta) -> Api<K>
+where
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+    K: Serialize + DeserializeOwned + Send + 'static,
+{
+    Api::namespaced(
+        client.clone(),
+        meta.namespace.as_deref().unwrap_or("default"),
+    )
+}
+
+/// A 404 or 409 means someone else got there first: nothing to do.
+fn settled(result: Result<(), ClientError>) -> Result<(), ClientError> {
+    match result {
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+        other => other,
+    }
 }
 
 impl GarbageCollector {
@@ -50,16 +91,20 @@ impl GarbageCollector {
         client: Client,
         pods: Arc<Informer<Pod>>,
         replicasets: Arc<Informer<ReplicaSet>>,
+        deployments: Arc<Informer<Deployment>>,
     ) -> Arc<Self> {
         let wake = Arc::new(tokio::sync::Notify::new());
-        let on_pod = wake.clone();
-        pods.on_change(move |_: &Change<Pod>| on_pod.notify_one());
-        let on_rs = wake.clone();
-        replicasets.on_change(move |_: &Change<ReplicaSet>| on_rs.notify_one());
+        let w = wake.clone();
+        pods.on_change(move |_| w.notify_one());
+        let w = wake.clone();
+        replicasets.on_change(move |_| w.notify_one());
+        let w = wake.clone();
+        deployments.on_change(move |_| w.notify_one());
         Arc::new(GarbageCollector {
             client,
             pods,
             replicasets,
+            deployments,
             wake,
         })
     }
@@ -67,6 +112,7 @@ impl GarbageCollector {
     pub async fn run(self: Arc<Self>) {
         self.pods.wait_synced().await;
         self.replicasets.wait_synced().await;
+        self.deployments.wait_synced().await;
         loop {
             if let Err(e) = self.collect().await {
                 tracing::warn!(error = %e, "garbage collection failed; trying again");
@@ -80,123 +126,172 @@ impl GarbageCollector {
 
     async fn collect(&self) -> Result<(), ClientError> {
         let replicasets = self.replicasets.list();
+        let deployments = self.deployments.list();
+        let owner = |meta: &ObjectMeta| {
+            (
+                meta.uid.clone().unwrap_or_default(),
+                Owner {
+                    deleting: meta.deletion_timestamp.is_some(),
+                    finalizers: meta.finalizers.clone().unwrap_or_default(),
+                },
+            )
+        };
         let owners: HashMap<String, Owner> = replicasets
             .iter()
-            .map(|rs| {
-                (
-                    rs.metadata.uid.clone().unwrap_or_default(),
-                    owner_of(&rs.metadata),
-                )
-            })
+            .map(|rs| owner(&rs.metadata))
+            .chain(deployments.iter().map(|d| owner(&d.metadata)))
             .collect();
-        let pods = self.pods.list();
+        let dependents = self
+            .pods
+            .list()
+            .into_iter()
+            .map(Dependent::Pod)
+            .chain(replicasets.iter().cloned().map(Dependent::ReplicaSet));
         let mut has_dependents: HashSet<String> = HashSet::new();
-        for pod in &pods {
-            let refs = pod.metadata.owner_references.clone().unwrap_or_default();
-            let known: Vec<_> = refs.iter().filter(|r| r.kind == "ReplicaSet").collect();
-            if known.is_empty() || known.len() < refs.len() {
+        for dependent in dependents {
+            let meta = dependent.meta();
+            let refs = meta.owner_references.clone().unwrap_or_default();
+            if refs.is_empty() || refs.iter().any(|r| !OWNER_KINDS.contains(&r.kind.as_str())) {
                 continue; // no owner, or one kubelab cannot look up: left alone
             }
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            let api = Api::<Pod>::namespaced(self.client.clone(), &namespace);
             let mut live = false;
-            for r in &known {
+            for r in &refs {
                 has_dependents.insert(r.uid.clone());
                 match owners.get(&r.uid) {
-                    Some(owner)
-                        if owner.deleting && owner.finalizers.iter().any(|f| f == ORPHAN) =>
-                    {
-                        self.orphan(&api, pod, &r.uid).await?;
+                    Some(o) if o.deleting && o.finalizers.iter().any(|f| f == ORPHAN) => {
+                        self.orphan(&dependent, &r.uid).await?;
                         live = true;
                     }
-                    Some(owner)
-                        if owner.deleting && owner.finalizers.iter().any(|f| f == FOREGROUND) => {}
+                    // Foreground: the owner waits for this dependent to be deleted.
+                    Some(o) if o.deleting && o.finalizers.iter().any(|f| f == FOREGROUND) => {}
                     Some(_) => live = true,
-                    None => live |= self.owner_exists(&namespace, &r.name, &r.uid).await?,
+                    None => live |= self.owner_exists(meta, &r.kind, &r.name, &r.uid).await?,
                 }
             }
-            if !live && pod.metadata.deletion_timestamp.is_none() {
-                tracing::info!(pod = %name, %namespace, "deleting a pod whose owner is gone");
-                match api
-                    .delete(&name, "Background", pod.metadata.uid.as_deref())
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() || e.is_conflict() => {}
-                    Err(e) => return Err(e),
-                }
+            if !live && meta.deletion_timestamp.is_none() {
+                self.delete(&dependent).await?;
             }
         }
         // Owners waiting on a finalizer whose dependents are all gone (or orphaned).
         for rs in &replicasets {
-            let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let Some(owner) = owners.get(&uid) else {
-                continue;
-            };
-            if !owner.deleting || has_dependents.contains(&uid) {
-                continue;
-            }
-            if owner
-                .finalizers
-                .iter()
-                .any(|f| f == FOREGROUND || f == ORPHAN)
-            {
+            if self.finished(&rs.metadata, &has_dependents) {
                 let mut done = (**rs).clone();
-                if let Some(f) = done.metadata.finalizers.as_mut() {
-                    f.retain(|f| f != FOREGROUND && f != ORPHAN);
-                }
-                let api = Api::<ReplicaSet>::namespaced(self.client.clone(), &owner.namespace);
-                match api.replace(&owner.name, &done).await {
-                    Ok(_) => {
-                        tracing::info!(replicaset = %owner.name, "its dependents are gone: finalizer removed")
-                    }
-                    Err(e) if e.is_not_found() || e.is_conflict() => {}
-                    Err(e) => return Err(e),
-                }
+                drop_finalizers(&mut done.metadata);
+                let name = rs.metadata.name.clone().unwrap_or_default();
+                settled(
+                    api::<ReplicaSet>(&self.client, &rs.metadata)
+                        .replace(&name, &done)
+                        .await
+                        .map(|_| ()),
+                )?;
+            }
+        }
+        for d in &deployments {
+            if self.finished(&d.metadata, &has_dependents) {
+                let mut done = (**d).clone();
+                drop_finalizers(&mut done.metadata);
+                let name = d.metadata.name.clone().unwrap_or_default();
+                settled(
+                    api::<Deployment>(&self.client, &d.metadata)
+                        .replace(&name, &done)
+                        .await
+                        .map(|_| ()),
+                )?;
             }
         }
         Ok(())
     }
 
+    /// A deleting owner with one of the collector's finalizers and no dependent left.
+    fn finished(&self, meta: &ObjectMeta, has_dependents: &HashSet<String>) -> bool {
+        let uid = meta.uid.clone().unwrap_or_default();
+        meta.deletion_timestamp.is_some()
+            && !has_dependents.contains(&uid)
+            && meta
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == FOREGROUND || f == ORPHAN)
+    }
+
     /// Whether the owner still exists, asked of the API (the cache may lag behind).
     async fn owner_exists(
         &self,
-        namespace: &str,
+        dependent: &ObjectMeta,
+        kind: &str,
         name: &str,
         uid: &str,
     ) -> Result<bool, ClientError> {
-        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
-        match api.get(name).await {
-            Ok(rs) => Ok(rs.metadata.uid.as_deref() == Some(uid)),
+        let found = match kind {
+            "ReplicaSet" => api::<ReplicaSet>(&self.client, dependent)
+                .get(name)
+                .await
+                .map(|o| o.metadata.uid),
+            _ => api::<Deployment>(&self.client, dependent)
+                .get(name)
+                .await
+                .map(|o| o.metadata.uid),
+        };
+        match found {
+            Ok(found) => Ok(found.as_deref() == Some(uid)),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Removes the reference to an owner deleted with the Orphan policy.
-    async fn orphan(&self, api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> Result<(), ClientError> {
-        let mut orphaned = pod.clone();
-        if let Some(refs) = orphaned.metadata.owner_references.as_mut() {
-            refs.retain(|r| r.uid != owner_uid);
-        }
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        match api.replace(&name, &orphaned).await {
-            Ok(_) => {
-                tracing::info!(pod = %name, "orphaned: its owner was deleted with propagationPolicy=Orphan");
-                Ok(())
+    async fn delete(&self, dependent: &Dependent) -> Result<(), ClientError> {
+        let meta = dependent.meta();
+        let name = meta.name.clone().unwrap_or_default();
+        let uid = meta.uid.as_deref();
+        tracing::info!(object = %name, "deleting: its owner is gone");
+        settled(match dependent {
+            Dependent::Pod(_) => {
+                api::<Pod>(&self.client, meta)
+                    .delete(&name, "Background", uid)
+                    .await
             }
-            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-            Err(e) => Err(e),
-        }
+            Dependent::ReplicaSet(_) => {
+                api::<ReplicaSet>(&self.client, meta)
+                    .delete(&name, "Background", uid)
+                    .await
+            }
+        })
+    }
+
+    /// Removes the reference to an owner deleted with the Orphan policy.
+    async fn orphan(&self, dependent: &Dependent, owner_uid: &str) -> Result<(), ClientError> {
+        let name = dependent.meta().name.clone().unwrap_or_default();
+        let result = match dependent {
+            Dependent::Pod(p) => {
+                let mut o = (**p).clone();
+                drop_owner(&mut o.metadata, owner_uid);
+                api::<Pod>(&self.client, &p.metadata)
+                    .replace(&name, &o)
+                    .await
+                    .map(|_| ())
+            }
+            Dependent::ReplicaSet(rs) => {
+                let mut o = (**rs).clone();
+                drop_owner(&mut o.metadata, owner_uid);
+                api::<ReplicaSet>(&self.client, &rs.metadata)
+                    .replace(&name, &o)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        tracing::info!(object = %name, "orphaned: its owner was deleted with propagationPolicy=Orphan");
+        settled(result)
     }
 }
 
-fn owner_of(meta: &ObjectMeta) -> Owner {
-    Owner {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-        deleting: meta.deletion_timestamp.is_some(),
-        finalizers: meta.finalizers.clone().unwrap_or_default(),
+fn drop_owner(meta: &mut ObjectMeta, owner_uid: &str) {
+    if let Some(refs) = meta.owner_references.as_mut() {
+        refs.retain(|r| r.uid != owner_uid);
+    }
+}
+
+fn drop_finalizers(meta: &mut ObjectMeta) {
+    if let Some(f) = meta.finalizers.as_mut() {
+        f.retain(|f| f != FOREGROUND && f != ORPHAN);
     }
 }

@@ -5,21 +5,23 @@
 //!
 //! Layout: `client` (typed REST calls), `informer` (list + watch into a cache, changes
 //! handed on), `queue` (work queue, expectations), `events` (the recorder),
-//! `pod_state` (what a controller reads of a pod); the controllers: `replicaset`,
-//! `garbage_collector`. Every controller reads its informers' caches and writes through
+//! `pod_state` (what a controller reads of a pod), `rollout` (a Deployment's
+//! arithmetic); the controllers: `deployment`, `replicaset`, `garbage_collector`. Every controller reads its informers' caches and writes through
 //! the API; none touches the store, and none runs a container.
 
 pub mod client;
+mod deployment;
 mod events;
 mod garbage_collector;
 pub mod informer;
 mod pod_state;
 mod queue;
 mod replicaset;
+mod rollout;
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kubelab_proto::credential::Credential;
 
@@ -55,10 +57,21 @@ pub async fn run(
     let client = Client::new(&credential)?;
     let pods = Informer::<Pod>::new();
     let replicasets = Informer::<ReplicaSet>::new();
+    let deployments = Informer::<Deployment>::new();
+    let deployment_controller = deployment::DeploymentController::new(
+        client.clone(),
+        deployments.clone(),
+        replicasets.clone(),
+        pods.clone(),
+    );
     let replicaset_controller =
         replicaset::ReplicaSetController::new(client.clone(), replicasets.clone(), pods.clone());
-    let garbage_collector =
-        garbage_collector::GarbageCollector::new(client.clone(), pods.clone(), replicasets.clone());
+    let garbage_collector = garbage_collector::GarbageCollector::new(
+        client.clone(),
+        pods.clone(),
+        replicasets.clone(),
+        deployments.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     let pod_client = client.clone();
     tasks.spawn(async move {
@@ -70,6 +83,15 @@ pub async fn run(
         replicasets.run(Api::all(rs_client)).await;
         "replicaset informer"
     });
+    let d_client = client.clone();
+    tasks.spawn(async move {
+        deployments.run(Api::all(d_client)).await;
+        "deployment informer"
+    });
+    tasks.spawn(async move {
+        deployment_controller.run().await;
+        "deployment controller"
+    });
     tasks.spawn(async move {
         replicaset_controller.run().await;
         "replicaset controller"
@@ -78,7 +100,7 @@ pub async fn run(
         garbage_collector.run().await;
         "garbage collector"
     });
-    tracing::info!("controller manager running: replicaset, garbage collector");
+    tracing::info!("controller manager running: deployment, replicaset, garbage collector");
     tokio::select! {
         _ = shutdown => Ok(()),
         ended = tasks.join_next() => {

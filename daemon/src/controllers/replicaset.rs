@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::client::{Api, Client, ClientError};
 use super::events::Recorder;
@@ -382,7 +382,7 @@ impl ReplicaSetController {
                 status: Some("True".into()),
                 reason: Some(reason),
                 message: Some(message),
-                last_transition_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                last_transition_time: kubelab_proto::k8s::time(kubelab_proto::now_ms()),
             });
         }
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);

@@ -1,0 +1,723 @@
+//! The Deployment controller (kube-controller-manager's `DeploymentController`): a
+//! Deployment's pods are those of its ReplicaSets, one per template (named by the
+//! template's hash); a changed template is rolled out by growing the new ReplicaSet and
+//! shrinking the old ones — within `maxSurge` and `maxUnavailable` (RollingUpdate), or all
+//! old pods gone first (Recreate).
+//!
+//! A sync, from the informers' caches: claim the ReplicaSets (adopt matching orphans,
+//! release those that stopped matching), find or create the new one (with the next
+//! revision), scale, prune old empty ReplicaSets beyond `revisionHistoryLimit`, then write
+//! the status and the Available and Progressing conditions (`ProgressDeadlineExceeded`
+//! once no progress was made for `progressDeadlineSeconds`). Rollback (`kubectl rollout
+//! undo`) is kubectl's: it puts an old ReplicaSet's template back, which makes that
+//! ReplicaSet the new one again. It writes ReplicaSets, events and Deployment status.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as K8sSelector, ObjectMeta, Time,
+};
+
+use super::client::{Api, Client, ClientError};
+use super::events::Recorder;
+use super::informer::{key_of, Change, Informer};
+use super::pod_state::{self, controller_ref};
+use super::queue::WorkQueue;
+use super::rollout::{self, spec_replicas, POD_TEMPLATE_HASH};
+use crate::apiserver::selector::LabelSelector;
+
+pub struct DeploymentController {
+    client: Client,
+    deployments: Arc<Informer<Deployment>>,
+    replicasets: Arc<Informer<ReplicaSet>>,
+    pods: Arc<Informer<Pod>>,
+    queue: WorkQueue,
+    events: Recorder,
+}
+
+/// The Deployment an object's controller reference names, as a queue key.
+fn owner_key(meta: &ObjectMeta) -> Option<String> {
+    let owner = controller_ref(meta)?;
+    (owner.kind == "Deployment")
+        .then(|| format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), owner.name))
+}
+
+fn now() -> Option<Time> {
+    kubelab_proto::k8s::time(kubelab_proto::now_ms())
+}
+
+impl DeploymentController {
+    pub fn new(
+        client: Client,
+        deployments: Arc<Informer<Deployment>>,
+        replicasets: Arc<Informer<ReplicaSet>>,
+        pods: Arc<Informer<Pod>>,
+    ) -> Arc<Self> {
+        let controller = Arc::new(DeploymentController {
+            events: Recorder::new(client.clone(), "deployment-controller"),
+            client,
+            deployments: deployments.clone(),
+            replicasets: replicasets.clone(),
+            pods: pods.clone(),
+            queue: WorkQueue::default(),
+        });
+        let queue = controller.queue.clone();
+        deployments.on_change(move |change| {
+            if let Change::Applied { new, .. } = change {
+                queue.add(key_of(&new.metadata));
+            }
+        });
+        let weak = Arc::downgrade(&controller);
+        replicasets.on_change(move |change| {
+            let Some(c) = weak.upgrade() else { return };
+            let rs = match change {
+                Change::Applied { new, .. } => new,
+                Change::Deleted(rs) => rs,
+            };
+            match owner_key(&rs.metadata) {
+                Some(key) => c.queue.add(key),
+                None => c.queue_adopters(&rs.metadata),
+            }
+        });
+        // Recreate waits for the old pods to be gone: their deletion is news.
+        let weak = Arc::downgrade(&controller);
+        pods.on_change(move |change| {
+            let (Some(c), Change::Deleted(pod)) = (weak.upgrade(), change) else {
+                return;
+            };
+            let Some(rs_ref) = controller_ref(&pod.metadata) else {
+                return;
+            };
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
+            if let Some(key) = c
+                .replicasets
+                .get(&format!("{namespace}/{}", rs_ref.name))
+                .and_then(|rs| owner_key(&rs.metadata))
+            {
+                c.queue.add(key);
+            }
+        });
+        controller
+    }
+
+    fn queue_adopters(&self, meta: &ObjectMeta) {
+        let labels = pod_state::labels(meta);
+        for d in self
+            .deployments
+            .list_namespace(meta.namespace.as_deref().unwrap_or(""))
+        {
+            if selector_of(&d.spec.selector).is_some_and(|s| s.matches(&labels)) {
+                self.queue.add(key_of(&d.metadata));
+            }
+        }
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        self.deployments.wait_synced().await;
+        self.replicasets.wait_synced().await;
+        self.pods.wait_synced().await;
+        loop {
+            let key = self.queue.next().await;
+            let span = tracing::debug_span!("sync_deployment", deployment = %key);
+            if let Err(e) = tracing::Instrument::instrument(self.sync(&key), span).await {
+                tracing::warn!(deployment = %key, error = %e, "sync failed; retrying");
+                self.queue.add_after(key, std::time::Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn rs_api(&self, d: &Deployment) -> Api<ReplicaSet> {
+        Api::namespaced(
+            self.client.clone(),
+            d.metadata.namespace.as_deref().unwrap_or("default"),
+        )
+    }
+
+    async fn sync(&self, key: &str) -> Result<(), ClientError> {
+        let Some(d) = self.deployments.get(key) else {
+            return Ok(());
+        };
+        if d.metadata.deletion_timestamp.is_some() {
+            return Ok(()); // the garbage collector takes its ReplicaSets
+        }
+        let Some(selector) = selector_of(&d.spec.selector) else {
+            return Ok(());
+        };
+        let mut all = self.claim(&d, &selector).await?;
+        let template = serde_json::to_value(&d.spec.template).unwrap_or_default();
+        let is_new = |rs: &ReplicaSet| {
+            rs.spec
+                .template
+                .as_ref()
+                .map(|t| serde_json::to_value(rollout::without_hash(t)).unwrap_or_default())
+                == Some(template.clone())
+        };
+        let paused = d.spec.paused == Some(true);
+        let mut created = None;
+        let mut new = all.iter().position(is_new);
+        if new.is_none() && !paused {
+            let rs = self.create_new(&d, &all).await?;
+            created = rs.metadata.name.clone();
+            all.push(rs);
+            new = Some(all.len() - 1);
+        } else if let Some(i) = new {
+            if let Some(updated) = self.bump_revision(&d, &all, i).await? {
+                all[i] = updated;
+            }
+        }
+        if let Some(i) = new {
+            self.annotate_revision(&d, rollout::revision(&all[i]))
+                .await?;
+        }
+        if !paused {
+            if rollout::is_recreate(&d) {
+                self.recreate(&d, &mut all, new).await?;
+            } else {
+                self.rolling_update(&d, &mut all, new).await?;
+            }
+            self.prune_history(&d, &all, new).await?;
+        }
+        self.update_status(&d, &all, new, created).await
+    }
+
+    /// The Deployment's ReplicaSets: its own that still match, and matching orphans
+    /// (adopted).
+    async fn claim(
+        &self,
+        d: &Deployment,
+        selector: &LabelSelector,
+    ) -> Result<Vec<ReplicaSet>, ClientError> {
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        let api = self.rs_api(d);
+        let mut owned = Vec::new();
+        for rs in self
+            .replicasets
+            .list_namespace(d.metadata.namespace.as_deref().unwrap_or(""))
+        {
+            let matches = selector.matches(&pod_state::labels(&rs.metadata));
+            let name = rs.metadata.name.clone().unwrap_or_default();
+            match controller_ref(&rs.metadata) {
+                Some(r) if r.uid == uid && matches => owned.push((*rs).clone()),
+                Some(r) if r.uid == uid => {
+                    let mut released = (*rs).clone();
+                    if let Some(refs) = released.metadata.owner_references.as_mut() {
+                        refs.retain(|r| r.uid != uid);
+                    }
+                    api.replace(&name, &released).await?;
+                }
+                None if matches && rs.metadata.deletion_timestamp.is_none() => {
+                    let mut adopted = (*rs).clone();
+                    adopted
+                        .metadata
+                        .owner_references
+                        .get_or_insert_with(Vec::new)
+                        .push(pod_state::owner_ref(d));
+                    owned.push(api.replace(&name, &adopted).await?);
+                }
+                _ => {}
+            }
+        }
+        Ok(owned)
+    }
+
+    /// The ReplicaSet for the current template: `<deployment>-<hash>`, the next revision.
+    async fn create_new(
+        &self,
+        d: &Deployment,
+        all: &[ReplicaSet],
+    ) -> Result<ReplicaSet, ClientError> {
+        let hash = rollout::template_hash(
+            &d.spec.template,
+            d.status.as_ref().and_then(|s| s.collision_count),
+        );
+        let name = format!("{}-{hash}", d.metadata.name.as_deref().unwrap_or(""));
+        let mut template = d.spec.template.clone();
+        let meta = template.metadata.get_or_insert_with(Default::default);
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(POD_TEMPLATE_HASH.into(), hash.clone());
+        let mut selector = d.spec.selector.clone();
+        selector
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .insert(POD_TEMPLATE_HASH.into(), hash);
+        let revision = all.iter().map(rollout::revision).max().unwrap_or(0) + 1;
+        let mut rs = ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: d.metadata.namespace.clone(),
+                labels: meta.labels.clone(),
+                annotations: Some(annotations(d, revision)),
+                owner_references: Some(vec![pod_state::owner_ref(d)]),
+                ..Default::default()
+            },
+            spec: k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                replicas: Some(0),
+                min_ready_seconds: d.spec.min_ready_seconds,
+                selector,
+                template: Some(template),
+            },
+            status: None,
+        };
+        let refs: Vec<&ReplicaSet> = all.iter().collect();
+        let replicas = if rollout::is_recreate(d) && all.iter().any(|rs| spec_replicas(rs) > 0) {
+            0
+        } else {
+            rollout::new_rs_replicas(d, &refs, &rs)
+        };
+        rs.spec.replicas = Some(replicas);
+        let created = match self.rs_api(d).create(&rs).await {
+            Ok(created) => created,
+            // Ours from before (the informer is behind): the next sync finds it.
+            Err(e) if e.reason_is("AlreadyExists") => self.rs_api(d).get(&name).await?,
+            Err(e) => return Err(e),
+        };
+        tracing::info!(replicaset = %name, replicas, revision, "created the new ReplicaSet");
+        if replicas > 0 {
+            self.events.record(
+                d,
+                false,
+                "ScalingReplicaSet",
+                format!("Scaled up replica set {name} from 0 to {replicas}"),
+            );
+        }
+        Ok(created)
+    }
+
+    /// The Deployment carries its new ReplicaSet's revision, as in Kubernetes.
+    async fn annotate_revision(&self, d: &Deployment, revision: i64) -> Result<(), ClientError> {
+        let current = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(rollout::REVISION));
+        if revision == 0 || current == Some(&revision.to_string()) {
+            return Ok(());
+        }
+        let mut annotated = d.clone();
+        annotated
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(rollout::REVISION.into(), revision.to_string());
+        let api = Api::<Deployment>::namespaced(
+            self.client.clone(),
+            d.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        match api
+            .replace(d.metadata.name.as_deref().unwrap_or(""), &annotated)
+            .await
+        {
+            // The next sync sees the newer Deployment and tries again.
+            Err(e) if e.is_conflict() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// A ReplicaSet that becomes new again (a rollback) takes the next revision.
+    async fn bump_revision(
+        &self,
+        d: &Deployment,
+        all: &[ReplicaSet],
+        i: usize,
+    ) -> Result<Option<ReplicaSet>, ClientError> {
+        let newest = all
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, rs)| rollout::revision(rs))
+            .max()
+            .unwrap_or(0);
+        if rollout::revision(&all[i]) > newest {
+            return Ok(None);
+        }
+        let mut rs = all[i].clone();
+        rs.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend(annotations(d, newest + 1));
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        Ok(Some(self.rs_api(d).replace(&name, &rs).await?))
+    }
+
+    /// Sets one ReplicaSet's replicas (and the annotations that record the Deployment's
+    /// size), saying so as kube-controller-manager does.
+    async fn scale(&self, d: &Deployment, rs: &mut ReplicaSet, to: i32) -> Result<(), ClientError> {
+        let from = spec_replicas(rs);
+        if from == to {
+            return Ok(());
+        }
+        let mut scaled = rs.clone();
+        scaled.spec.replicas = Some(to);
+        let revision = rollout::revision(rs);
+        scaled
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend(annotations(d, revision));
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        *rs = self.rs_api(d).replace(&name, &scaled).await?;
+        let way = if to > from { "up" } else { "down" };
+        tracing::info!(replicaset = %name, from, to, "scaled {way}");
+        self.events.record(
+            d,
+            false,
+            "ScalingReplicaSet",
+            format!("Scaled {way} replica set {name} from {from} to {to}"),
+        );
+        Ok(())
+    }
+
+    async fn rolling_update(
+        &self,
+        d: &Deployment,
+        all: &mut [ReplicaSet],
+        new: Option<usize>,
+    ) -> Result<(), ClientError> {
+        let replicas = d.spec.replicas.unwrap_or(1);
+        if let Some(i) = new {
+            let target = if spec_replicas(&all[i]) > replicas {
+                replicas
+            } else {
+                let refs: Vec<&ReplicaSet> = all.iter().collect();
+                rollout::new_rs_replicas(d, &refs, &all[i])
+            };
+            let mut rs = all[i].clone();
+            self.scale(d, &mut rs, target).await?;
+            all[i] = rs;
+        }
+        // Old ReplicaSets, oldest first: their unhealthy pods go first, then available
+        // ones while enough stay available.
+        let refs: Vec<&ReplicaSet> = all.iter().collect();
+        let mut room = rollout::old_scale_down_room(d, &refs, new.map(|i| &all[i]));
+        let mut olds: Vec<usize> = (0..all.len())
+            .filter(|i| Some(*i) != new && spec_replicas(&all[*i]) > 0)
+            .collect();
+        olds.sort_by_key(|i| {
+            (
+                kubelab_proto::k8s::time_ms(&all[*i].metadata.creation_timestamp),
+                rollout::revision(&all[*i]),
+            )
+        });
+        for &i in &olds {
+            if room <= 0 {
+                break;
+            }
+            let unhealthy = spec_replicas(&all[i])
+                - all[i]
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0);
+            let take = unhealthy.min(room);
+            if take > 0 {
+                let mut rs = all[i].clone();
+                self.scale(d, &mut rs, spec_replicas(&all[i]) - take)
+                    .await?;
+                all[i] = rs;
+                room -= take;
+            }
+        }
+        let refs: Vec<&ReplicaSet> = all.iter().collect();
+        let mut surplus = rollout::available_surplus(d, &refs).min(room);
+        for &i in &olds {
+            if surplus <= 0 {
+                break;
+            }
+            let take = spec_replicas(&all[i]).min(surplus);
+            if take > 0 {
+                let mut rs = all[i].clone();
+                self.scale(d, &mut rs, spec_replicas(&all[i]) - take)
+                    .await?;
+                all[i] = rs;
+                surplus -= take;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recreate: every old pod gone before the new ReplicaSet grows.
+    async fn recreate(
+        &self,
+        d: &Deployment,
+        all: &mut [ReplicaSet],
+        new: Option<usize>,
+    ) -> Result<(), ClientError> {
+        let mut old_left = false;
+        for i in (0..all.len()).filter(|i| Some(*i) != new) {
+            if spec_replicas(&all[i]) > 0 {
+                let mut rs = all[i].clone();
+                self.scale(d, &mut rs, 0).await?;
+                all[i] = rs;
+                old_left = true;
+            }
+            let uid = all[i].metadata.uid.clone().unwrap_or_default();
+            let namespace = d.metadata.namespace.as_deref().unwrap_or("");
+            old_left |= self
+                .pods
+                .list_namespace(namespace)
+                .iter()
+                .any(|p| controller_ref(&p.metadata).is_some_and(|r| r.uid == uid));
+        }
+        if let (false, Some(i)) = (old_left, new) {
+            let mut rs = all[i].clone();
+            self.scale(d, &mut rs, d.spec.replicas.unwrap_or(1)).await?;
+            all[i] = rs;
+        }
+        Ok(())
+    }
+
+    /// Old ReplicaSets with no pods, beyond `revisionHistoryLimit`, oldest revision first.
+    async fn prune_history(
+        &self,
+        d: &Deployment,
+        all: &[ReplicaSet],
+        new: Option<usize>,
+    ) -> Result<(), ClientError> {
+        let limit = usize::try_from(d.spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+        let mut empty: Vec<&ReplicaSet> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, rs)| {
+                Some(*i) != new
+                    && spec_replicas(rs) == 0
+                    && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
+            })
+            .map(|(_, rs)| rs)
+            .collect();
+        if empty.len() <= limit {
+            return Ok(());
+        }
+        empty.sort_by_key(|rs| rollout::revision(rs));
+        for rs in &empty[..empty.len() - limit] {
+            let name = rs.metadata.name.clone().unwrap_or_default();
+            match self
+                .rs_api(d)
+                .delete(&name, "Background", rs.metadata.uid.as_deref())
+                .await
+            {
+                Ok(()) => tracing::info!(replicaset = %name, "pruned: beyond revisionHistoryLimit"),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_status(
+        &self,
+        d: &Deployment,
+        all: &[ReplicaSet],
+        new: Option<usize>,
+        created: Option<String>,
+    ) -> Result<(), ClientError> {
+        let status_of = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
+        let replicas = d.spec.replicas.unwrap_or(1);
+        let total: i32 = all.iter().map(|rs| status_of(rs).replicas).sum();
+        let spec_total: i32 = all.iter().map(spec_replicas).sum();
+        let updated = new.map_or(0, |i| status_of(&all[i]).replicas);
+        let ready: i32 = all
+            .iter()
+            .map(|rs| status_of(rs).ready_replicas.unwrap_or(0))
+            .sum();
+        let available: i32 = all
+            .iter()
+            .map(|rs| status_of(rs).available_replicas.unwrap_or(0))
+            .sum();
+        let old = d.status.clone().unwrap_or_default();
+        let (_, max_unavailable) = rollout::fenceposts(d);
+        let mut conditions = old.conditions.clone().unwrap_or_default();
+        let available_condition = if available >= replicas - max_unavailable {
+            (
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
+        } else {
+            (
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
+        };
+        set_condition(&mut conditions, "Available", available_condition, false);
+        let new_name = new
+            .and_then(|i| all[i].metadata.name.clone())
+            .unwrap_or_default();
+        let complete = updated == replicas && available == replicas && total == replicas;
+        let progressed = created.is_some()
+            || updated > old.updated_replicas.unwrap_or(0)
+            || available > old.available_replicas.unwrap_or(0)
+            || ready > old.ready_replicas.unwrap_or(0)
+            || total < old.replicas.unwrap_or(0);
+        let progressing = if d.spec.paused == Some(true) {
+            Some((
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".to_string(),
+                true,
+            ))
+        } else if complete {
+            Some((
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet {new_name:?} has successfully progressed."),
+                false,
+            ))
+        } else if let Some(name) = &created {
+            Some((
+                "True",
+                "NewReplicaSetCreated",
+                format!("Created new replica set {name:?}"),
+                true,
+            ))
+        } else if progressed {
+            Some((
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet {new_name:?} is progressing."),
+                true,
+            ))
+        } else {
+            self.deadline_check(d, &conditions, &new_name)
+        };
+        if let Some((status, reason, message, moved)) = progressing {
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                (status, reason, &message),
+                moved,
+            );
+        }
+        let count = |n: i32| Some(n).filter(|n| *n != 0);
+        let status = DeploymentStatus {
+            observed_generation: d.metadata.generation,
+            replicas: count(total),
+            updated_replicas: count(updated),
+            ready_replicas: count(ready),
+            available_replicas: count(available),
+            unavailable_replicas: count((spec_total - available).max(0)),
+            conditions: Some(conditions),
+            collision_count: old.collision_count,
+            ..Default::default()
+        };
+        if status == old {
+            return Ok(());
+        }
+        let mut written = d.clone();
+        written.status = Some(status);
+        let api = Api::<Deployment>::namespaced(
+            self.client.clone(),
+            d.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        match api
+            .replace_status(d.metadata.name.as_deref().unwrap_or(""), &written)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// No progress since the Progressing condition last moved: past the deadline, the
+    /// rollout has failed (`ProgressDeadlineExceeded`); before it, look again then.
+    fn deadline_check(
+        &self,
+        d: &Deployment,
+        conditions: &[DeploymentCondition],
+        new_name: &str,
+    ) -> Option<(&'static str, &'static str, String, bool)> {
+        let current = conditions
+            .iter()
+            .find(|c| c.type_.as_deref() == Some("Progressing"))?;
+        let in_progress = matches!(
+            current.reason.as_deref(),
+            Some("ReplicaSetUpdated" | "NewReplicaSetCreated" | "FoundNewReplicaSet")
+        );
+        if !in_progress {
+            return None;
+        }
+        let deadline_ms =
+            i64::from(d.spec.progress_deadline_seconds.unwrap_or(600)).saturating_mul(1000);
+        let since = kubelab_proto::k8s::time_ms(&current.last_update_time);
+        let waited = kubelab_proto::now_ms().saturating_sub(since);
+        if waited >= deadline_ms {
+            return Some((
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet {new_name:?} has timed out progressing."),
+                true,
+            ));
+        }
+        let left = u64::try_from(deadline_ms - waited).unwrap_or(0);
+        self.queue.add_after(
+            key_of(&d.metadata),
+            std::time::Duration::from_millis(left + 100),
+        );
+        None
+    }
+}
+
+/// The annotations kube-controller-manager keeps on a Deployment's ReplicaSets.
+fn annotations(d: &Deployment, revision: i64) -> std::collections::BTreeMap<String, String> {
+    let replicas = d.spec.replicas.unwrap_or(1);
+    let (surge, _) = rollout::fenceposts(d);
+    [
+        (rollout::REVISION, revision.to_string()),
+        (rollout::DESIRED_REPLICAS, replicas.to_string()),
+        (
+            rollout::MAX_REPLICAS,
+            replicas.saturating_add(surge).to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn selector_of(selector: &K8sSelector) -> Option<LabelSelector> {
+    LabelSelector::from_k8s(selector, "spec.selector")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Sets a condition: its transition time moves only when its status does; its update
+/// time when `moved` (progress) or when anything in it changed.
+fn set_condition(
+    conditions: &mut Vec<DeploymentCondition>,
+    kind: &str,
+    (status, reason, message): (&str, &str, &str),
+    moved: bool,
+) {
+    let now = now();
+    match conditions
+        .iter_mut()
+        .find(|c| c.type_.as_deref() == Some(kind))
+    {
+        Some(c) => {
+            let changed = c.status.as_deref() != Some(status)
+                || c.reason.as_deref() != Some(reason)
+                || c.message.as_deref() != Some(message);
+            if c.status.as_deref() != Some(status) {
+                c.last_transition_time = now.clone();
+            }
+            if changed || moved {
+                c.last_update_time = now;
+            }
+            c.status = Some(status.into());
+            c.reason = Some(reason.into());
+            c.message = Some(message.into());
+        }
+        None => conditions.push(DeploymentCondition {
+            type_: Some(kind.into()),
+            status: Some(status.into()),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_transition_time: now.clone(),
+            last_update_time: now,
+        }),
+    }
+}
