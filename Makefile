@@ -7,9 +7,10 @@ SHELL := /bin/bash
 LAB ?= $(CURDIR)/.lab
 REGISTRY ?= 127.0.0.1:5000
 SERVER ?= 127.0.0.1:6443
-RELEASE := target/release
-KUBELAB := $(RELEASE)/kubelab
-KUBELABD := $(RELEASE)/kubelabd
+# make demo's build (the `demo` profile: Cargo.toml); make bench builds `release`.
+BIN := target/demo
+KUBELAB := $(BIN)/kubelab
+KUBELABD := $(BIN)/kubelabd
 DEB_PACKAGES := curl iproute2 docker-registry busybox-static containernetworking-plugins iptables libseccomp-dev pkg-config runc
 
 # Root's tools (ip, iptables) live in sbin, which a plain PATH may lack.
@@ -32,7 +33,7 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
 
 build: deps
-	cargo build --release -p kubelab-daemon -p kubelab-cli
+	cargo build --profile demo -p kubelab-daemon -p kubelab-cli
 
 ## Debian's docker-registry on $(REGISTRY), storage under $(LAB)/registry.
 registry: deps
@@ -88,7 +89,7 @@ demo: up
 	@echo; echo "== its way through the seven steps"
 	$(KUBELAB) trace pod site
 	@echo; echo "The lab is still up. kubectl drives it (its kubeconfig is ~/.kubelab/config):"; \
-	echo; echo "  export PATH=$(CURDIR)/$(RELEASE):\$$PATH KUBECONFIG=\$$HOME/.kubelab/config"; \
+	echo; echo "  export PATH=$(CURDIR)/$(BIN):\$$PATH KUBECONFIG=\$$HOME/.kubelab/config"; \
 	echo "  kubectl apply -f examples/sleep.yaml && kubectl get pods -o wide"; \
 	echo; echo "Stop it all with: make down"
 
@@ -127,9 +128,10 @@ test: deps
 ## docs/benchmarks.md). Not a test. skopeo and umoci are the image-pull comparison,
 ## buildah the image-build one.
 BENCH_PACKAGES := skopeo umoci buildah
-bench: build
+bench: deps
 	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	cargo build --release -p kubelab-daemon -p kubelab-cli
 	cargo run --release -p kubelab-tests --bin bench
 
 ## Fuzz the parsers of hostile input (manifests, image layers, Containerfiles, image references,

@@ -11,6 +11,7 @@
 
 pub mod client;
 mod deployment;
+mod deployment_status;
 mod events;
 mod garbage_collector;
 pub mod informer;
