@@ -23,9 +23,7 @@
 #![forbid(unsafe_code)]
 
 /// What stops a daemon (Ctrl-C, SIGTERM, or a test's own), boxed: the daemons' entry
-/// points are not generic, so their code is compiled once, in this library. Generic, each
-/// binary compiled all of it again for its own future type (80 s of a cold release build
-/// of `kubelabd`).
+/// points are not generic, one copy of each in this library whatever the caller's future.
 pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub mod agent;
