@@ -208,22 +208,7 @@ pub fn reset(root: &Path) -> Result<Option<String>, BuildError> {
         "{}/",
         root.display()
     )));
-    for pid in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    // A killed process leaves its cgroup a moment later.
-    for _ in 0..250 {
-        if pids
-            .iter()
-            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::agent::runtime::kill_and_wait(&pids);
     let steps = std::fs::read_dir(root.join("steps"))
         .map(|d| d.count())
         .unwrap_or(0);

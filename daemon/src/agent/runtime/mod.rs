@@ -47,7 +47,7 @@ pub enum RuntimeError {
 }
 
 pub use crate::container::ExitRecord;
-pub use recovery::processes_mentioning;
+pub use recovery::{kill_and_wait, processes_mentioning};
 
 /// A container that its shim has started. Saved as `shim.json` beside the bundle, so that
 /// an agent started again finds and re-adopts it.

@@ -61,23 +61,7 @@ impl RuntimeService {
         // Containers sit in their pod's cgroup; shims name their bundle in their arguments.
         let mut pids: Vec<i32> = cgroups::processes(&pod_cgroup);
         pids.extend(processes_mentioning(&dir));
-        for pid in &pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        // SIGKILL cannot be refused, but a dying process takes a moment to be reaped; this
-        // runs only at start-up, so a short bounded wait is simpler than a pidfd per process.
-        for _ in 0..250 {
-            if pids
-                .iter()
-                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        kill_and_wait(&pids);
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         for target in mounts
             .lines()
@@ -124,6 +108,28 @@ impl RuntimeService {
     /// Removes the node's cgroup parents once no pod is left (the agent stopping).
     pub fn remove_node_cgroups(&self) {
         cgroups::remove(&PathBuf::from("/kubelab").join(&self.node_name));
+    }
+}
+
+/// SIGKILLs `pids` and waits (at most 5 s) until they are gone. SIGKILL cannot be
+/// refused, but a dying process takes a moment to be reaped and to leave its cgroup; this
+/// runs only at start-up and in `kubelabd reset`, so a short bounded wait is simpler than a
+/// pidfd per process.
+pub fn kill_and_wait(pids: &[i32]) {
+    for pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for _ in 0..250 {
+        if pids
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
