@@ -316,3 +316,52 @@ fn a_rollout_to_a_missing_image_stops_and_reports_its_deadline() {
     assert_eq!(ready, 2);
     assert_eq!(images.iter().filter(|i| **i == one).count(), 2);
 }
+
+/// The controller manager killed with `kill -9` in the middle of a rollout, and started
+/// again: the rollout completes, and no pod is created beyond what it needs.
+#[test]
+fn a_rollout_survives_a_killed_controller_manager_without_extra_pods() {
+    let mut lab = Lab::start(2);
+    lab.start_controller_manager();
+    let one = lab.push_busybox("1");
+    let two = lab.push_busybox("2");
+    let out = lab.kubectl_with_input(&["apply", "-f", "-"], &deployment("phoenix", &one, 4, ""));
+    assert!(out.status.success());
+    lab.kubectl_ok(&["rollout", "status", "deployment/phoenix", "--timeout=90s"]);
+    lab.kubectl_ok(&["set", "image", "deployment/phoenix", &format!("main={two}")]);
+    // Mid-rollout: a new ReplicaSet exists and has begun.
+    wait_until("the rollout has begun", Duration::from_secs(30), || {
+        census(&lab, "phoenix").2.iter().any(|i| *i == two)
+    });
+    lab.kill_controller_manager();
+    lab.start_controller_manager();
+    wait_until("the rollout completes", Duration::from_secs(90), || {
+        let (alive, ready, images) = census(&lab, "phoenix");
+        alive == 4 && ready == 4 && images.iter().all(|i| *i == two)
+    });
+    lab.kubectl_ok(&["rollout", "status", "deployment/phoenix", "--timeout=30s"]);
+    // Every pod the new ReplicaSet ever made is one of the 4 it wants: its events say how
+    // many it created, and a double creation would show as more.
+    let created = lab.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SuccessfulCreate",
+        "-o",
+        "name",
+    ]);
+    let rs = lab.kubectl_ok(&[
+        "get",
+        "rs",
+        "-l",
+        "app=phoenix",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.replicas}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(rs.lines().count(), 2, "{rs}");
+    assert_eq!(
+        created.lines().count(),
+        8,
+        "4 pods of the first template, 4 of the second: {created}"
+    );
+}

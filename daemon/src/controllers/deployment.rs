@@ -264,8 +264,21 @@ impl DeploymentController {
         rs.spec.replicas = Some(replicas);
         let created = match self.rs_api(d).create(&rs).await {
             Ok(created) => created,
-            // Ours from before (the informer is behind): the next sync finds it.
-            Err(e) if e.reason_is("AlreadyExists") => self.rs_api(d).get(&name).await?,
+            Err(e) if e.reason_is("AlreadyExists") => {
+                let existing = self.rs_api(d).get(&name).await?;
+                let ours = controller_ref(&existing.metadata)
+                    .is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
+                let same = existing.spec.template.as_ref().map(rollout::without_hash)
+                    == Some(d.spec.template.clone());
+                if ours && same {
+                    existing // ours from before: the informer had not seen it yet
+                } else {
+                    // Another ReplicaSet has this name (a hash collision): count it, as
+                    // Kubernetes does, so that the next sync hashes to another name.
+                    self.count_collision(d).await?;
+                    return Err(e);
+                }
+            }
             Err(e) => return Err(e),
         };
         tracing::info!(replicaset = %name, replicas, revision, "created the new ReplicaSet");
@@ -308,6 +321,19 @@ impl DeploymentController {
             Err(e) if e.is_conflict() => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    async fn count_collision(&self, d: &Deployment) -> Result<(), ClientError> {
+        let mut counted = d.clone();
+        let status = counted.status.get_or_insert_with(Default::default);
+        status.collision_count = Some(status.collision_count.unwrap_or(0).saturating_add(1));
+        let api = Api::<Deployment>::namespaced(
+            self.client.clone(),
+            d.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        api.replace_status(d.metadata.name.as_deref().unwrap_or(""), &counted)
+            .await
+            .map(|_| ())
     }
 
     /// A ReplicaSet that becomes new again (a rollback) takes the next revision.
