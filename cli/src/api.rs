@@ -105,6 +105,20 @@ impl Api {
         Ok((pod, events.into_inner().items))
     }
 
+    /// The events of the object with this uid (every event of the namespace for "").
+    pub async fn events_of(
+        &mut self,
+        namespace: &str,
+        uid: &str,
+    ) -> anyhow::Result<Vec<kubelab_proto::v1::Event>> {
+        let request = kubelab_proto::v1::ListEventsRequest {
+            namespace: namespace.into(),
+            involved_uid: uid.into(),
+        };
+        let events = self.events.list(request).await.map_err(self.error())?;
+        Ok(events.into_inner().items)
+    }
+
     /// The pods bound to a node (the field selector spec.nodeName).
     pub async fn pods_on_node(&mut self, node: &str) -> anyhow::Result<Vec<Pod>> {
         let request = kubelab_proto::v1::ListPodsRequest {

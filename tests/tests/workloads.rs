@@ -221,6 +221,20 @@ fn a_deployment_rolls_out_within_its_surge_and_unavailability_and_rolls_back() {
     assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(&row[..4], ["web", "4/4", "4", "4"], "{table}");
+    // kubelab trace starts a Deployment's pod at the Deployment's scaling.
+    let pod = running(&lab, "web")[0].clone();
+    let trace = lab.ok(&["trace", "pod", &pod]);
+    let line = |step: &str| kubelab_tests::trace_step(&trace, step);
+    assert!(
+        line("3 deployment scaled")
+            .contains("deployment web (deployment-controller): Scaled up replica set web-"),
+        "{trace}"
+    );
+    assert!(
+        line("3 pod created").contains("made by replica set web-")
+            && line("3 pod created").contains(&format!("Created pod: {pod}")),
+        "{trace}"
+    );
 
     // A new image: never more than 4 + 1 pods, never fewer than 4 - 1 ready.
     let set = lab.kubectl_ok(&["set", "image", "deployment/web", &format!("main={two}")]);
@@ -331,7 +345,7 @@ fn a_rollout_survives_a_killed_controller_manager_without_extra_pods() {
     lab.kubectl_ok(&["set", "image", "deployment/phoenix", &format!("main={two}")]);
     // Mid-rollout: a new ReplicaSet exists and has begun.
     wait_until("the rollout has begun", Duration::from_secs(30), || {
-        census(&lab, "phoenix").2.iter().any(|i| *i == two)
+        census(&lab, "phoenix").2.contains(&two)
     });
     lab.kill_controller_manager();
     lab.start_controller_manager();

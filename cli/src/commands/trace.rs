@@ -1,5 +1,7 @@
 //! `kubelab trace pod NAME`: the pod's path through the seven steps of the workflow, each
-//! with its time (from the pod's creation), how long it took, and what happened.
+//! with its time (from the pod's creation), how long it took, and what happened. A pod a
+//! ReplicaSet made starts earlier: with the Deployment's scaling of that ReplicaSet and
+//! the ReplicaSet controller's creation of the pod (their events).
 //!
 //! Reads only what the components already record — the pod's metadata and status, its
 //! events, and the image's labels in the registry (`kubelab image build` records when it
@@ -53,8 +55,52 @@ pub async fn run(
         }
         None => Err("the pod has no container".into()),
     };
-    print!("{}", trace(&pod, &events, &facts));
+    let origin = origin(&mut api, &pod).await?;
+    print!("{}", trace(&pod, &events, &facts, origin.as_ref()));
     Ok(())
+}
+
+/// Who made a workload's pod, from the events its makers recorded.
+pub struct Origin {
+    pub replicaset: String,
+    /// The ReplicaSet controller's `SuccessfulCreate` naming this pod.
+    pub created: Option<Event>,
+    /// The Deployment controller's last `ScalingReplicaSet` of that ReplicaSet before it.
+    pub scaled: Option<Event>,
+}
+
+/// The origin of a pod whose controller is a ReplicaSet; none for a bare pod.
+async fn origin(api: &mut Api, pod: &Pod) -> anyhow::Result<Option<Origin>> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let Some(owner) = meta
+        .owner_references
+        .iter()
+        .find(|o| o.controller && o.kind == "ReplicaSet")
+    else {
+        return Ok(None);
+    };
+    let created = api
+        .events_of(&meta.namespace, &owner.uid)
+        .await?
+        .into_iter()
+        .find(|e| {
+            e.reason == "SuccessfulCreate" && e.message.ends_with(&format!(": {}", meta.name))
+        });
+    let scaled = api
+        .events_of(&meta.namespace, "")
+        .await?
+        .into_iter()
+        .filter(|e| {
+            e.reason == "ScalingReplicaSet"
+                && e.message.contains(&format!("replica set {} ", owner.name))
+                && e.timestamp_ms <= created.as_ref().map_or(i64::MAX, |c| c.timestamp_ms)
+        })
+        .max_by_key(|e| e.timestamp_ms);
+    Ok(Some(Origin {
+        replicaset: owner.name.clone(),
+        created,
+        scaled,
+    }))
 }
 
 /// One step's line: when (ms since the pod's creation, if known) and what happened.
@@ -68,7 +114,12 @@ struct Step {
 
 /// The seven steps as a table. Times are relative to the pod's creation; the duration of a
 /// step is the time since the previous step that has a time, unless the step knows its own.
-pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) -> String {
+pub fn trace(
+    pod: &Pod,
+    events: &[Event],
+    image: &Result<ImageFacts, String>,
+    origin: Option<&Origin>,
+) -> String {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
@@ -78,12 +129,42 @@ pub fn trace(pod: &Pod, events: &[Event], image: &Result<ImageFacts, String>) ->
     let all = |reason: &'static str| events.iter().filter(move |e| e.reason == reason);
     let images: Vec<&str> = spec.containers.iter().map(|c| c.image.as_str()).collect();
     let mut steps = image_steps(&images, image, created);
+    if let Some(scaled) = origin.and_then(|o| o.scaled.as_ref()) {
+        let deployment = scaled
+            .involved_object
+            .as_ref()
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        steps.push(Step {
+            what: "3 deployment scaled",
+            at_ms: Some(scaled.timestamp_ms - created),
+            took_ms: None,
+            detail: format!(
+                "deployment {deployment} (deployment-controller): {}",
+                scaled.message
+            ),
+        });
+    }
+    let made_by = match origin {
+        Some(Origin {
+            replicaset,
+            created: Some(e),
+            ..
+        }) => {
+            format!(
+                "; made by replica set {replicaset} (replicaset-controller: {})",
+                e.message
+            )
+        }
+        Some(Origin { replicaset, .. }) => format!("; made by replica set {replicaset}"),
+        None => String::new(),
+    };
     steps.extend([Step {
         what: "3 pod created",
         at_ms: Some(0),
         took_ms: None,
         detail: format!(
-            "the apiserver stored {}/{}, Pending",
+            "the apiserver stored {}/{}, Pending{made_by}",
             meta.namespace, meta.name
         ),
     }]);

@@ -4,7 +4,7 @@
 //! written is logged, never retried, never a reason to stop.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 
 use super::client::{Api, Client};
 
@@ -28,7 +28,8 @@ impl Recorder {
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let name = meta.name.clone().unwrap_or_default();
         // Not jiff's clock: its `std` feature is not in every build of kubelabd.
-        let now = kubelab_proto::k8s::time(kubelab_proto::now_ms());
+        let now_ms = kubelab_proto::now_ms();
+        let now = kubelab_proto::k8s::time(now_ms);
         let event = Event {
             metadata: ObjectMeta {
                 // As client-go names them: the object's name and a unique suffix.
@@ -55,6 +56,11 @@ impl Recorder {
             reporting_component: Some(self.component.into()),
             first_timestamp: now.clone(),
             last_timestamp: now,
+            // The timestamps above keep whole seconds; this one keeps the milliseconds
+            // `kubelab trace` and `describe` show.
+            event_time: k8s_openapi::jiff::Timestamp::from_millisecond(now_ms)
+                .ok()
+                .map(MicroTime),
             count: Some(1),
             ..Default::default()
         };

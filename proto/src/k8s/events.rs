@@ -97,7 +97,11 @@ pub fn event_from_k8s(e: k8s::Event) -> Result<api::Event, ConvertError> {
         .or(e.reporting_component)
         .or(e.source.and_then(|s| s.component))
         .unwrap_or_default();
-    let last = time_ms(&e.last_timestamp);
+    // eventTime (microseconds) when the recorder gave it; lastTimestamp has only seconds.
+    let last = match &e.event_time {
+        Some(t) => t.0.as_millisecond(),
+        None => time_ms(&e.last_timestamp),
+    };
     Ok(api::Event {
         metadata: Some(meta_from_k8s(e.metadata)?),
         involved_object: Some(reference(o)),
