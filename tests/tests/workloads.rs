@@ -267,6 +267,18 @@ fn a_deployment_rolls_out_within_its_surge_and_unavailability_and_rolls_back() {
         "{events}"
     );
 
+    // kubectl's create subcommands send protobuf, which kubelab does not read yet: the
+    // error says so and gives the command that works.
+    let refused = lab.kubectl_fails(&["create", "deployment", "other", &format!("--image={one}")]);
+    assert!(
+        refused.contains("does not read protobuf objects yet"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("--dry-run=client -o yaml | kubectl apply -f -"),
+        "{refused}"
+    );
+
     // Back to the first image, the first ReplicaSet grown again.
     let undo = lab.kubectl_ok(&["rollout", "undo", "deployment/web"]);
     assert!(undo.contains("rolled back"), "{undo}");

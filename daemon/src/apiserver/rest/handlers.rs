@@ -230,6 +230,18 @@ pub fn decode<K: Kind>(
     body: &[u8],
 ) -> Result<(<K::Registry as Registry>::Object, Vec<String>), ApiError> {
     let validation = field_validation(&ctx.query)?;
+    let protobuf = ctx
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(super::protobuf::CONTENT_TYPE.as_bytes())
+        });
+    if protobuf {
+        return Err(ApiError::UnsupportedMediaType(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kubelab does not read protobuf objects yet; kubectl's create subcommands send them: have kubectl write the manifest and apply it, as in kubectl create deployment web --image=IMAGE --dry-run=client -o yaml | kubectl apply -f -)".into(),
+        ));
+    }
     let decoded = kubelab_proto::k8s::decode::<K::K8s>(body)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut warnings = Vec::new();
