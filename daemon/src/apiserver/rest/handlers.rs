@@ -230,13 +230,7 @@ pub fn decode<K: Kind>(
     body: &[u8],
 ) -> Result<(<K::Registry as Registry>::Object, Vec<String>), ApiError> {
     let validation = field_validation(&ctx.query)?;
-    let protobuf = ctx
-        .headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            v.as_bytes()
-                .starts_with(super::protobuf::CONTENT_TYPE.as_bytes())
-        });
+    let protobuf = is_protobuf(ctx);
     if protobuf {
         return Err(ApiError::UnsupportedMediaType(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kubelab does not read protobuf objects yet; kubectl's create subcommands send them: have kubectl write the manifest and apply it, as in kubectl create deployment web --image=IMAGE --dry-run=client -o yaml | kubectl apply -f -)".into(),
@@ -388,15 +382,19 @@ pub async fn write<K: Kind>(
     Ok(json_response(code, &encode::<K>(&done.object), &warnings))
 }
 
-/// Kubernetes' `DeleteOptions`, from the body (kubectl sends one) or the query.
-pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError> {
-    let protobuf = ctx
-        .headers
+/// Whether the request's body is in Kubernetes' protobuf encoding.
+fn is_protobuf(ctx: &Ctx) -> bool {
+    ctx.headers
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| {
             v.as_bytes()
                 .starts_with(super::protobuf::CONTENT_TYPE.as_bytes())
-        });
+        })
+}
+
+/// Kubernetes' `DeleteOptions`, from the body (kubectl sends one) or the query.
+pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let protobuf = is_protobuf(ctx);
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else if protobuf {
