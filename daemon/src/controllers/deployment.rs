@@ -130,7 +130,7 @@ impl DeploymentController {
     }
 
     async fn sync(&self, key: &str) -> Result<(), ClientError> {
-        let Some(d) = self.deployments.get(key) else {
+        let Some(mut d) = self.deployments.get(key) else {
             return Ok(());
         };
         if d.metadata.deletion_timestamp.is_some() {
@@ -162,8 +162,12 @@ impl DeploymentController {
             }
         }
         if let Some(i) = new {
-            self.annotate_revision(&d, rollout::revision(&all[i]))
-                .await?;
+            if let Some(annotated) = self
+                .annotate_revision(&d, rollout::revision(&all[i]))
+                .await?
+            {
+                d = Arc::new(annotated);
+            }
         }
         if !paused {
             if rollout::is_recreate(&d) {
@@ -294,14 +298,20 @@ impl DeploymentController {
     }
 
     /// The Deployment carries its new ReplicaSet's revision, as in Kubernetes.
-    async fn annotate_revision(&self, d: &Deployment, revision: i64) -> Result<(), ClientError> {
+    /// Returns the Deployment as written, when it wrote it (the status written next must
+    /// name this version, or it would conflict with this very write).
+    async fn annotate_revision(
+        &self,
+        d: &Deployment,
+        revision: i64,
+    ) -> Result<Option<Deployment>, ClientError> {
         let current = d
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(rollout::REVISION));
         if revision == 0 || current == Some(&revision.to_string()) {
-            return Ok(());
+            return Ok(None);
         }
         let mut annotated = d.clone();
         annotated
@@ -318,8 +328,8 @@ impl DeploymentController {
             .await
         {
             // The next sync sees the newer Deployment and tries again.
-            Err(e) if e.is_conflict() => Ok(()),
-            other => other.map(|_| ()),
+            Err(e) if e.is_conflict() => Ok(None),
+            other => other.map(Some),
         }
     }
 

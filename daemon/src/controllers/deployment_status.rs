@@ -63,6 +63,14 @@ impl DeploymentController {
             || available > old.available_replicas.unwrap_or(0)
             || ready > old.ready_replicas.unwrap_or(0)
             || total < old.replicas.unwrap_or(0);
+        // Not complete, yet marked as if it were (or not marked at all): a rollout whose
+        // start was not written (the controller manager stopped just after creating the
+        // new ReplicaSet). It is in progress from now, or its deadline would never run.
+        let unmarked = !complete
+            && conditions
+                .iter()
+                .find(|c| c.type_.as_deref() == Some("Progressing"))
+                .is_none_or(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"));
         let progressing = if d.spec.paused == Some(true) {
             Some((
                 "Unknown",
@@ -84,7 +92,7 @@ impl DeploymentController {
                 format!("Created new replica set {name:?}"),
                 true,
             ))
-        } else if progressed {
+        } else if progressed || unmarked {
             Some((
                 "True",
                 "ReplicaSetUpdated",
@@ -123,12 +131,24 @@ impl DeploymentController {
             self.client.clone(),
             d.metadata.namespace.as_deref().unwrap_or("default"),
         );
-        match api
-            .replace_status(d.metadata.name.as_deref().unwrap_or(""), &written)
-            .await
-        {
+        let name = d.metadata.name.as_deref().unwrap_or("");
+        match api.replace_status(name, &written).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
+            // Another write came first (a user's change, say): the status goes onto the
+            // Deployment as it is now — a transition such as NewReplicaSetCreated is seen
+            // once, and lost if not written.
+            Err(e) if e.is_conflict() => {
+                let mut fresh = api.get(name).await?;
+                fresh.status = written.status;
+                match api.replace_status(name, &fresh).await {
+                    Err(e) if e.is_conflict() => {
+                        self.queue.add(key_of(&d.metadata));
+                        Ok(())
+                    }
+                    other => other.map(|_| ()),
+                }
+            }
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
     }
