@@ -154,9 +154,12 @@ impl GarbageCollector {
             if refs.is_empty() || refs.iter().any(|r| !OWNER_KINDS.contains(&r.kind.as_str())) {
                 continue; // no owner, or one kubelab cannot look up: left alone
             }
+            has_dependents.extend(refs.iter().map(|r| r.uid.clone()));
+            if meta.deletion_timestamp.is_some() {
+                continue; // going already: nothing to decide, no owner to ask the API about
+            }
             let mut live = false;
             for r in &refs {
-                has_dependents.insert(r.uid.clone());
                 match owners.get(&r.uid) {
                     Some(o) if o.deleting && o.finalizers.iter().any(|f| f == ORPHAN) => {
                         self.orphan(&dependent, &r.uid).await?;
@@ -168,31 +171,35 @@ impl GarbageCollector {
                     None => live |= self.owner_exists(meta, &r.kind, &r.name, &r.uid).await?,
                 }
             }
-            if !live && meta.deletion_timestamp.is_none() {
+            if !live {
                 self.delete(&dependent).await?;
             }
         }
         // Owners waiting on a finalizer whose dependents are all gone (or orphaned).
-        for rs in &replicasets {
-            if self.finished(&rs.metadata, &has_dependents) {
-                let mut done = (**rs).clone();
-                drop_finalizers(&mut done.metadata);
-                let name = rs.metadata.name.clone().unwrap_or_default();
+        self.finish(&replicasets, &has_dependents).await?;
+        self.finish(&deployments, &has_dependents).await?;
+        Ok(())
+    }
+
+    /// Removes the collector's finalizers from the deleting owners with no dependent left
+    /// (the last one removed, the apiserver deletes the owner).
+    async fn finish<K>(
+        &self,
+        owners: &[Arc<K>],
+        has_dependents: &HashSet<String>,
+    ) -> Result<(), ClientError>
+    where
+        K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+        K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        for owner in owners {
+            let meta = owner.metadata();
+            if self.finished(meta, has_dependents) {
+                let mut done = (**owner).clone();
+                drop_finalizers(done.metadata_mut());
+                let name = meta.name.clone().unwrap_or_default();
                 settled(
-                    api::<ReplicaSet>(&self.client, &rs.metadata)
-                        .replace(&name, &done)
-                        .await
-                        .map(|_| ()),
-                )?;
-            }
-        }
-        for d in &deployments {
-            if self.finished(&d.metadata, &has_dependents) {
-                let mut done = (**d).clone();
-                drop_finalizers(&mut done.metadata);
-                let name = d.metadata.name.clone().unwrap_or_default();
-                settled(
-                    api::<Deployment>(&self.client, &d.metadata)
+                    api::<K>(&self.client, meta)
                         .replace(&name, &done)
                         .await
                         .map(|_| ()),

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::replicasets::check_min_ready;
 use super::{
-    check_replicas, check_selector, check_template, default_template, wide_cells, DeploymentObject,
+    check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
+    wide_cells, DeploymentObject,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;
@@ -62,14 +63,7 @@ impl Strategy for DeploymentStrategy {
     }
 
     fn validate_update(new: &Deployment, old: &Deployment) -> Result<(), ApiError> {
-        let selector = |d: &Deployment| d.spec.selector.clone();
-        if selector(new) != selector(old) {
-            return Err(ApiError::Invalid(format!(
-                "spec.selector: Invalid value: {}: field is immutable",
-                serde_json::to_string(&selector(new)).unwrap_or_default()
-            )));
-        }
-        Ok(())
+        check_selector_unchanged(&new.spec.selector, &old.spec.selector)
     }
 }
 

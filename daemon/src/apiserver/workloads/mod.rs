@@ -69,6 +69,17 @@ fn check_selector(
     Ok(parsed)
 }
 
+/// `spec.selector` may not change after create (Kubernetes' rule for apps/v1).
+fn check_selector_unchanged(new: &K8sSelector, old: &K8sSelector) -> Result<(), ApiError> {
+    if new == old {
+        return Ok(());
+    }
+    Err(ApiError::Invalid(format!(
+        "spec.selector: Invalid value: {}: field is immutable",
+        serde_json::to_string(new).unwrap_or_default()
+    )))
+}
+
 /// Checks a pod template as a pod and writes it back with a pod's defaults; returns the
 /// warnings for fields kubelab does not support yet (named under `spec.template`).
 fn check_template(template: &mut core::PodTemplateSpec) -> Result<Vec<String>, ApiError> {

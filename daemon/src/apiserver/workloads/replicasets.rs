@@ -6,7 +6,8 @@ use kubelab_proto::k8s::printers::{self, Column, AGE, NAME};
 use serde_json::{json, Value};
 
 use super::{
-    check_replicas, check_selector, check_template, default_template, wide_cells, ReplicaSetObject,
+    check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
+    wide_cells, ReplicaSetObject,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;
@@ -37,14 +38,7 @@ impl Strategy for ReplicaSetStrategy {
     }
 
     fn validate_update(new: &ReplicaSet, old: &ReplicaSet) -> Result<(), ApiError> {
-        let selector = |rs: &ReplicaSet| rs.spec.selector.clone();
-        if selector(new) != selector(old) {
-            return Err(ApiError::Invalid(format!(
-                "spec.selector: Invalid value: {}: field is immutable",
-                serde_json::to_string(&selector(new)).unwrap_or_default()
-            )));
-        }
-        Ok(())
+        check_selector_unchanged(&new.spec.selector, &old.spec.selector)
     }
 }
 
