@@ -362,8 +362,11 @@ fn label_and_taint_decide_where_pods_go() {
             && described.contains("wants-hdd"),
         "{described}"
     );
-    let err = lab.fails(&["taint", "node", &node, "gpu=true:NoExecute"]);
-    assert!(err.contains("NoExecute is not supported"), "{err}");
+    let err = lab.fails(&["taint", "node", &node, "gpu=true:NoRun"]);
+    assert!(
+        err.contains("Unsupported value: \"NoRun\": supported values: \"NoExecute\""),
+        "{err}"
+    );
     // As kubectl says it: a removal untaints.
     assert_eq!(
         lab.ok(&["taint", "node", &node, "gpu:NoSchedule-"]).trim(),

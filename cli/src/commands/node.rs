@@ -124,7 +124,7 @@ pub async fn taint(server: &Connection, name: &str, changes: &[String]) -> anyho
             let (key_value, effect) = match text.rsplit_once(':') {
                 Some((kv, effect)) => (kv, effect),
                 None if remove => (text, ""),
-                None => bail!("invalid taint {c:?}: expected KEY=VALUE:EFFECT (NoSchedule or PreferNoSchedule), or KEY:EFFECT- to remove it"),
+                None => bail!("invalid taint {c:?}: expected KEY=VALUE:EFFECT (NoSchedule, PreferNoSchedule or NoExecute), or KEY:EFFECT- to remove it"),
             };
             let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
             if remove {
@@ -142,6 +142,7 @@ pub async fn taint(server: &Connection, name: &str, changes: &[String]) -> anyho
                 key: key.into(),
                 value: value.into(),
                 effect: effect.into(),
+                time_added_ms: 0,
             });
         }
         Ok(true)

@@ -133,16 +133,17 @@ pub fn parse_label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `key=value:NoSchedule` (or `key:PreferNoSchedule`) into a taint.
+/// `key=value:NoSchedule` (or `key:PreferNoSchedule`, `key:NoExecute`) into a taint.
 pub fn parse_taint(text: &str) -> Result<kubelab_proto::v1::Taint, String> {
     let (kv, effect) = text.trim().rsplit_once(':').ok_or_else(|| {
-        format!("invalid taint {text:?}: expected KEY=VALUE:EFFECT (effect NoSchedule or PreferNoSchedule)")
+        format!("invalid taint {text:?}: expected KEY=VALUE:EFFECT (effect NoSchedule, PreferNoSchedule or NoExecute)")
     })?;
     let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
     Ok(kubelab_proto::v1::Taint {
         key: key.into(),
         value: value.into(),
         effect: effect.into(),
+        time_added_ms: 0,
     })
 }
 

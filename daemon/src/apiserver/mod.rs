@@ -145,10 +145,6 @@ pub struct ApiserverArgs {
     /// its resource version expired, and relists.
     #[arg(long, default_value_t = store::HISTORY_WINDOW)]
     pub watch_history: u64,
-    /// A node whose agent has not heartbeated for this long is NotReady and its pods are
-    /// not Ready (kube-controller-manager's --node-monitor-grace-period).
-    #[arg(long, default_value = "40s", value_parser = kubelab_proto::duration::parse)]
-    pub node_monitor_grace_period: std::time::Duration,
     /// How long events are kept (kube-apiserver's --event-ttl).
     #[arg(long, default_value = "1h", value_parser = kubelab_proto::duration::parse)]
     pub event_ttl: std::time::Duration,
@@ -179,6 +175,19 @@ pub struct ClusterArgs {
     /// Where to write the admin credential the CLI reads (default: ~/.kubelab/config).
     #[arg(long)]
     pub admin_config: Option<PathBuf>,
+    /// A node whose agent has not heartbeated for this long is NotReady, tainted
+    /// unreachable, and its pods are not Ready (kube-controller-manager's
+    /// --node-monitor-grace-period).
+    #[arg(long, default_value = "40s", value_parser = kubelab_proto::duration::parse)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How long a pod stays bound to a not-ready node before it is evicted, unless it
+    /// tolerates that itself (kube-apiserver's DefaultTolerationSeconds admission; a lab
+    /// sets a few seconds to watch eviction happen).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..=86_400))]
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for a node whose agent stopped heartbeating (unreachable).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..=86_400))]
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl ClusterArgs {
@@ -194,6 +203,16 @@ impl ClusterArgs {
             args.push("--admin-config".into());
             args.push(path.into());
         }
+        args.push("--node-monitor-grace-period".into());
+        args.push(format!("{}ms", self.node_monitor_grace_period.as_millis()).into());
+        args.push("--default-not-ready-toleration-seconds".into());
+        args.push(self.default_not_ready_toleration_seconds.to_string().into());
+        args.push("--default-unreachable-toleration-seconds".into());
+        args.push(
+            self.default_unreachable_toleration_seconds
+                .to_string()
+                .into(),
+        );
         args
     }
 }
@@ -250,6 +269,10 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
         store.clone(),
         auth.clone(),
         args.cluster.pod_security_default,
+        pods::DefaultTolerations {
+            not_ready: args.cluster.default_not_ready_toleration_seconds,
+            unreachable: args.cluster.default_unreachable_toleration_seconds,
+        },
     ));
     let namespaces = Arc::new(namespaces::NamespacesService::new(store.clone()));
     let nodes = Arc::new(nodes::NodesService::new(
@@ -266,7 +289,7 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
     // with nodes never marked NotReady or events never expired.
     let mut lifecycle = tokio::spawn(node_lifecycle::run(
         store.clone(),
-        args.node_monitor_grace_period,
+        args.cluster.node_monitor_grace_period,
     ));
     let mut expiry = tokio::spawn(events::expire_events(store, args.event_ttl));
     let grpc = tonic::service::Routes::new(

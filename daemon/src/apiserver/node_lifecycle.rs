@@ -2,22 +2,35 @@
 //!
 //! Owns the nodes' Ready condition once an agent falls silent (kube-controller-manager's
 //! node lifecycle controller): after the grace period without a heartbeat the node becomes
-//! NotReady (condition Unknown, a `NodeNotReady` event) and its pods' Ready condition
-//! turns False. A heartbeat makes it Ready again (`nodes.rs`, through `mark_ready`). It
-//! never evicts or deletes pods, and never talks to an agent.
+//! NotReady (condition Unknown, a `NodeNotReady` event), it gets the
+//! `node.kubernetes.io/unreachable` taints (NoSchedule, and NoExecute with the time it was
+//! added) and its pods' Ready condition turns False. A heartbeat makes it Ready again and
+//! takes those taints off (`nodes.rs`, through `mark_ready`). Evicting the pods the
+//! NoExecute taint no longer lets stay is the controller manager's taint eviction
+//! controller's. This module never deletes pods, and never talks to an agent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubelab_proto::now_ms;
-use kubelab_proto::v1::{Event, Node, NodeCondition, ObjectReference, Pod, PodCondition};
+use kubelab_proto::v1::{Event, Node, NodeCondition, ObjectReference, Pod, PodCondition, Taint};
 
 use super::events::record;
 use super::store::{key, prefix, Store};
 
-/// Sets the node's Ready condition True; returns whether it was not Ready before.
+/// The taints a node gets while it is not ready (Kubernetes' names): nothing new is
+/// scheduled there, and running pods stay only as long as they tolerate it.
+pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+
+/// Sets the node's Ready condition True and takes off the not-ready taints; returns
+/// whether it was not Ready before.
 pub fn mark_ready(node: &mut Node, now: i64) -> bool {
+    if let Some(spec) = node.spec.as_mut() {
+        spec.taints
+            .retain(|t| t.key != UNREACHABLE && t.key != NOT_READY);
+    }
     let status = node.status.get_or_insert_with(Default::default);
     let was_ready = status.ready;
     status.ready = true;
@@ -76,27 +89,42 @@ pub async fn announce_cidr_not_available(store: &Store, node: &Node) {
 /// Records an event about a node, from the node controller.
 async fn node_event(store: &Store, node: &Node, reason: &str, message: String) {
     let meta = node.metadata.clone().unwrap_or_default();
+    let regarding = ObjectReference {
+        kind: "Node".into(),
+        namespace: String::new(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        api_version: String::new(),
+    };
+    if reason == "NodeReady" {
+        event(store, regarding, "Normal", reason, message).await;
+    } else {
+        warn(store, regarding, reason, message).await;
+    }
+}
+
+async fn warn(store: &Store, regarding: ObjectReference, reason: &str, message: String) {
+    event(store, regarding, "Warning", reason, message).await;
+}
+
+async fn event(
+    store: &Store,
+    regarding: ObjectReference,
+    kind: &str,
+    reason: &str,
+    message: String,
+) {
+    let name = regarding.name.clone();
     let event = Event {
-        involved_object: Some(ObjectReference {
-            kind: "Node".into(),
-            namespace: String::new(),
-            name: meta.name.clone(),
-            uid: meta.uid.clone(),
-            api_version: String::new(),
-        }),
+        involved_object: Some(regarding),
         reason: reason.into(),
         message,
-        r#type: if reason == "NodeReady" {
-            "Normal"
-        } else {
-            "Warning"
-        }
-        .into(),
+        r#type: kind.into(),
         source: "node-controller".into(),
         ..Default::default()
     };
     if let Err(e) = record(store, event).await {
-        tracing::warn!(node = %meta.name, error = %e, "could not record a node event");
+        tracing::warn!(object = %name, error = %e, "could not record a node controller event");
     }
 }
 
@@ -146,6 +174,7 @@ async fn mark_not_ready(store: &Store, name: &str, grace: Duration) {
             let Some(mut node) = current else {
                 return Err(super::ApiError::NotFound(node_key.clone()));
             };
+            add_unreachable_taints(&mut node, now);
             let status = node.status.get_or_insert_with(Default::default);
             status.ready = false;
             set_condition(
@@ -179,6 +208,27 @@ async fn mark_not_ready(store: &Store, name: &str, grace: Duration) {
     mark_pods_not_ready(store, name).await;
 }
 
+/// `unreachable:NoSchedule` and `unreachable:NoExecute` (stamped with the time added),
+/// unless the node has them already.
+fn add_unreachable_taints(node: &mut Node, now: i64) {
+    let spec = node.spec.get_or_insert_with(Default::default);
+    for effect in ["NoSchedule", "NoExecute"] {
+        if spec
+            .taints
+            .iter()
+            .any(|t| t.key == UNREACHABLE && t.effect == effect)
+        {
+            continue;
+        }
+        spec.taints.push(Taint {
+            key: UNREACHABLE.into(),
+            value: String::new(),
+            effect: effect.into(),
+            time_added_ms: if effect == "NoExecute" { now } else { 0 },
+        });
+    }
+}
+
 /// Every pod of the node that may still be running is no longer Ready: nobody can tell.
 async fn mark_pods_not_ready(store: &Store, node: &str) {
     let Ok((pods, _)) = store.list::<Pod>(&prefix::<Pod>("")).await else {
@@ -191,7 +241,7 @@ async fn mark_pods_not_ready(store: &Store, node: &str) {
         let meta = pod.metadata.clone().unwrap_or_default();
         let pod_key = key::<Pod>(&meta.namespace, &meta.name);
         let now = now_ms();
-        let _ = store
+        let updated = store
             .update::<Pod, _>(&pod_key, |current| {
                 let Some(mut pod) =
                     current.filter(|p| p.metadata.as_ref().is_some_and(|m| m.uid == meta.uid))
@@ -226,5 +276,15 @@ async fn mark_pods_not_ready(store: &Store, node: &str) {
                 Ok(Some(pod))
             })
             .await;
+        if updated.is_ok() {
+            let pod_ref = ObjectReference {
+                kind: "Pod".into(),
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+                uid: meta.uid.clone(),
+                api_version: "v1".into(),
+            };
+            warn(store, pod_ref, "NodeNotReady", "Node is not ready".into()).await;
+        }
     }
 }

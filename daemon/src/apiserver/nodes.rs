@@ -132,6 +132,9 @@ impl NodesService {
                             old_status.conditions;
                     }
                     None => {
+                        if let Some(spec) = node.spec.as_mut() {
+                            stamp_taints(&mut spec.taints, &[], now);
+                        }
                         meta.uid = uuid::Uuid::new_v4().to_string();
                         meta.creation_timestamp_ms = now;
                         // The pod CIDR is the apiserver's to give, never a node's to claim
@@ -286,7 +289,9 @@ impl Registry for NodesService {
             super::registry::take_metadata(meta, &given);
             let current = node.spec.get_or_insert_with(Default::default);
             current.unschedulable = spec.unschedulable;
-            current.taints = spec.taints.clone();
+            let mut taints = spec.taints.clone();
+            stamp_taints(&mut taints, &current.taints, now_ms());
+            current.taints = taints;
             Ok(node)
         };
         let (node, written) = update_object(&self.store, &key, dry_run, apply).await?;
@@ -309,20 +314,35 @@ impl Registry for NodesService {
     }
 }
 
-/// A taint as Kubernetes accepts it; kubelab has no eviction, so NoExecute is refused.
+/// A taint as Kubernetes accepts it.
 fn check_taint(taint: &Taint) -> Result<(), ApiError> {
     let one = std::collections::HashMap::from([(taint.key.clone(), taint.value.clone())]);
     check_labels(&one).map_err(|e| ApiError::Invalid(format!("taint: {e}")))?;
     match taint.effect.as_str() {
-        "NoSchedule" | "PreferNoSchedule" => Ok(()),
-        "NoExecute" => Err(ApiError::Invalid(format!(
-            "taint {}: effect NoExecute is not supported (kubelab does not evict running pods): use NoSchedule",
-            taint.key
-        ))),
+        "NoSchedule" | "PreferNoSchedule" | "NoExecute" => Ok(()),
         other => Err(ApiError::Invalid(format!(
-            "taint {}: effect {other:?} must be NoSchedule or PreferNoSchedule",
+            "spec.taints[{}].effect: Unsupported value: {other:?}: supported values: \"NoExecute\", \"NoSchedule\", \"PreferNoSchedule\"",
             taint.key
         ))),
+    }
+}
+
+/// A NoExecute taint carries when it was added (a pod's tolerationSeconds count from
+/// then): kept from the node's same taint, else now, as kube-apiserver stamps it.
+fn stamp_taints(taints: &mut [Taint], before: &[Taint], now: i64) {
+    for taint in taints.iter_mut() {
+        if taint.effect != "NoExecute" {
+            taint.time_added_ms = 0;
+            continue;
+        }
+        if taint.time_added_ms == 0 {
+            taint.time_added_ms = before
+                .iter()
+                .find(|t| t.key == taint.key && t.effect == taint.effect)
+                .map(|t| t.time_added_ms)
+                .filter(|ms| *ms > 0)
+                .unwrap_or(now);
+        }
     }
 }
 

@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
+use kubelab_proto::k8s::defaults::{self, DEFAULT_TOLERATION_SECONDS};
 use kubelab_proto::now_ms;
-use kubelab_proto::v1::{Namespace, Node, Pod, PodStatus};
+use kubelab_proto::v1::{Namespace, Node, Pod, PodSpec, PodStatus, Toleration};
 
 use super::agent_proxy::AgentProxy;
 use super::auth::{Authenticator, Identity};
@@ -28,15 +29,57 @@ pub struct PodsService {
     store: Arc<Store>,
     /// The Pod Security level of namespaces without the labels (`--pod-security-default`).
     pod_security_default: Level,
+    default_tolerations: DefaultTolerations,
     pub proxy: AgentProxy,
 }
 
+/// How long pods stay on a node that is not ready or unreachable unless they say
+/// otherwise (kube-apiserver's DefaultTolerationSeconds admission).
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultTolerations {
+    pub not_ready: i64,
+    pub unreachable: i64,
+}
+
+impl DefaultTolerations {
+    /// Adds the tolerations the pod lacks, when the lab chose other seconds than
+    /// Kubernetes' 300; those of 300 are added when a pod is written out
+    /// (`defaults::tolerations`), so they cost no bytes in the store.
+    fn add_to(&self, spec: &mut PodSpec) {
+        let missing: Vec<String> = defaults::tolerations(&spec.tolerations)
+            .filter_map(|t| t.key)
+            .collect();
+        for key in missing {
+            let seconds = if key == super::node_lifecycle::NOT_READY {
+                self.not_ready
+            } else {
+                self.unreachable
+            };
+            if seconds != DEFAULT_TOLERATION_SECONDS {
+                spec.tolerations.push(Toleration {
+                    key,
+                    operator: "Exists".into(),
+                    value: String::new(),
+                    effect: "NoExecute".into(),
+                    toleration_seconds: Some(seconds),
+                });
+            }
+        }
+    }
+}
+
 impl PodsService {
-    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>, pod_security_default: Level) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        auth: Arc<Authenticator>,
+        pod_security_default: Level,
+        default_tolerations: DefaultTolerations,
+    ) -> Self {
         PodsService {
             proxy: AgentProxy::new(store.clone(), auth),
             store,
             pod_security_default,
+            default_tolerations,
         }
     }
 
@@ -238,6 +281,8 @@ impl Registry for PodsService {
         let mut pod = pod;
         generate_name(pod.metadata.get_or_insert_with(Default::default));
         let mut pod = validate_and_default_pod(pod)?;
+        self.default_tolerations
+            .add_to(pod.spec.get_or_insert_with(Default::default));
         check_annotations(&pod.metadata.clone().unwrap_or_default().annotations)?;
         let warning = self.admit(&pod)?;
         check_supported(&pod)?;
@@ -301,6 +346,7 @@ impl Registry for PodsService {
             let proposed = validate_and_default_pod(proposed)?;
             let mut expected = stored.spec.clone().unwrap_or_default();
             let mut sent = proposed.spec.clone().unwrap_or_default();
+            self.default_tolerations.add_to(&mut sent);
             // The scheduler's binding is not the client's to change or keep.
             sent.node_name = expected.node_name.clone();
             expected.tolerations.sort_by(|a, b| a.key.cmp(&b.key));

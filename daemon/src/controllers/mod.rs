@@ -6,7 +6,8 @@
 //! Layout: `client` (typed REST calls), `informer` (list + watch into a cache, changes
 //! handed on), `queue` (work queue, expectations), `events` (the recorder),
 //! `pod_state` (what a controller reads of a pod), `rollout` (a Deployment's
-//! arithmetic); the controllers: `deployment`, `replicaset`, `garbage_collector`. Every controller reads its informers' caches and writes through
+//! arithmetic); the controllers: `deployment`, `replicaset`, `garbage_collector`,
+//! `taint_eviction`. Every controller reads its informers' caches and writes through
 //! the API; none touches the store, and none runs a container.
 
 pub mod client;
@@ -19,11 +20,12 @@ mod pod_state;
 mod queue;
 mod replicaset;
 mod rollout;
+mod taint_eviction;
 
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kubelab_proto::credential::Credential;
 
 use client::{Api, Client};
@@ -59,6 +61,7 @@ pub async fn run(
     let pods = Informer::<Pod>::new();
     let replicasets = Informer::<ReplicaSet>::new();
     let deployments = Informer::<Deployment>::new();
+    let nodes = Informer::<Node>::new();
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
         deployments.clone(),
@@ -73,6 +76,8 @@ pub async fn run(
         replicasets.clone(),
         deployments.clone(),
     );
+    let taint_eviction =
+        taint_eviction::TaintEvictionController::new(client.clone(), pods.clone(), nodes.clone());
     let mut tasks = tokio::task::JoinSet::new();
     let pod_client = client.clone();
     tasks.spawn(async move {
@@ -89,6 +94,15 @@ pub async fn run(
         deployments.run(Api::all(d_client)).await;
         "deployment informer"
     });
+    let n_client = client.clone();
+    tasks.spawn(async move {
+        nodes.run(Api::all(n_client)).await;
+        "node informer"
+    });
+    tasks.spawn(async move {
+        taint_eviction.run().await;
+        "taint eviction controller"
+    });
     tasks.spawn(async move {
         deployment_controller.run().await;
         "deployment controller"
@@ -101,7 +115,9 @@ pub async fn run(
         garbage_collector.run().await;
         "garbage collector"
     });
-    tracing::info!("controller manager running: deployment, replicaset, garbage collector");
+    tracing::info!(
+        "controller manager running: deployment, replicaset, garbage collector, taint eviction"
+    );
     tokio::select! {
         _ = shutdown => Ok(()),
         ended = tasks.join_next() => {

@@ -98,7 +98,9 @@ pub fn filter(pod: &PodInfo, info: &NodeInfo) -> Option<String> {
     if !matches_node_selector(&spec.node_selector, node) {
         return Some("node(s) didn't match Pod's node selector".into());
     }
-    if let Some(taint) = untolerated(node, &spec.tolerations, |effect| effect == "NoSchedule") {
+    if let Some(taint) = untolerated(node, &spec.tolerations, |effect| {
+        effect == "NoSchedule" || effect == "NoExecute"
+    }) {
         return Some(format!(
             "node(s) had untolerated taint {{{}: {}}}",
             taint.key, taint.value
@@ -158,6 +160,7 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
         key: "node.kubernetes.io/unschedulable".into(),
         value: String::new(),
         effect: "NoSchedule".into(),
+        time_added_ms: 0,
     };
     tolerations.iter().any(|t| tolerates(t, &taint))
 }
@@ -308,6 +311,7 @@ mod tests {
             key: key.into(),
             value: value.into(),
             effect: "NoSchedule".into(),
+            time_added_ms: 0,
         }
     }
 
@@ -371,6 +375,7 @@ mod tests {
                 key: "spot".into(),
                 value: String::new(),
                 effect: "PreferNoSchedule".into(),
+                time_added_ms: 0,
             }],
             false,
         );

@@ -491,6 +491,7 @@ pub fn node_from_k8s(node: k8s::Node) -> Result<api::Node, ConvertError> {
                     key: t.key,
                     value: t.value.unwrap_or_default(),
                     effect: t.effect,
+                    time_added_ms: super::time_ms(&t.time_added),
                 })
                 .collect(),
         }),

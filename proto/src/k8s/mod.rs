@@ -53,7 +53,10 @@ pub mod defaults {
     /// went not-ready or unreachable for 300 s, unless it says otherwise. kubelab adds
     /// these when it writes a pod out rather than storing them in every pod (they would
     /// double a small pod's size on disk, and durable creates are bound by the bytes
-    /// flushed).
+    /// flushed); a lab that sets other seconds (`--default-unreachable-toleration-seconds`)
+    /// has them stored in each pod by the apiserver's admission, and these are not added.
+    pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
     pub fn tolerations(
         given: &[crate::v1::Toleration],
     ) -> impl Iterator<Item = k8s_openapi::api::core::v1::Toleration> + '_ {
@@ -72,7 +75,7 @@ pub mod defaults {
             key: Some(key.into()),
             operator: Some("Exists".into()),
             effect: Some("NoExecute".into()),
-            toleration_seconds: Some(300),
+            toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
             value: None,
         })
     }

@@ -484,7 +484,7 @@ pub fn node(node: &api::Node) -> k8s::Node {
                 key: t.key.clone(),
                 value: non_empty(&t.value),
                 effect: t.effect.clone(),
-                time_added: None,
+                time_added: super::time(t.time_added_ms),
             }),
             ..Default::default()
         }),
