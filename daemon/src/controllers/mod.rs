@@ -15,6 +15,7 @@ mod deployment;
 mod deployment_status;
 mod events;
 mod garbage_collector;
+mod pod_control;
 pub mod informer;
 mod pod_state;
 mod queue;

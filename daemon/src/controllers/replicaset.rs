@@ -14,11 +14,11 @@ use std::sync::Arc;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::client::{Api, Client, ClientError};
 use super::events::Recorder;
 use super::informer::{key_of, Change, Informer};
+use super::pod_control::{namespace_of, PodControl, Template};
 use super::pod_state::{self, controller_ref, is_active};
 use super::queue::{Expectations, WorkQueue};
 use crate::apiserver::selector::LabelSelector;
@@ -33,6 +33,7 @@ pub struct ReplicaSetController {
     queue: WorkQueue,
     expectations: Expectations,
     events: Recorder,
+    pods_control: PodControl,
 }
 
 /// The ReplicaSet a pod's controller reference names, as a queue key.
@@ -53,8 +54,10 @@ impl ReplicaSetController {
         replicasets: Arc<Informer<ReplicaSet>>,
         pods: Arc<Informer<Pod>>,
     ) -> Arc<Self> {
+        let events = Recorder::new(client.clone(), "replicaset-controller");
         let controller = Arc::new(ReplicaSetController {
-            events: Recorder::new(client.clone(), "replicaset-controller"),
+            pods_control: PodControl::new(client.clone(), events.clone()),
+            events,
             client,
             replicasets: replicasets.clone(),
             pods: pods.clone(),
@@ -221,7 +224,13 @@ impl ReplicaSetController {
         if active.len() < want {
             let missing = (want - active.len()).min(BURST_REPLICAS);
             self.expectations.expect(key, missing as i64, 0);
-            let (created, error) = self.create_in_batches(rs, missing).await;
+            let template = rs.spec.template.clone().unwrap_or_default();
+            let from = Template {
+                owner: rs,
+                template: &template,
+                generate_name: format!("{}-", rs.metadata.name.as_deref().unwrap_or("")),
+            };
+            let (created, error) = self.pods_control.create_in_batches(&from, missing).await;
             for _ in created..missing {
                 self.expectations.creation_observed(key);
             }
@@ -236,7 +245,7 @@ impl ReplicaSetController {
             victims.sort_by(|a, b| pod_state::deletion_order(a, b));
             victims.truncate(surplus);
             self.expectations.expect(key, 0, surplus as i64);
-            let deletes = victims.iter().map(|pod| self.delete_pod(rs, pod));
+            let deletes = victims.iter().map(|pod| self.pods_control.delete_pod(rs, pod));
             let errors: Vec<ClientError> = join_all(deletes).await.into_iter().flatten().collect();
             for _ in 0..errors.len() {
                 self.expectations.deletion_observed(key);
@@ -248,86 +257,6 @@ impl ReplicaSetController {
             }
         }
         Ok(())
-    }
-
-    /// Creates `count` pods in batches of 1, 2, 4, …, stopping at the first batch with a
-    /// failure; returns how many were created and the first error.
-    async fn create_in_batches(
-        &self,
-        rs: &ReplicaSet,
-        count: usize,
-    ) -> (usize, Option<ClientError>) {
-        let mut created = 0;
-        let mut batch = 1;
-        while created < count {
-            let size = batch.min(count - created);
-            let results = join_all((0..size).map(|_| self.create_pod(rs))).await;
-            let mut error = None;
-            for result in results {
-                match result {
-                    Ok(()) => created += 1,
-                    Err(e) => {
-                        error.get_or_insert(e);
-                    }
-                }
-            }
-            if error.is_some() {
-                return (created, error);
-            }
-            batch = batch.saturating_mul(2);
-        }
-        (created, None)
-    }
-
-    async fn create_pod(&self, rs: &ReplicaSet) -> Result<(), ClientError> {
-        let template = rs.spec.template.clone().unwrap_or_default();
-        let template_meta = template.metadata.unwrap_or_default();
-        let name = rs.metadata.name.clone().unwrap_or_default();
-        let pod = Pod {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{name}-")),
-                namespace: rs.metadata.namespace.clone(),
-                labels: template_meta.labels,
-                annotations: template_meta.annotations,
-                owner_references: Some(vec![pod_state::owner_ref(rs)]),
-                ..Default::default()
-            },
-            spec: template.spec,
-            status: None,
-        };
-        let api = Api::<Pod>::namespaced(self.client.clone(), pod_namespace(&pod));
-        let created = api.create(&pod).await?;
-        let pod_name = created.metadata.name.unwrap_or_default();
-        tracing::info!(replicaset = %name, pod = %pod_name, "created pod");
-        self.events.record(
-            rs,
-            false,
-            "SuccessfulCreate",
-            format!("Created pod: {pod_name}"),
-        );
-        Ok(())
-    }
-
-    /// Deletes one pod; returns the error, if any (a pod already gone is none).
-    async fn delete_pod(&self, rs: &ReplicaSet, pod: &Pod) -> Option<ClientError> {
-        let api = Api::<Pod>::namespaced(self.client.clone(), pod_namespace(pod));
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        match api
-            .delete(&name, "Background", pod.metadata.uid.as_deref())
-            .await
-        {
-            Ok(()) => {
-                self.events.record(
-                    rs,
-                    false,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {name}"),
-                );
-                None
-            }
-            Err(e) if e.is_not_found() => None,
-            Err(e) => Some(e),
-        }
     }
 
     /// Writes the counts and conditions the pods show, when they changed.
@@ -401,7 +330,7 @@ impl ReplicaSetController {
         let mut updated = rs.clone();
         updated.status = Some(status);
         let api =
-            Api::<ReplicaSet>::namespaced(self.client.clone(), pod_namespace_of(&rs.metadata));
+            Api::<ReplicaSet>::namespaced(self.client.clone(), namespace_of(&rs.metadata));
         let name = rs.metadata.name.clone().unwrap_or_default();
         match api.replace_status(&name, &updated).await {
             Ok(_) | Err(ClientError::Api { code: 404, .. }) => Ok(()),
@@ -413,9 +342,5 @@ impl ReplicaSetController {
 }
 
 fn pod_namespace(pod: &Pod) -> &str {
-    pod_namespace_of(&pod.metadata)
-}
-
-fn pod_namespace_of(meta: &ObjectMeta) -> &str {
-    meta.namespace.as_deref().unwrap_or("default")
+    namespace_of(&pod.metadata)
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::replicasets::check_min_ready;
 use super::{
-    check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
+    check_replicas, check_selector, check_selector_unchanged, check_template, default_template, ALWAYS,
     wide_cells, DeploymentObject,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
@@ -37,7 +37,7 @@ impl Strategy for DeploymentStrategy {
             rolling.max_surge.get_or_insert_with(quarter);
             rolling.max_unavailable.get_or_insert_with(quarter);
         }
-        default_template(&mut spec.template);
+        default_template(&mut spec.template, ALWAYS);
     }
 
     fn validate(d: &Deployment) -> Result<Vec<String>, ApiError> {
@@ -59,7 +59,7 @@ impl Strategy for DeploymentStrategy {
         check_strategy(spec.strategy.as_ref())?;
         let mut template = spec.template.clone();
         check_selector(&spec.selector, &template, "deployment")?;
-        check_template(&mut template)
+        check_template(&mut template, ALWAYS)
     }
 
     fn validate_update(new: &Deployment, old: &Deployment) -> Result<(), ApiError> {

@@ -22,6 +22,9 @@ use super::ApiError;
 native!(ReplicaSetObject, apps::ReplicaSet, "replicasets");
 native!(DeploymentObject, apps::Deployment, "deployments");
 
+/// The restart policy of the pods of ReplicaSets and Deployments.
+const ALWAYS: &[&str] = &["Always"];
+
 /// Most replicas one workload may ask for (a lab's bound; Kubernetes has none but int32).
 pub const MAX_REPLICAS: i32 = 100_000;
 
@@ -82,7 +85,12 @@ fn check_selector_unchanged(new: &K8sSelector, old: &K8sSelector) -> Result<(), 
 
 /// Checks a pod template as a pod and writes it back with a pod's defaults; returns the
 /// warnings for fields kubelab does not support yet (named under `spec.template`).
-fn check_template(template: &mut core::PodTemplateSpec) -> Result<Vec<String>, ApiError> {
+/// `restart_policies`: those the workload's pods may have (Always for ReplicaSets and
+/// Deployments; OnFailure or Never for Jobs).
+fn check_template(
+    template: &mut core::PodTemplateSpec,
+    restart_policies: &[&str],
+) -> Result<Vec<String>, ApiError> {
     let meta = template.metadata.clone().unwrap_or_default();
     let pod = core::Pod {
         metadata: ObjectMeta {
@@ -101,10 +109,12 @@ fn check_template(template: &mut core::PodTemplateSpec) -> Result<Vec<String>, A
     let checked = super::validation::validate_and_default_pod(converted).map_err(in_template)?;
     super::validation::check_supported(&checked).map_err(in_template)?;
     let spec = checked.spec.clone().unwrap_or_default();
-    if spec.restart_policy != "Always" {
+    if !restart_policies.contains(&spec.restart_policy.as_str()) {
+        let supported: Vec<String> = restart_policies.iter().map(|p| format!("{p:?}")).collect();
         return Err(ApiError::Invalid(format!(
-            "spec.template.spec.restartPolicy: Unsupported value: {:?}: supported values: \"Always\"",
-            spec.restart_policy
+            "spec.template.spec.restartPolicy: Unsupported value: {:?}: supported values: {}",
+            spec.restart_policy,
+            supported.join(", ")
         )));
     }
     let mut kept = kubelab_proto::k8s::pod(&checked);
@@ -137,9 +147,9 @@ fn check_template(template: &mut core::PodTemplateSpec) -> Result<Vec<String>, A
 
 /// Fills in the template's pod defaults (what a pod made from it would get), when it
 /// is a valid pod; `validate` reports it otherwise.
-fn default_template(template: &mut core::PodTemplateSpec) {
+fn default_template(template: &mut core::PodTemplateSpec, restart_policies: &[&str]) {
     let mut checked = template.clone();
-    if check_template(&mut checked).is_ok() {
+    if check_template(&mut checked, restart_policies).is_ok() {
         template.spec = checked.spec;
     }
 }

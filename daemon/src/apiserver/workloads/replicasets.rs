@@ -6,7 +6,7 @@ use kubelab_proto::k8s::printers::{self, Column, AGE, NAME};
 use serde_json::{json, Value};
 
 use super::{
-    check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
+    check_replicas, check_selector, check_selector_unchanged, check_template, default_template, ALWAYS,
     wide_cells, ReplicaSetObject,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
@@ -21,7 +21,7 @@ impl Strategy for ReplicaSetStrategy {
     fn default(rs: &mut ReplicaSet) {
         rs.spec.replicas.get_or_insert(1);
         if let Some(template) = rs.spec.template.as_mut() {
-            default_template(template);
+            default_template(template, ALWAYS);
         }
     }
 
@@ -34,7 +34,7 @@ impl Strategy for ReplicaSetStrategy {
             .clone()
             .ok_or_else(|| ApiError::Invalid("spec.template: Required value".into()))?;
         check_selector(&spec.selector, &template, "replicaset")?;
-        check_template(&mut template)
+        check_template(&mut template, ALWAYS)
     }
 
     fn validate_update(new: &ReplicaSet, old: &ReplicaSet) -> Result<(), ApiError> {
