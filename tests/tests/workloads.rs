@@ -267,17 +267,45 @@ fn a_deployment_rolls_out_within_its_surge_and_unavailability_and_rolls_back() {
         "{events}"
     );
 
-    // kubectl's create subcommands send protobuf, which kubelab does not read yet: the
-    // error says so and gives the command that works.
-    let refused = lab.kubectl_fails(&["create", "deployment", "other", &format!("--image={one}")]);
-    assert!(
-        refused.contains("does not read protobuf objects yet"),
-        "{refused}"
+    // kubectl's create subcommands send their object as protobuf.
+    assert_eq!(
+        lab.kubectl_ok(&["create", "namespace", "team"]).trim(),
+        "namespace/team created"
     );
-    assert!(
-        refused.contains("--dry-run=client -o yaml | kubectl apply -f -"),
-        "{refused}"
-    );
+    let created = lab.kubectl_ok(&[
+        "create",
+        "deployment",
+        "other",
+        "-n",
+        "team",
+        &format!("--image={one}"),
+        "--replicas=2",
+        "--",
+        "sh",
+        "-c",
+        "exec sleep 3600",
+    ]);
+    assert_eq!(created.trim(), "deployment.apps/other created");
+    let status = lab.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "team",
+        "deployment/other",
+        "--timeout=60s",
+    ]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let selector = lab.kubectl_ok(&[
+        "get",
+        "deploy",
+        "other",
+        "-n",
+        "team",
+        "-o",
+        "jsonpath={.spec.selector.matchLabels.app}",
+    ]);
+    assert_eq!(selector, "other");
+    lab.kubectl_ok(&["delete", "deployment", "other", "-n", "team"]);
 
     // Back to the first image, the first ReplicaSet grown again.
     let undo = lab.kubectl_ok(&["rollout", "undo", "deployment/web"]);

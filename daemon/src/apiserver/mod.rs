@@ -284,6 +284,7 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
     let events = Arc::new(events::EventsService::new(store.clone()));
     let replicasets = Arc::new(native::NativeRegistry::new(store.clone()));
     let deployments = Arc::new(native::NativeRegistry::new(store.clone()));
+    let jobs = Arc::new(native::NativeRegistry::new(store.clone()));
     // The controllers inside the apiserver: if one stops, the apiserver stops and says so
     // (its supervisor, `kubelabd up` or the user, then sees it), rather than serve on
     // with nodes never marked NotReady or events never expired.
@@ -317,6 +318,7 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
             events,
             replicasets,
             deployments,
+            jobs,
             auth,
             address: addr.to_string(),
             inflight: rest::Inflight::new(0),

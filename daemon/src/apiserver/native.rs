@@ -147,13 +147,25 @@ fn rebuild<N: Native>(meta: kubelab_proto::v1::ObjectMeta, body: &Value) -> Resu
 }
 
 /// Defaults and validation of a client's object; its body as the kind's type again.
-fn prepare<S: Strategy>(object: &S::Object) -> Result<(Vec<u8>, Vec<String>), ApiError> {
+struct Prepared {
+    body: Vec<u8>,
+    warnings: Vec<String>,
+    /// The labels after defaulting (a Job without labels takes its template's).
+    labels: std::collections::HashMap<String, String>,
+}
+
+fn prepare<S: Strategy>(object: &S::Object) -> Result<Prepared, ApiError> {
     let mut typed = to_k8s(object);
     S::default(&mut typed);
     let warnings = S::validate(&typed)?;
-    *k8s_openapi::Metadata::metadata_mut(&mut typed) = K8sMeta::default();
+    let meta = std::mem::take(k8s_openapi::Metadata::metadata_mut(&mut typed));
+    let labels = meta.labels.unwrap_or_default().into_iter().collect();
     let body = serde_json::to_vec(&typed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((body, warnings))
+    Ok(Prepared {
+        body,
+        warnings,
+        labels,
+    })
 }
 
 impl<S: Strategy> Registry for NativeRegistry<S> {
@@ -231,13 +243,20 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
                 "metadata.resourceVersion: Invalid value: must be empty on create (resourceVersion should not be set on objects to be created)".into(),
             ));
         }
-        let (body, warnings) = prepare::<S>(&object)?;
+        // The uid comes before the defaults: a Job's generated selector names it.
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        let object = S::Object::from_parts(meta.clone(), object.body().to_vec());
+        let Prepared {
+            body,
+            warnings,
+            labels,
+        } = prepare::<S>(&object)?;
+        meta.labels = labels;
         let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         // A new object has no status yet: its controller writes the first one.
         if let Some(map) = body.as_object_mut() {
             map.remove("status");
         }
-        meta.uid = uuid::Uuid::new_v4().to_string();
         meta.creation_timestamp_ms = now_ms();
         meta.deletion_timestamp_ms = 0;
         meta.deletion_grace_period_seconds = 0;
@@ -271,10 +290,15 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         dry_run: bool,
     ) -> Result<Written<S::Object>, ApiError> {
         who.require_workloads(&format!("update {}", S::RESOURCE))?;
-        let given = object.meta().cloned().unwrap_or_default();
+        let mut given = object.meta().cloned().unwrap_or_default();
         check_labels(&given.labels)?;
         check_annotations(&given.annotations)?;
-        let (body, warnings) = prepare::<S>(&object)?;
+        let Prepared {
+            body,
+            warnings,
+            labels,
+        } = prepare::<S>(&object)?;
+        given.labels = labels;
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let key = key::<S::Object>(&given.namespace, &given.name);
         let name = given.name.clone();

@@ -12,8 +12,8 @@
 //!
 //! Kubernetes keeps a graph of every object; a lab's objects are few enough to look at
 //! them all after each batch of changes, which is simpler to read and as correct. The
-//! owners it knows are the kinds kubelab serves (ReplicaSets of pods, Deployments of
-//! ReplicaSets). Owns deletions of dependents and those two finalizers; decides nothing
+//! owners it knows are the kinds kubelab serves (ReplicaSets and Jobs of pods,
+//! Deployments of ReplicaSets). Owns deletions of dependents and those two finalizers; decides nothing
 //! else.
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -34,13 +35,14 @@ const ORPHAN: &str = "orphan";
 /// Changes arriving together are looked at once.
 const SETTLE: Duration = Duration::from_millis(100);
 /// The owner kinds kubelab serves (and so can look up).
-const OWNER_KINDS: &[&str] = &["ReplicaSet", "Deployment"];
+const OWNER_KINDS: &[&str] = &["ReplicaSet", "Deployment", "Job"];
 
 pub struct GarbageCollector {
     client: Client,
     pods: Arc<Informer<Pod>>,
     replicasets: Arc<Informer<ReplicaSet>>,
     deployments: Arc<Informer<Deployment>>,
+    jobs: Arc<Informer<Job>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -92,6 +94,7 @@ impl GarbageCollector {
         pods: Arc<Informer<Pod>>,
         replicasets: Arc<Informer<ReplicaSet>>,
         deployments: Arc<Informer<Deployment>>,
+        jobs: Arc<Informer<Job>>,
     ) -> Arc<Self> {
         let wake = Arc::new(tokio::sync::Notify::new());
         let w = wake.clone();
@@ -100,7 +103,10 @@ impl GarbageCollector {
         replicasets.on_change(move |_| w.notify_one());
         let w = wake.clone();
         deployments.on_change(move |_| w.notify_one());
+        let w = wake.clone();
+        jobs.on_change(move |_| w.notify_one());
         Arc::new(GarbageCollector {
+            jobs,
             client,
             pods,
             replicasets,
@@ -113,6 +119,7 @@ impl GarbageCollector {
         self.pods.wait_synced().await;
         self.replicasets.wait_synced().await;
         self.deployments.wait_synced().await;
+        self.jobs.wait_synced().await;
         loop {
             if let Err(e) = self.collect().await {
                 tracing::warn!(error = %e, "garbage collection failed; trying again");
@@ -127,6 +134,7 @@ impl GarbageCollector {
     async fn collect(&self) -> Result<(), ClientError> {
         let replicasets = self.replicasets.list();
         let deployments = self.deployments.list();
+        let jobs = self.jobs.list();
         let owner = |meta: &ObjectMeta| {
             (
                 meta.uid.clone().unwrap_or_default(),
@@ -140,6 +148,7 @@ impl GarbageCollector {
             .iter()
             .map(|rs| owner(&rs.metadata))
             .chain(deployments.iter().map(|d| owner(&d.metadata)))
+            .chain(jobs.iter().map(|j| owner(&j.metadata)))
             .collect();
         let dependents = self
             .pods
@@ -178,6 +187,7 @@ impl GarbageCollector {
         // Owners waiting on a finalizer whose dependents are all gone (or orphaned).
         self.finish(&replicasets, &has_dependents).await?;
         self.finish(&deployments, &has_dependents).await?;
+        self.finish(&jobs, &has_dependents).await?;
         Ok(())
     }
 
@@ -230,20 +240,31 @@ impl GarbageCollector {
         uid: &str,
     ) -> Result<bool, ClientError> {
         let found = match kind {
-            "ReplicaSet" => api::<ReplicaSet>(&self.client, dependent)
-                .get(name)
-                .await
-                .map(|o| o.metadata.uid),
-            _ => api::<Deployment>(&self.client, dependent)
-                .get(name)
-                .await
-                .map(|o| o.metadata.uid),
+            "ReplicaSet" => self.uid_of::<ReplicaSet>(dependent, name).await,
+            "Job" => self.uid_of::<Job>(dependent, name).await,
+            _ => self.uid_of::<Deployment>(dependent, name).await,
         };
         match found {
             Ok(found) => Ok(found.as_deref() == Some(uid)),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The uid of the object of kind `K` with this name, in the dependent's namespace.
+    async fn uid_of<K>(
+        &self,
+        dependent: &ObjectMeta,
+        name: &str,
+    ) -> Result<Option<String>, ClientError>
+    where
+        K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+        K: Serialize + DeserializeOwned + Send + 'static,
+    {
+        api::<K>(&self.client, dependent)
+            .get(name)
+            .await
+            .map(|o| o.metadata().uid.clone())
     }
 
     async fn delete(&self, dependent: &Dependent) -> Result<(), ClientError> {

@@ -6,8 +6,9 @@
 //! Layout: `client` (typed REST calls), `informer` (list + watch into a cache, changes
 //! handed on), `queue` (work queue, expectations), `events` (the recorder),
 //! `pod_state` (what a controller reads of a pod), `rollout` (a Deployment's
-//! arithmetic); the controllers: `deployment`, `replicaset`, `garbage_collector`,
-//! `taint_eviction`. Every controller reads its informers' caches and writes through
+//! arithmetic), `pod_control` (making and deleting a workload's pods), `job_status`;
+//! the controllers: `deployment`, `replicaset`, `job`, `ttl_after_finished`,
+//! `garbage_collector`, `taint_eviction`. Every controller reads its informers' caches and writes through
 //! the API; none touches the store, and none runs a container.
 
 pub mod client;
@@ -15,17 +16,21 @@ mod deployment;
 mod deployment_status;
 mod events;
 mod garbage_collector;
-mod pod_control;
 pub mod informer;
+mod job;
+mod job_status;
+mod pod_control;
 mod pod_state;
 mod queue;
 mod replicaset;
 mod rollout;
 mod taint_eviction;
+mod ttl_after_finished;
 
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kubelab_proto::credential::Credential;
 
@@ -63,6 +68,7 @@ pub async fn run(
     let replicasets = Informer::<ReplicaSet>::new();
     let deployments = Informer::<Deployment>::new();
     let nodes = Informer::<Node>::new();
+    let jobs = Informer::<Job>::new();
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
         deployments.clone(),
@@ -76,9 +82,13 @@ pub async fn run(
         pods.clone(),
         replicasets.clone(),
         deployments.clone(),
+        jobs.clone(),
     );
     let taint_eviction =
         taint_eviction::TaintEvictionController::new(client.clone(), pods.clone(), nodes.clone());
+    let job_controller = job::JobController::new(client.clone(), jobs.clone(), pods.clone());
+    let ttl_controller =
+        ttl_after_finished::TtlAfterFinishedController::new(client.clone(), jobs.clone());
     let mut tasks = tokio::task::JoinSet::new();
     let pod_client = client.clone();
     tasks.spawn(async move {
@@ -100,6 +110,19 @@ pub async fn run(
         nodes.run(Api::all(n_client)).await;
         "node informer"
     });
+    let j_client = client.clone();
+    tasks.spawn(async move {
+        jobs.run(Api::all(j_client)).await;
+        "job informer"
+    });
+    tasks.spawn(async move {
+        job_controller.run().await;
+        "job controller"
+    });
+    tasks.spawn(async move {
+        ttl_controller.run().await;
+        "ttl-after-finished controller"
+    });
     tasks.spawn(async move {
         taint_eviction.run().await;
         "taint eviction controller"
@@ -117,7 +140,7 @@ pub async fn run(
         "garbage collector"
     });
     tracing::info!(
-        "controller manager running: deployment, replicaset, garbage collector, taint eviction"
+        "controller manager running: deployment, replicaset, job, ttl-after-finished, garbage collector, taint eviction"
     );
     tokio::select! {
         _ = shutdown => Ok(()),

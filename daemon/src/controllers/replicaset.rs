@@ -245,7 +245,9 @@ impl ReplicaSetController {
             victims.sort_by(|a, b| pod_state::deletion_order(a, b));
             victims.truncate(surplus);
             self.expectations.expect(key, 0, surplus as i64);
-            let deletes = victims.iter().map(|pod| self.pods_control.delete_pod(rs, pod));
+            let deletes = victims
+                .iter()
+                .map(|pod| self.pods_control.delete_pod(rs, pod));
             let errors: Vec<ClientError> = join_all(deletes).await.into_iter().flatten().collect();
             for _ in 0..errors.len() {
                 self.expectations.deletion_observed(key);
@@ -329,8 +331,7 @@ impl ReplicaSetController {
         }
         let mut updated = rs.clone();
         updated.status = Some(status);
-        let api =
-            Api::<ReplicaSet>::namespaced(self.client.clone(), namespace_of(&rs.metadata));
+        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace_of(&rs.metadata));
         let name = rs.metadata.name.clone().unwrap_or_default();
         match api.replace_status(&name, &updated).await {
             Ok(_) | Err(ClientError::Api { code: 404, .. }) => Ok(()),

@@ -92,7 +92,7 @@ fn resource_list(group_version: &str, resources: Vec<Value>) -> Value {
 }
 
 /// The groups served besides the core one, each with its one version.
-const GROUPS: &[&str] = &["apps", "events.k8s.io", "authentication.k8s.io"];
+const GROUPS: &[&str] = &["apps", "batch", "events.k8s.io", "authentication.k8s.io"];
 
 fn group(name: &str) -> Value {
     let version = json!({ "groupVersion": format!("{name}/v1"), "version": "v1" });
@@ -139,6 +139,8 @@ pub fn serve(rest: &Rest, group_name: &str, version: &str) -> Response {
             ]
             .concat(),
         ),
+        ("batch", "") => group("batch"),
+        ("batch", "v1") => resource_list("batch/v1", resource::<kinds::Jobs>(true)),
         ("events.k8s.io", "") => group("events.k8s.io"),
         ("events.k8s.io", "v1") => {
             resource_list("events.k8s.io/v1", resource::<kinds::EventsV1>(true))

@@ -230,12 +230,17 @@ pub fn decode<K: Kind>(
     body: &[u8],
 ) -> Result<(<K::Registry as Registry>::Object, Vec<String>), ApiError> {
     let validation = field_validation(&ctx.query)?;
-    let protobuf = is_protobuf(ctx);
-    if protobuf {
-        return Err(ApiError::UnsupportedMediaType(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kubelab does not read protobuf objects yet; kubectl's create subcommands send them: have kubectl write the manifest and apply it, as in kubectl create deployment web --image=IMAGE --dry-run=client -o yaml | kubectl apply -f -)".into(),
-        ));
-    }
+    // kubectl's create subcommands send protobuf: read into the JSON it stands for.
+    let json;
+    let body = if is_protobuf(ctx) {
+        let object = super::protobuf_object::to_json(body).map_err(|e| {
+            ApiError::UnsupportedMediaType(format!("the protobuf body could not be read: {e}"))
+        })?;
+        json = serde_json::to_vec(&object).map_err(|e| ApiError::Internal(e.to_string()))?;
+        json.as_slice()
+    } else {
+        body
+    };
     let decoded = kubelab_proto::k8s::decode::<K::K8s>(body)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut warnings = Vec::new();
@@ -393,7 +398,11 @@ fn is_protobuf(ctx: &Ctx) -> bool {
 }
 
 /// Kubernetes' `DeleteOptions`, from the body (kubectl sends one) or the query.
-pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+pub fn delete_options(
+    ctx: &Ctx,
+    body: &[u8],
+    default_propagation: &str,
+) -> Result<DeleteOptions, ApiError> {
     let protobuf = is_protobuf(ctx);
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
@@ -422,7 +431,7 @@ pub fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError>
         .get("propagationPolicy")
         .and_then(Value::as_str)
         .or(ctx.query.get("propagationPolicy").map(String::as_str))
-        .unwrap_or("Background");
+        .unwrap_or(default_propagation);
     let Some(propagation) = crate::apiserver::registry::Propagation::parse(propagation) else {
         return Err(ApiError::BadRequest(format!(
             "propagationPolicy: Unsupported value: {propagation:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
@@ -455,7 +464,7 @@ pub async fn delete<K: Kind>(
     registry: &K::Registry,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let options = delete_options(ctx, body)?;
+    let options = delete_options(ctx, body, K::DEFAULT_PROPAGATION)?;
     let object = registry
         .delete(&ctx.who, &ctx.info.namespace, &ctx.info.name, options)
         .await?;

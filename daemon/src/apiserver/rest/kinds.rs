@@ -15,7 +15,7 @@ use crate::apiserver::native::{self, NativeRegistry};
 use crate::apiserver::nodes::NodesService;
 use crate::apiserver::pods::PodsService;
 use crate::apiserver::registry::Registry;
-use crate::apiserver::workloads::{self, deployments, replicasets};
+use crate::apiserver::workloads::{self, deployments, jobs, replicasets};
 
 /// A resource in one group and version of the REST API.
 pub trait Kind: Send + Sync + 'static {
@@ -35,6 +35,9 @@ pub trait Kind: Send + Sync + 'static {
     const VERBS: &'static [&'static str];
     /// The subresources served, with their verbs.
     const SUBRESOURCES: &'static [(&'static str, &'static [&'static str])] = &[];
+    /// What a delete does to dependents when the client does not say (batch/v1 Jobs
+    /// orphan their pods, as in Kubernetes; kubectl always says Background).
+    const DEFAULT_PROPAGATION: &'static str = "Background";
 
     fn to_k8s(object: &<Self::Registry as Registry>::Object) -> Self::K8s;
     fn from_k8s(object: Self::K8s) -> Result<<Self::Registry as Registry>::Object, ConvertError>;
@@ -226,5 +229,32 @@ impl Kind for Deployments {
     }
     fn row(d: &workloads::DeploymentObject, now_ms: i64) -> Vec<Value> {
         deployments::row(d, now_ms)
+    }
+}
+
+pub struct Jobs;
+impl Kind for Jobs {
+    type Registry = NativeRegistry<jobs::JobStrategy>;
+    type K8s = k8s_openapi::api::batch::v1::Job;
+    const PLURAL: &'static str = "jobs";
+    const SINGULAR: &'static str = "job";
+    const SHORT_NAMES: &'static [&'static str] = &[];
+    const IN_ALL: bool = true;
+    const VERBS: &'static [&'static str] = READ_WRITE;
+    const SUBRESOURCES: &'static [(&'static str, &'static [&'static str])] =
+        &[("status", &["get", "patch", "update"])];
+    const DEFAULT_PROPAGATION: &'static str = "Orphan";
+
+    fn to_k8s(job: &workloads::JobObject) -> Self::K8s {
+        native::to_k8s(job)
+    }
+    fn from_k8s(job: Self::K8s) -> Result<workloads::JobObject, ConvertError> {
+        native::from_k8s(job)
+    }
+    fn columns() -> &'static [printers::Column] {
+        jobs::COLUMNS
+    }
+    fn row(job: &workloads::JobObject, now_ms: i64) -> Vec<Value> {
+        jobs::row(job, now_ms)
     }
 }

@@ -26,6 +26,7 @@ mod managed_fields;
 mod openapi;
 mod patch;
 mod protobuf;
+mod protobuf_object;
 pub mod request_info;
 mod scale;
 mod status;
@@ -51,6 +52,7 @@ use super::native::NativeRegistry;
 use super::nodes::NodesService;
 use super::pods::PodsService;
 use super::workloads::deployments::DeploymentStrategy;
+use super::workloads::jobs::JobStrategy;
 use super::workloads::replicasets::ReplicaSetStrategy;
 use super::ApiError;
 
@@ -62,6 +64,7 @@ pub struct Rest {
     pub events: Arc<EventsService>,
     pub replicasets: Arc<NativeRegistry<ReplicaSetStrategy>>,
     pub deployments: Arc<NativeRegistry<DeploymentStrategy>>,
+    pub jobs: Arc<NativeRegistry<JobStrategy>>,
     pub auth: Arc<Authenticator>,
     /// `HOST:PORT` clients reach this apiserver at (for discovery).
     pub address: String,
@@ -231,6 +234,9 @@ pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
         ("apps", "v1", "deployments") => {
             resource_request::<kinds::Deployments>(&rest, &rest.deployments, &ctx, &body).await
         }
+        ("batch", "v1", "jobs") => {
+            resource_request::<kinds::Jobs>(&rest, &rest.jobs, &ctx, &body).await
+        }
         ("events.k8s.io", "v1", "events") => {
             ctx.info.group = "events.k8s.io".into();
             resource_request::<kinds::EventsV1>(&rest, &rest.events, &ctx, &body).await
@@ -336,6 +342,9 @@ pub fn decode_hostile(input: &[u8]) -> usize {
         }
     }
     if content_type.starts_with(protobuf::CONTENT_TYPE) && protobuf::delete_options(body).is_ok() {
+        reached += 1;
+    }
+    if protobuf_object::to_json(body).is_ok() {
         reached += 1;
     }
     if yaml_serde::from_slice::<serde_json::Value>(body).is_ok() {

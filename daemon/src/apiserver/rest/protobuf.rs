@@ -2,12 +2,13 @@
 //! (client-go's typed clients do: `kubectl drain` deletes pods with a protobuf
 //! `DeleteOptions`). The envelope is `k8s\0` and a `runtime.Unknown` whose `raw` is the
 //! message; the messages are declared here with prost, field numbers as in Kubernetes'
-//! `generated.proto`. kubelab answers in JSON, which these clients also accept.
+//! `generated.proto`. kubelab answers in JSON, which these clients also accept. Objects
+//! (`kubectl create deployment`'s Deployment, say) are read by `protobuf_object`.
 
 use prost::Message;
 
 /// The magic bytes before every Kubernetes protobuf object.
-const MAGIC: &[u8] = b"k8s\0";
+pub(super) const MAGIC: &[u8] = b"k8s\0";
 
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::replicasets::check_min_ready;
 use super::{
-    check_replicas, check_selector, check_selector_unchanged, check_template, default_template, ALWAYS,
-    wide_cells, DeploymentObject,
+    check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
+    wide_cells, DeploymentObject, ALWAYS,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;

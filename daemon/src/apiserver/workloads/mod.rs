@@ -1,4 +1,4 @@
-//! The workload resources: apps/v1 ReplicaSets and Deployments, kept natively
+//! The workload resources: apps/v1 ReplicaSets and Deployments and batch/v1 Jobs, kept natively
 //! (`native.rs`), each with its `Strategy` — Kubernetes' defaults and validation — and its
 //! table. What their controllers do is in `controllers/`; this module only decides what
 //! may be stored.
@@ -8,6 +8,7 @@
 //! gets (so `kubectl get deploy -o yaml` shows what kube-apiserver would).
 
 pub mod deployments;
+pub mod jobs;
 pub mod replicasets;
 
 use k8s_openapi::api::apps::v1 as apps;
@@ -21,6 +22,7 @@ use super::ApiError;
 
 native!(ReplicaSetObject, apps::ReplicaSet, "replicasets");
 native!(DeploymentObject, apps::Deployment, "deployments");
+native!(JobObject, k8s_openapi::api::batch::v1::Job, "jobs");
 
 /// The restart policy of the pods of ReplicaSets and Deployments.
 const ALWAYS: &[&str] = &["Always"];

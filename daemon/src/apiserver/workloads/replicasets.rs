@@ -6,8 +6,8 @@ use kubelab_proto::k8s::printers::{self, Column, AGE, NAME};
 use serde_json::{json, Value};
 
 use super::{
-    check_replicas, check_selector, check_selector_unchanged, check_template, default_template, ALWAYS,
-    wide_cells, ReplicaSetObject,
+    check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
+    wide_cells, ReplicaSetObject, ALWAYS,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;
