@@ -369,6 +369,30 @@ fn a_rollout_to_a_missing_image_stops_and_reports_its_deadline() {
     let (_, ready, images) = census(&lab, "stuck");
     assert_eq!(ready, 2);
     assert_eq!(images.iter().filter(|i| **i == one).count(), 2);
+
+    // Scaled mid-rollout, the two ReplicaSets grow in proportion (old 2, new 1 of 2 + 1
+    // surge; to 6 + 2 surge: 2·8/3 = 5.3 → 5 and 1·8/3 = 2.7 → 3), as Kubernetes does.
+    lab.kubectl_ok(&["scale", "deployment/stuck", "--replicas=6"]);
+    let sizes = || {
+        lab.kubectl_ok(&[
+            "get", "rs", "-l", "app=stuck", "-o",
+            "jsonpath={range .items[*]}{.spec.template.spec.containers[0].image}={.spec.replicas} {end}",
+        ])
+    };
+    wait_until(
+        "the ReplicaSets resized in proportion",
+        Duration::from_secs(20),
+        || {
+            let now = sizes();
+            now.contains(&format!("{one}=5")) && now.contains(&format!("{missing}=3"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let now = sizes();
+    assert!(
+        now.contains(&format!("{one}=5")) && now.contains(&format!("{missing}=3")),
+        "{now}"
+    );
 }
 
 /// The controller manager killed with `kill -9` in the middle of a rollout, and started

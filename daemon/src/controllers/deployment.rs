@@ -22,6 +22,7 @@ use super::client::{Api, Client, ClientError};
 use super::events::Recorder;
 use super::informer::{key_of, Change, Informer};
 use super::pod_state::{self, controller_ref};
+use super::proportion;
 use super::queue::WorkQueue;
 use super::rollout::{self, spec_replicas, POD_TEMPLATE_HASH};
 use crate::apiserver::selector::LabelSelector;
@@ -151,6 +152,19 @@ impl DeploymentController {
         let paused = d.spec.paused == Some(true);
         let mut created = None;
         let mut new = all.iter().position(is_new);
+        // A new size (or a paused rollout): the ReplicaSets are resized in proportion,
+        // and the rollout goes on at the next sync.
+        if paused || proportion::is_scaling_event(&d, &all) {
+            let sizes = proportion::sizes(&d, &all, new);
+            for (i, size) in sizes.into_iter().enumerate() {
+                if size != spec_replicas(&all[i]) || size > 0 {
+                    let mut rs = all[i].clone();
+                    self.scale(&d, &mut rs, size).await?;
+                    all[i] = rs;
+                }
+            }
+            return self.update_status(&d, &all, new, None).await;
+        }
         if new.is_none() && !paused {
             let rs = self.create_new(&d, &all).await?;
             created = rs.metadata.name.clone();
@@ -376,19 +390,24 @@ impl DeploymentController {
     /// size), saying so as kube-controller-manager does.
     async fn scale(&self, d: &Deployment, rs: &mut ReplicaSet, to: i32) -> Result<(), ClientError> {
         let from = spec_replicas(rs);
-        if from == to {
+        let wanted = annotations(d, rollout::revision(rs));
+        let current = rs.metadata.annotations.clone().unwrap_or_default();
+        let annotated = wanted.iter().all(|(k, v)| current.get(k) == Some(v));
+        if from == to && annotated {
             return Ok(());
         }
         let mut scaled = rs.clone();
         scaled.spec.replicas = Some(to);
-        let revision = rollout::revision(rs);
         scaled
             .metadata
             .annotations
             .get_or_insert_with(Default::default)
-            .extend(annotations(d, revision));
+            .extend(wanted);
         let name = rs.metadata.name.clone().unwrap_or_default();
         *rs = self.rs_api(d).replace(&name, &scaled).await?;
+        if from == to {
+            return Ok(()); // only its annotations were behind
+        }
         let way = if to > from { "up" } else { "down" };
         tracing::info!(replicaset = %name, from, to, "scaled {way}");
         self.events.record(

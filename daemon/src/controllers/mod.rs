@@ -6,7 +6,8 @@
 //! Layout: `client` (typed REST calls), `informer` (list + watch into a cache, changes
 //! handed on), `queue` (work queue, expectations), `events` (the recorder),
 //! `pod_state` (what a controller reads of a pod), `rollout` (a Deployment's
-//! arithmetic), `pod_control` (making and deleting a workload's pods), `job_status`;
+//! arithmetic), `pod_control` (making and deleting a workload's pods), `proportion` (a rollout
+//! resized), `job_status`;
 //! the controllers: `deployment`, `replicaset`, `job`, `ttl_after_finished`,
 //! `garbage_collector`, `taint_eviction`. Every controller reads its informers' caches and writes through
 //! the API; none touches the store, and none runs a container.
@@ -21,6 +22,7 @@ mod job;
 mod job_status;
 mod pod_control;
 mod pod_state;
+mod proportion;
 mod queue;
 mod replicaset;
 mod rollout;
