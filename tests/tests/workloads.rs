@@ -430,3 +430,60 @@ fn a_rollout_survives_a_killed_controller_manager_without_extra_pods() {
     assert_eq!(rs.lines().count(), 2, "{rs}");
     assert_eq!(created, 8, "4 pods of each template");
 }
+
+/// Each propagation policy leaves what Kubernetes leaves: Foreground deletes the pods and
+/// ReplicaSet before the Deployment goes; Orphan leaves the ReplicaSet (no owner) and its
+/// pods running; a paused Deployment's new template waits for `rollout resume`.
+#[test]
+fn deleting_a_deployment_honours_each_propagation_policy() {
+    let mut lab = Lab::start(1);
+    lab.start_controller_manager();
+    let one = lab.push_busybox("1");
+    let two = lab.push_busybox("2");
+    for name in ["front", "orphaned"] {
+        lab.kubectl_with_input(&["apply", "-f", "-"], &deployment(name, &one, 1, ""));
+    }
+    for name in ["front", "orphaned"] {
+        let target = format!("deployment/{name}");
+        lab.kubectl_ok(&["rollout", "status", &target, "--timeout=60s"]);
+    }
+    // Paused: a new image makes no new ReplicaSet until resumed.
+    lab.kubectl_ok(&["rollout", "pause", "deployment/front"]);
+    lab.kubectl_ok(&["set", "image", "deployment/front", &format!("main={two}")]);
+    std::thread::sleep(Duration::from_secs(2));
+    let rs = lab.kubectl_ok(&["get", "rs", "-l", "app=front", "-o", "name"]);
+    assert_eq!(rs.lines().count(), 1, "{rs}");
+    lab.kubectl_ok(&["rollout", "resume", "deployment/front"]);
+    lab.kubectl_ok(&["rollout", "status", "deployment/front", "--timeout=60s"]);
+    assert_eq!(census(&lab, "front").2, [two.clone()]);
+
+    // Foreground: `kubectl delete` waits; afterwards nothing of it is left.
+    lab.kubectl_ok(&["delete", "deployment", "front", "--cascade=foreground"]);
+    wait_until("everything of front gone", Duration::from_secs(30), || {
+        lab.kubectl_ok(&["get", "deploy,rs,pods", "-l", "app=front", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+
+    // Orphan: the ReplicaSet stays without an owner, and its pod keeps running.
+    let pods_before = running(&lab, "orphaned");
+    lab.kubectl_ok(&["delete", "deployment", "orphaned", "--cascade=orphan"]);
+    wait_until("the ReplicaSet orphaned", Duration::from_secs(30), || {
+        lab.kubectl(&["get", "deploy", "orphaned"]).status.code() == Some(1)
+            && lab
+                .kubectl_ok(&[
+                    "get",
+                    "rs",
+                    "-l",
+                    "app=orphaned",
+                    "-o",
+                    "jsonpath={.items[*].metadata.ownerReferences}",
+                ])
+                .trim()
+                .is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(running(&lab, "orphaned"), pods_before);
+    let rs = lab.kubectl_ok(&["get", "rs", "-l", "app=orphaned", "-o", "name"]);
+    assert_eq!(rs.lines().count(), 1, "{rs}");
+}
