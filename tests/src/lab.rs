@@ -109,12 +109,17 @@ impl Lab {
 
     /// The controller manager (ReplicaSets, garbage collection), with its own credential.
     pub fn start_controller_manager(&mut self) {
+        self.start_controller_manager_logging("debug,kubelab_daemon::controllers::client=info");
+    }
+
+    /// The same with its RUST_LOG (the bench's rows log less).
+    pub fn start_controller_manager_logging(&mut self, log: &str) {
         self.controller_manager = Some(Proc::spawn(
             "controller-manager",
             Command::new(bin("kubelabd"))
                 .args(["controller-manager", "--kubeconfig"])
                 .arg(self.dir.path().join("apiserver/controller-manager.conf"))
-                .env("RUST_LOG", "debug,kubelab_daemon::controllers::client=info"),
+                .env("RUST_LOG", log),
             &self.dir.path().join("controller-manager.log"),
         ));
     }

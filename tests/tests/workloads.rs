@@ -455,7 +455,7 @@ fn deleting_a_deployment_honours_each_propagation_policy() {
     assert_eq!(rs.lines().count(), 1, "{rs}");
     lab.kubectl_ok(&["rollout", "resume", "deployment/front"]);
     lab.kubectl_ok(&["rollout", "status", "deployment/front", "--timeout=60s"]);
-    assert_eq!(census(&lab, "front").2, [two.clone()]);
+    assert_eq!(census(&lab, "front").2, std::slice::from_ref(&two));
 
     // Foreground: `kubectl delete` waits; afterwards nothing of it is left.
     lab.kubectl_ok(&["delete", "deployment", "front", "--cascade=foreground"]);
