@@ -94,6 +94,9 @@ impl TaintEvictionController {
                 (!no_execute.is_empty()).then_some((name, no_execute))
             })
             .collect();
+        if taints.is_empty() && pending.is_empty() {
+            return None; // the usual case: no pod to look at
+        }
         let mut next: Option<i64> = None;
         let mut still_pending = HashSet::new();
         for pod in self.pods.list() {
