@@ -150,6 +150,24 @@ fn a_failing_job_stops_at_its_backoff_limit() {
     let image = lab.push_busybox("1");
     let manifest = job("broken", &image, "  backoffLimit: 1\n", "Never", "exit 3");
     lab.kubectl_with_input(&["apply", "-f", "-"], &manifest);
+    // Two more, meanwhile: one past its deadline, one whose container restarts in place
+    // (OnFailure) as often as its backoffLimit allows.
+    let late = job(
+        "late",
+        &image,
+        "  activeDeadlineSeconds: 2\n",
+        "Never",
+        "sleep 3600",
+    );
+    lab.kubectl_with_input(&["apply", "-f", "-"], &late);
+    let crashing = job(
+        "crashing",
+        &image,
+        "  backoffLimit: 1\n",
+        "OnFailure",
+        "exit 1",
+    );
+    lab.kubectl_with_input(&["apply", "-f", "-"], &crashing);
     // A Job without restartPolicy OnFailure or Never is refused in Kubernetes' words.
     let refused = lab.kubectl_with_input(
         &["apply", "-f", "-"],
@@ -191,6 +209,27 @@ fn a_failing_job_stops_at_its_backoff_limit() {
             && events.contains("Job has reached the specified backoff limit"),
         "{events}"
     );
+    for (name, reason) in [
+        ("late", "DeadlineExceeded"),
+        ("crashing", "BackoffLimitExceeded"),
+    ] {
+        let target = format!("job/{name}");
+        lab.kubectl_ok(&["wait", "--for=condition=Failed", &target, "--timeout=60s"]);
+        let said = lab.kubectl_ok(&[
+            "get",
+            "job",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ]);
+        assert_eq!(said, reason, "{name}");
+        // Its running pod was deleted: nothing of the Job runs any more.
+        wait_until("its pod stopped", Duration::from_secs(30), || {
+            pods_of(&lab, name)
+                .iter()
+                .all(|(_, phase)| phase != "Running" && phase != "Pending")
+        });
+    }
     // Deleting the Job takes its pods (kubectl asks for Background propagation).
     lab.kubectl_ok(&["delete", "job", "broken"]);
     wait_until("its pods gone", Duration::from_secs(30), || {

@@ -465,6 +465,13 @@ fn deleting_a_deployment_honours_each_propagation_policy() {
             .is_empty()
     });
 
+    let available = lab.kubectl_ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/orphaned",
+        "--timeout=30s",
+    ]);
+    assert_eq!(available.trim(), "deployment.apps/orphaned condition met");
     // Orphan: the ReplicaSet stays without an owner, and its pod keeps running.
     let pods_before = running(&lab, "orphaned");
     lab.kubectl_ok(&["delete", "deployment", "orphaned", "--cascade=orphan"]);
