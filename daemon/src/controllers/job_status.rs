@@ -13,17 +13,12 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::Pod;
 use kubelab_proto::k8s::{time, time_ms};
 
+use super::pod_state::phase;
+
 /// The pod-failure back-off: 10 s after the first failure, doubling, at most 10 min
 /// (`DefaultJobPodFailureBackOff`, `MaxJobPodFailureBackOff`).
 const BACKOFF_BASE_MS: i64 = 10_000;
 const BACKOFF_MAX_MS: i64 = 600_000;
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
 
 pub fn succeeded(pod: &Pod) -> bool {
     phase(pod) == "Succeeded"

@@ -31,6 +31,8 @@ mod ttl_after_finished;
 
 use std::path::PathBuf;
 
+use futures::FutureExt;
+
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -92,55 +94,44 @@ pub async fn run(
     let ttl_controller =
         ttl_after_finished::TtlAfterFinishedController::new(client.clone(), jobs.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    let pod_client = client.clone();
-    tasks.spawn(async move {
-        pods.run(Api::all(pod_client)).await;
-        "pod informer"
-    });
-    let rs_client = client.clone();
-    tasks.spawn(async move {
-        replicasets.run(Api::all(rs_client)).await;
-        "replicaset informer"
-    });
-    let d_client = client.clone();
-    tasks.spawn(async move {
-        deployments.run(Api::all(d_client)).await;
-        "deployment informer"
-    });
-    let n_client = client.clone();
-    tasks.spawn(async move {
-        nodes.run(Api::all(n_client)).await;
-        "node informer"
-    });
-    let j_client = client.clone();
-    tasks.spawn(async move {
-        jobs.run(Api::all(j_client)).await;
-        "job informer"
-    });
-    tasks.spawn(async move {
-        job_controller.run().await;
-        "job controller"
-    });
-    tasks.spawn(async move {
-        ttl_controller.run().await;
-        "ttl-after-finished controller"
-    });
-    tasks.spawn(async move {
-        taint_eviction.run().await;
-        "taint eviction controller"
-    });
-    tasks.spawn(async move {
-        deployment_controller.run().await;
-        "deployment controller"
-    });
-    tasks.spawn(async move {
-        replicaset_controller.run().await;
-        "replicaset controller"
-    });
-    tasks.spawn(async move {
-        garbage_collector.run().await;
-        "garbage collector"
-    });
+    // Each informer lists and watches its kind for ever; each controller loops for ever:
+    // one that returns stops the controller manager, saying which.
+    let run = |what: &'static str| move |()| what;
+    tasks.spawn(pods.run(Api::all(client.clone())).map(run("pod informer")));
+    tasks.spawn(
+        replicasets
+            .run(Api::all(client.clone()))
+            .map(run("replicaset informer")),
+    );
+    tasks.spawn(
+        deployments
+            .run(Api::all(client.clone()))
+            .map(run("deployment informer")),
+    );
+    tasks.spawn(
+        nodes
+            .run(Api::all(client.clone()))
+            .map(run("node informer")),
+    );
+    tasks.spawn(jobs.run(Api::all(client.clone())).map(run("job informer")));
+    tasks.spawn(job_controller.run().map(run("job controller")));
+    tasks.spawn(
+        ttl_controller
+            .run()
+            .map(run("ttl-after-finished controller")),
+    );
+    tasks.spawn(taint_eviction.run().map(run("taint eviction controller")));
+    tasks.spawn(
+        deployment_controller
+            .run()
+            .map(run("deployment controller")),
+    );
+    tasks.spawn(
+        replicaset_controller
+            .run()
+            .map(run("replicaset controller")),
+    );
+    tasks.spawn(garbage_collector.run().map(run("garbage collector")));
     tracing::info!(
         "controller manager running: deployment, replicaset, job, ttl-after-finished, garbage collector, taint eviction"
     );

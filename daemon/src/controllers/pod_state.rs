@@ -39,7 +39,8 @@ pub fn labels(meta: &ObjectMeta) -> HashMap<String, String> {
         .collect()
 }
 
-fn phase(pod: &Pod) -> &str {
+/// The pod's phase (Pending until its node says otherwise).
+pub fn phase(pod: &Pod) -> &str {
     pod.status
         .as_ref()
         .and_then(|s| s.phase.as_deref())

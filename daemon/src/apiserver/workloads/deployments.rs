@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::replicasets::check_min_ready;
 use super::{
     check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
-    wide_cells, DeploymentObject, ALWAYS,
+    wide_cells, DeploymentObject, ALWAYS, CONTAINERS, IMAGES,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;
@@ -136,8 +136,8 @@ pub const COLUMNS: &[Column] = &[
     printers::column("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
     printers::column("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
     AGE,
-    printers::column("Containers", "Names of each container in the template.", 1),
-    printers::column("Images", "Images referenced by each container in the template.", 1),
+    CONTAINERS,
+    IMAGES,
     printers::column("Selector", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.", 1),
 ];
 

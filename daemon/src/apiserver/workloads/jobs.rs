@@ -15,7 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sSelector
 use kubelab_proto::k8s::printers::{self, Column, AGE, NAME};
 use serde_json::{json, Value};
 
-use super::{check_selector, check_template, default_template, wide_cells, JobObject};
+use super::{
+    check_selector, check_template, default_template, wide_cells, JobObject, CONTAINERS, IMAGES,
+    SELECTOR,
+};
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;
 
@@ -227,13 +230,9 @@ pub const COLUMNS: &[Column] = &[
     ),
     printers::column("Duration", "Time required to complete the job.", 0),
     AGE,
-    printers::column("Containers", "Names of each container in the template.", 1),
-    printers::column(
-        "Images",
-        "Images referenced by each container in the template.",
-        1,
-    ),
-    printers::column("Selector", "Label selector for pods.", 1),
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
 ];
 
 /// Whether the Job has a condition of this type with status True (the first of its type).

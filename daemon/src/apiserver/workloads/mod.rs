@@ -166,6 +166,20 @@ fn in_template(e: ApiError) -> ApiError {
     }
 }
 
+/// The wide tables' columns of a workload's template (`-o wide`).
+const CONTAINERS: kubelab_proto::k8s::printers::Column = kubelab_proto::k8s::printers::column(
+    "Containers",
+    "Names of each container in the template.",
+    1,
+);
+const IMAGES: kubelab_proto::k8s::printers::Column = kubelab_proto::k8s::printers::column(
+    "Images",
+    "Images referenced by each container in the template.",
+    1,
+);
+const SELECTOR: kubelab_proto::k8s::printers::Column =
+    kubelab_proto::k8s::printers::column("Selector", "Label selector for pods.", 1);
+
 /// The containers' names and images, and the selector, as the wide tables show them.
 fn wide_cells(
     template: Option<&core::PodTemplateSpec>,

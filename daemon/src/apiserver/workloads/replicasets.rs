@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{
     check_replicas, check_selector, check_selector_unchanged, check_template, default_template,
-    wide_cells, ReplicaSetObject, ALWAYS,
+    wide_cells, ReplicaSetObject, ALWAYS, CONTAINERS, IMAGES, SELECTOR,
 };
 use crate::apiserver::native::{to_k8s, Strategy};
 use crate::apiserver::ApiError;
@@ -66,13 +66,9 @@ pub const COLUMNS: &[Column] = &[
         0,
     ),
     AGE,
-    printers::column("Containers", "Names of each container in the template.", 1),
-    printers::column(
-        "Images",
-        "Images referenced by each container in the template.",
-        1,
-    ),
-    printers::column("Selector", "Label selector for pods.", 1),
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
 ];
 
 /// NAME DESIRED CURRENT READY AGE | CONTAINERS IMAGES SELECTOR

@@ -11,22 +11,21 @@ use crate::measure::{creds, keep_logs, rss_mb};
 use crate::pods::{create_from_all, revision_now, wait_for_pods};
 use crate::{Row, Sizes};
 
-/// Row 4 and 5c: the scheduler alone binding pods to hollow nodes, then the apiserver's
-/// memory holding them.
-pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
+/// A lab of `count` hollow nodes, without a scheduler, once they are all Ready; the
+/// hollow nodes' process goes when the returned `Proc` is dropped.
+pub async fn hollow_lab(count: usize) -> (Lab, kubelab_tests::Proc) {
     // Hollow nodes make no pod network, but each still gets a range: /28s, so that a
     // thousand fit in the lab's /16.
-    let mut lab = Lab::start_without_scheduler(0, "info", &["--node-cidr-mask-size", "28"]);
-    let _hollow = kubelab_tests::Proc::spawn(
+    let lab = Lab::start_without_scheduler(0, "info", &["--node-cidr-mask-size", "28"]);
+    let hollow = kubelab_tests::Proc::spawn(
         "hollow-nodes",
         Command::new(kubelab_tests::bin("kubelabd"))
-            .args(["hollow-nodes", "--count", &sizes.hollow_nodes.to_string()])
+            .args(["hollow-nodes", "--count", &count.to_string()])
             .arg("--bootstrap-config")
             .arg(lab.dir.path().join("apiserver/bootstrap.conf"))
             .env("RUST_LOG", "warn"),
         &lab.dir.path().join("hollow.log"),
     );
-    let credential = creds(&lab);
     let mut nodes = lab.nodes_client();
     let start = Instant::now();
     loop {
@@ -40,7 +39,7 @@ pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
             .iter()
             .filter(|n| kubelab_proto::node_is_ready(n))
             .count()
-            == sizes.hollow_nodes
+            == count
         {
             break;
         }
@@ -51,10 +50,17 @@ pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!(
-        "row 4: {} hollow nodes Ready in {:.1}s",
-        sizes.hollow_nodes,
+        "{count} hollow nodes Ready in {:.1}s",
         start.elapsed().as_secs_f64()
     );
+    (lab, hollow)
+}
+
+/// Row 4 and 5c: the scheduler alone binding pods to hollow nodes, then the apiserver's
+/// memory holding them.
+pub async fn run(sizes: &Sizes, rows: &mut Vec<Row>) {
+    let (mut lab, _hollow) = hollow_lab(sizes.hollow_nodes).await;
+    let credential = creds(&lab);
     let clients: Vec<_> = (0..16)
         .map(|_| PodsClient::new(credential.channel().expect("channel")))
         .collect();

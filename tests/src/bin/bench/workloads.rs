@@ -4,7 +4,6 @@
 //! beside deleting and creating 100 bare pods; and a Deployment of 10,000 on 1,000
 //! hollow nodes until all are Running, in pods per second.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -163,35 +162,7 @@ async fn wait_gone(
 
 /// Row 9: a Deployment of many replicas on hollow nodes, until all Running.
 pub async fn run_hollow(sizes: &Sizes, rows: &mut Vec<Row>) {
-    let mut lab = Lab::start_without_scheduler(0, "info", &["--node-cidr-mask-size", "28"]);
-    let _hollow = kubelab_tests::Proc::spawn(
-        "hollow-nodes",
-        Command::new(kubelab_tests::bin("kubelabd"))
-            .args(["hollow-nodes", "--count", &sizes.hollow_nodes.to_string()])
-            .arg("--bootstrap-config")
-            .arg(lab.dir.path().join("apiserver/bootstrap.conf"))
-            .env("RUST_LOG", "warn"),
-        &lab.dir.path().join("hollow.log"),
-    );
-    let mut nodes = lab.nodes_client();
-    let start = Instant::now();
-    while nodes
-        .list(kubelab_proto::v1::ListNodesRequest::default())
-        .await
-        .expect("nodes")
-        .into_inner()
-        .items
-        .iter()
-        .filter(|n| kubelab_proto::node_is_ready(n))
-        .count()
-        < sizes.hollow_nodes
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "hollow nodes did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (mut lab, _hollow) = crate::scheduler::hollow_lab(sizes.hollow_nodes).await;
     lab.start_scheduler();
     lab.start_controller_manager_logging("info");
     let n = sizes.scheduled_pods;
