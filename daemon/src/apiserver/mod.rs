@@ -29,6 +29,7 @@ mod registry;
 pub mod rest;
 pub mod selector;
 mod serve;
+pub mod services;
 mod store;
 mod validation;
 pub mod workloads;
@@ -180,6 +181,10 @@ pub struct ClusterArgs {
     /// --node-monitor-grace-period).
     #[arg(long, default_value = "40s", value_parser = kubelab_proto::duration::parse)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// The Services' cluster IPs (kube-apiserver's --service-cluster-ip-range); may not
+    /// overlap --cluster-cidr.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cluster_ip_range: node_ipam::Cidr,
     /// How long a pod stays bound to a not-ready node before it is evicted, unless it
     /// tolerates that itself (kube-apiserver's DefaultTolerationSeconds admission; a lab
     /// sets a few seconds to watch eviction happen).
@@ -203,6 +208,8 @@ impl ClusterArgs {
             args.push("--admin-config".into());
             args.push(path.into());
         }
+        args.push("--service-cluster-ip-range".into());
+        args.push(self.service_cluster_ip_range.to_string().into());
         args.push("--node-monitor-grace-period".into());
         args.push(format!("{}ms", self.node_monitor_grace_period.as_millis()).into());
         args.push("--default-not-ready-toleration-seconds".into());
@@ -228,6 +235,13 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Opens the store and serves the API until `shutdown` resolves.
 pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), ApiserverError> {
+    let (services_range, pods_range) = (
+        args.cluster.service_cluster_ip_range,
+        args.cluster.cluster_cidr,
+    );
+    if services_range.overlaps(&pods_range) {
+        return Err(ApiserverError::Overlap(services_range, pods_range));
+    }
     let store = Arc::new(
         Store::open(&args.data_dir, args.watch_history)
             .map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?,
@@ -285,6 +299,17 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
     let replicasets = Arc::new(native::NativeRegistry::new(store.clone()));
     let deployments = Arc::new(native::NativeRegistry::new(store.clone()));
     let jobs = Arc::new(native::NativeRegistry::new(store.clone()));
+    let service_config = services::ServiceConfig {
+        range: args.cluster.service_cluster_ip_range,
+    };
+    let services = Arc::new(native::NativeRegistry::with_config(
+        store.clone(),
+        service_config,
+    ));
+    let endpointslices = Arc::new(native::NativeRegistry::new(store.clone()));
+    services::ensure_kubernetes(&services, &endpointslices, service_config, addr)
+        .await
+        .map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?;
     // The controllers inside the apiserver: if one stops, the apiserver stops and says so
     // (its supervisor, `kubelabd up` or the user, then sees it), rather than serve on
     // with nodes never marked NotReady or events never expired.
@@ -319,6 +344,8 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
             replicasets,
             deployments,
             jobs,
+            services,
+            endpointslices,
             auth,
             address: addr.to_string(),
             inflight: rest::Inflight::new(0),
@@ -369,6 +396,8 @@ pub enum ApiserverError {
     Auth(#[from] auth::AuthError),
     #[error("the {0} stopped: {1}")]
     Stopped(&'static str, String),
+    #[error("--service-cluster-ip-range {0} overlaps --cluster-cidr {1}: a Service address would be a pod's; choose ranges apart (e.g. 10.96.0.0/16 and 10.88.0.0/16)")]
+    Overlap(node_ipam::Cidr, node_ipam::Cidr),
 }
 
 /// An object's labels (empty when it has none).

@@ -23,6 +23,7 @@ use kubelab_proto::now_ms;
 use serde_json::Value;
 
 use super::auth::Identity;
+use super::pods::namespace_or_default;
 use super::registry::{
     selected, take_metadata, update_object, watch_store, DeleteOptions, ListOptions, Registry,
     WatchEvents, Written,
@@ -111,20 +112,85 @@ pub trait Strategy: Send + Sync + 'static {
     ) -> Result<(), ApiError> {
         Ok(())
     }
+
+    /// What the kind's rules take from the apiserver's flags (a Service's IP range).
+    type Config: Send + Sync + 'static;
+    /// Whether `allocate` has anything to do (it then runs under a lock, with every
+    /// object of the kind read).
+    const ALLOCATES: bool = false;
+    /// Fills in what depends on the kind's other objects — a Service's cluster IP and
+    /// node ports — after the defaults and before validation; `old` is the stored object
+    /// on update. The registry holds its allocation lock until the write is stored, so two
+    /// writes never take the same value.
+    fn allocate(
+        _config: &Self::Config,
+        _object: &mut <Self::Object as Native>::K8s,
+        _old: Option<&<Self::Object as Native>::K8s>,
+        _others: &[<Self::Object as Native>::K8s],
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// The registry of a native kind.
 pub struct NativeRegistry<S: Strategy> {
     store: Arc<Store>,
+    config: S::Config,
+    allocating: tokio::sync::Mutex<()>,
     strategy: PhantomData<S>,
 }
 
-impl<S: Strategy> NativeRegistry<S> {
+impl<S: Strategy> NativeRegistry<S>
+where
+    S::Config: Default,
+{
     pub fn new(store: Arc<Store>) -> Self {
+        Self::with_config(store, S::Config::default())
+    }
+}
+
+impl<S: Strategy> NativeRegistry<S> {
+    pub fn with_config(store: Arc<Store>, config: S::Config) -> Self {
         NativeRegistry {
             store,
+            config,
+            allocating: tokio::sync::Mutex::new(()),
             strategy: PhantomData,
         }
+    }
+
+    /// For `allocate`: the lock, and every other object of the kind (all but
+    /// `namespace/name`) as Kubernetes' type; nothing when the kind allocates nothing.
+    async fn allocation(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<
+        (
+            Option<tokio::sync::MutexGuard<'_, ()>>,
+            Vec<<S::Object as Native>::K8s>,
+        ),
+        ApiError,
+    > {
+        if !S::ALLOCATES {
+            return Ok((None, Vec::new()));
+        }
+        let guard = self.allocating.lock().await;
+        let (all, _) = self
+            .store
+            .list::<S::Object>(&prefix::<S::Object>(""))
+            .await?;
+        let others = all
+            .iter()
+            .filter(|o| {
+                o.meta().is_none_or(|m| {
+                    m.name != name
+                        || namespace_or_default(&m.namespace) != namespace_or_default(namespace)
+                })
+            })
+            .map(to_k8s)
+            .collect();
+        Ok((Some(guard), others))
     }
 
     fn reference(name: &str) -> String {
@@ -154,9 +220,23 @@ struct Prepared {
     labels: std::collections::HashMap<String, String>,
 }
 
-fn prepare<S: Strategy>(object: &S::Object) -> Result<Prepared, ApiError> {
+/// What `allocate` is given: the config, the stored object (on update), the others.
+type Allocation<'a, S> = (
+    &'a <S as Strategy>::Config,
+    Option<&'a <<S as Strategy>::Object as Native>::K8s>,
+    &'a [<<S as Strategy>::Object as Native>::K8s],
+);
+
+fn prepare<S: Strategy>(
+    object: &S::Object,
+    allocation: Allocation<'_, S>,
+) -> Result<Prepared, ApiError> {
     let mut typed = to_k8s(object);
     S::default(&mut typed);
+    if S::ALLOCATES {
+        let (config, old, others) = allocation;
+        S::allocate(config, &mut typed, old, others)?;
+    }
     let warnings = S::validate(&typed)?;
     let meta = std::mem::take(k8s_openapi::Metadata::metadata_mut(&mut typed));
     let labels = meta.labels.unwrap_or_default().into_iter().collect();
@@ -243,6 +323,8 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
                 "metadata.resourceVersion: Invalid value: must be empty on create (resourceVersion should not be set on objects to be created)".into(),
             ));
         }
+        // Held until the object is stored: no two creates take the same cluster IP.
+        let (_allocating, others) = self.allocation(&meta.namespace, &meta.name).await?;
         // The uid comes before the defaults: a Job's generated selector names it.
         meta.uid = uuid::Uuid::new_v4().to_string();
         let object = S::Object::from_parts(meta.clone(), object.body().to_vec());
@@ -250,7 +332,7 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
             body,
             warnings,
             labels,
-        } = prepare::<S>(&object)?;
+        } = prepare::<S>(&object, (&self.config, None, &others))?;
         meta.labels = labels;
         let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         // A new object has no status yet: its controller writes the first one.
@@ -293,11 +375,18 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         let mut given = object.meta().cloned().unwrap_or_default();
         check_labels(&given.labels)?;
         check_annotations(&given.annotations)?;
+        let (_allocating, others) = self.allocation(&given.namespace, &given.name).await?;
         let Prepared {
             body,
             warnings,
             labels,
-        } = prepare::<S>(&object)?;
+        } = {
+            let stored = self
+                .store
+                .get::<S::Object>(&key::<S::Object>(&given.namespace, &given.name))?;
+            let stored = stored.as_ref().map(to_k8s);
+            prepare::<S>(&object, (&self.config, stored.as_ref(), &others))?
+        };
         given.labels = labels;
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let key = key::<S::Object>(&given.namespace, &given.name);

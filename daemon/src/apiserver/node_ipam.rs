@@ -52,6 +52,13 @@ impl Cidr {
         Ipv4Addr::from(u32::from(self.addr) & Cidr::mask(self.prefix))
     }
 
+    /// Whether the two networks share an address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        let shorter = self.prefix.min(other.prefix);
+        let mask = Cidr::mask(shorter);
+        u32::from(self.addr) & mask == u32::from(other.addr) & mask
+    }
+
     /// The `index`-th range of size `/node_prefix` inside this network, if there is one.
     pub fn subnet(&self, node_prefix: u8, index: u32) -> Option<Cidr> {
         if node_prefix < self.prefix || node_prefix > 32 {
@@ -93,6 +100,8 @@ mod tests {
             allocate(cluster, 24, &taken).unwrap().to_string(),
             "10.88.1.0/24"
         );
+        assert!(cluster.overlaps(&"10.88.7.0/24".parse().unwrap()));
+        assert!(!cluster.overlaps(&"10.96.0.0/16".parse().unwrap()));
         let small: Cidr = "10.0.0.0/23".parse().unwrap();
         let full = vec!["10.0.0.0/24".to_string(), "10.0.1.0/24".to_string()];
         assert_eq!(allocate(small, 24, &full), None);

@@ -9,12 +9,13 @@
 //! arithmetic), `pod_control` (making and deleting a workload's pods), `proportion` (a rollout
 //! resized), `job_status`;
 //! the controllers: `deployment`, `replicaset`, `job`, `ttl_after_finished`,
-//! `garbage_collector`, `taint_eviction`. Every controller reads its informers' caches and writes through
+//! `endpointslice`, `garbage_collector`, `taint_eviction`. Every controller reads its informers' caches and writes through
 //! the API; none touches the store, and none runs a container.
 
 pub mod client;
 mod deployment;
 mod deployment_status;
+mod endpointslice;
 mod events;
 mod garbage_collector;
 pub mod informer;
@@ -35,7 +36,8 @@ use futures::FutureExt;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubelab_proto::credential::Credential;
 
 use client::{Api, Client};
@@ -73,6 +75,14 @@ pub async fn run(
     let deployments = Informer::<Deployment>::new();
     let nodes = Informer::<Node>::new();
     let jobs = Informer::<Job>::new();
+    let services = Informer::<Service>::new();
+    let slices = Informer::<EndpointSlice>::new();
+    let endpointslice_controller = endpointslice::EndpointSliceController::new(
+        client.clone(),
+        services.clone(),
+        pods.clone(),
+        slices.clone(),
+    );
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
         deployments.clone(),
@@ -114,6 +124,21 @@ pub async fn run(
             .map(run("node informer")),
     );
     tasks.spawn(jobs.run(Api::all(client.clone())).map(run("job informer")));
+    tasks.spawn(
+        services
+            .run(Api::all(client.clone()))
+            .map(run("service informer")),
+    );
+    tasks.spawn(
+        slices
+            .run(Api::all(client.clone()))
+            .map(run("endpointslice informer")),
+    );
+    tasks.spawn(
+        endpointslice_controller
+            .run()
+            .map(run("endpointslice controller")),
+    );
     tasks.spawn(job_controller.run().map(run("job controller")));
     tasks.spawn(
         ttl_controller
@@ -133,7 +158,7 @@ pub async fn run(
     );
     tasks.spawn(garbage_collector.run().map(run("garbage collector")));
     tracing::info!(
-        "controller manager running: deployment, replicaset, job, ttl-after-finished, garbage collector, taint eviction"
+        "controller manager running: deployment, replicaset, job, ttl-after-finished, endpointslice, garbage collector, taint eviction"
     );
     tokio::select! {
         _ = shutdown => Ok(()),

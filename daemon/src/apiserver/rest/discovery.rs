@@ -92,7 +92,13 @@ fn resource_list(group_version: &str, resources: Vec<Value>) -> Value {
 }
 
 /// The groups served besides the core one, each with its one version.
-const GROUPS: &[&str] = &["apps", "batch", "events.k8s.io", "authentication.k8s.io"];
+const GROUPS: &[&str] = &[
+    "apps",
+    "batch",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "authentication.k8s.io",
+];
 
 fn group(name: &str) -> Value {
     let version = json!({ "groupVersion": format!("{name}/v1"), "version": "v1" });
@@ -116,17 +122,11 @@ pub fn serve(rest: &Rest, group_name: &str, version: &str) -> Response {
                 resource::<kinds::Nodes>(false),
                 resource::<kinds::Namespaces>(false),
                 resource::<kinds::Events>(true),
-                vec![
-                    json!({
-                        "name": "bindings", "singularName": "binding", "namespaced": true,
-                        "kind": "Binding", "verbs": ["create"],
-                    }),
-                    json!({
-                        "name": "services", "singularName": "service", "namespaced": true,
-                        "kind": "Service", "verbs": ["get", "list"], "shortNames": ["svc"],
-                        "categories": ["all"],
-                    }),
-                ],
+                resource::<kinds::Services>(true),
+                vec![json!({
+                    "name": "bindings", "singularName": "binding", "namespaced": true,
+                    "kind": "Binding", "verbs": ["create"],
+                })],
             ]
             .concat(),
         ),
@@ -141,6 +141,11 @@ pub fn serve(rest: &Rest, group_name: &str, version: &str) -> Response {
         ),
         ("batch", "") => group("batch"),
         ("batch", "v1") => resource_list("batch/v1", resource::<kinds::Jobs>(true)),
+        ("discovery.k8s.io", "") => group("discovery.k8s.io"),
+        ("discovery.k8s.io", "v1") => resource_list(
+            "discovery.k8s.io/v1",
+            resource::<kinds::EndpointSlices>(true),
+        ),
         ("events.k8s.io", "") => group("events.k8s.io"),
         ("events.k8s.io", "v1") => {
             resource_list("events.k8s.io/v1", resource::<kinds::EventsV1>(true))
@@ -215,49 +220,4 @@ pub fn whoami(ctx: &Ctx) -> Response {
         }
     });
     json_response(StatusCode::CREATED, &body, &[])
-}
-
-/// `services`: kubelab has none yet, and says so truthfully — every list is empty (so
-/// `kubectl cluster-info` and `get all` read as on a cluster without Services), a get is
-/// NotFound, and anything else is refused saying why.
-pub fn services(ctx: &Ctx) -> Response {
-    use super::request_info::Verb;
-    let target = super::status::Target {
-        resource: "services".into(),
-        kind: "Service".into(),
-        group: String::new(),
-        name: ctx.info.name.clone(),
-    };
-    match ctx.verb {
-        Verb::List => {
-            let body = if super::handlers::wants_table(&ctx.headers) {
-                json!({
-                    "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
-                    "columnDefinitions": [
-                        { "name": "Name", "type": "string", "format": "name", "description": "", "priority": 0 },
-                        { "name": "Type", "type": "string", "format": "", "description": "", "priority": 0 },
-                        { "name": "Cluster-IP", "type": "string", "format": "", "description": "", "priority": 0 },
-                        { "name": "External-IP", "type": "string", "format": "", "description": "", "priority": 0 },
-                        { "name": "Port(s)", "type": "string", "format": "", "description": "", "priority": 0 },
-                        { "name": "Age", "type": "string", "format": "", "description": "", "priority": 0 },
-                    ],
-                    "rows": [],
-                })
-            } else {
-                json!({ "kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": [] })
-            };
-            json_response(StatusCode::OK, &body, &[])
-        }
-        Verb::Get => target
-            .failure(crate::apiserver::ApiError::NotFound(format!(
-                "services {:?}",
-                ctx.info.name
-            )))
-            .into_response(),
-        _ => target
-            .failure(crate::apiserver::ApiError::MethodNotAllowed(
-                "kubelab does not serve Services yet: a pod is reached at its own IP (kubectl get pod -o wide)".into(),
-            ))
-            .into_response(),
-    }
 }

@@ -370,10 +370,18 @@ pub async fn write<K: Kind>(
     };
     object.meta_mut().managed_fields = entries;
     let (code, done) = match how {
-        Write::Create => (
-            StatusCode::CREATED,
-            registry.create(&ctx.who, object, dry_run).await?,
-        ),
+        Write::Create => {
+            // The URL names no object on create: errors name the one in the body.
+            let name = object.meta().map(|m| m.name.clone()).unwrap_or_default();
+            match registry.create(&ctx.who, object, dry_run).await {
+                Ok(done) => (StatusCode::CREATED, done),
+                Err(e) => {
+                    let mut target = target::<K>(ctx);
+                    target.name = name;
+                    return Ok(target.failure(e).into_response());
+                }
+            }
+        }
         Write::Update => (
             StatusCode::OK,
             registry.update(&ctx.who, object, dry_run).await?,

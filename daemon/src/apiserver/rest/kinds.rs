@@ -15,6 +15,7 @@ use crate::apiserver::native::{self, NativeRegistry};
 use crate::apiserver::nodes::NodesService;
 use crate::apiserver::pods::PodsService;
 use crate::apiserver::registry::Registry;
+use crate::apiserver::services::{self, endpointslices};
 use crate::apiserver::workloads::{self, deployments, jobs, replicasets};
 
 /// A resource in one group and version of the REST API.
@@ -256,5 +257,54 @@ impl Kind for Jobs {
     }
     fn row(job: &workloads::JobObject, now_ms: i64) -> Vec<Value> {
         jobs::row(job, now_ms)
+    }
+}
+
+pub struct Services;
+impl Kind for Services {
+    type Registry = NativeRegistry<services::ServiceStrategy>;
+    type K8s = k8s_openapi::api::core::v1::Service;
+    const PLURAL: &'static str = "services";
+    const SINGULAR: &'static str = "service";
+    const SHORT_NAMES: &'static [&'static str] = &["svc"];
+    const IN_ALL: bool = true;
+    const VERBS: &'static [&'static str] = READ_WRITE;
+    const SUBRESOURCES: &'static [(&'static str, &'static [&'static str])] =
+        &[("status", &["get", "patch", "update"])];
+
+    fn to_k8s(svc: &services::ServiceObject) -> Self::K8s {
+        native::to_k8s(svc)
+    }
+    fn from_k8s(svc: Self::K8s) -> Result<services::ServiceObject, ConvertError> {
+        native::from_k8s(svc)
+    }
+    fn columns() -> &'static [printers::Column] {
+        services::COLUMNS
+    }
+    fn row(svc: &services::ServiceObject, now_ms: i64) -> Vec<Value> {
+        services::row(svc, now_ms)
+    }
+}
+
+pub struct EndpointSlices;
+impl Kind for EndpointSlices {
+    type Registry = NativeRegistry<endpointslices::EndpointSliceStrategy>;
+    type K8s = k8s_openapi::api::discovery::v1::EndpointSlice;
+    const PLURAL: &'static str = "endpointslices";
+    const SINGULAR: &'static str = "endpointslice";
+    const SHORT_NAMES: &'static [&'static str] = &[];
+    const VERBS: &'static [&'static str] = READ_WRITE;
+
+    fn to_k8s(slice: &endpointslices::EndpointSliceObject) -> Self::K8s {
+        native::to_k8s(slice)
+    }
+    fn from_k8s(slice: Self::K8s) -> Result<endpointslices::EndpointSliceObject, ConvertError> {
+        native::from_k8s(slice)
+    }
+    fn columns() -> &'static [printers::Column] {
+        endpointslices::COLUMNS
+    }
+    fn row(slice: &endpointslices::EndpointSliceObject, now_ms: i64) -> Vec<Value> {
+        endpointslices::row(slice, now_ms)
     }
 }

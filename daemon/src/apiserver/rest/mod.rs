@@ -51,6 +51,8 @@ use super::namespaces::NamespacesService;
 use super::native::NativeRegistry;
 use super::nodes::NodesService;
 use super::pods::PodsService;
+use super::services::endpointslices::EndpointSliceStrategy;
+use super::services::ServiceStrategy;
 use super::workloads::deployments::DeploymentStrategy;
 use super::workloads::jobs::JobStrategy;
 use super::workloads::replicasets::ReplicaSetStrategy;
@@ -65,6 +67,8 @@ pub struct Rest {
     pub replicasets: Arc<NativeRegistry<ReplicaSetStrategy>>,
     pub deployments: Arc<NativeRegistry<DeploymentStrategy>>,
     pub jobs: Arc<NativeRegistry<JobStrategy>>,
+    pub services: Arc<NativeRegistry<ServiceStrategy>>,
+    pub endpointslices: Arc<NativeRegistry<EndpointSliceStrategy>>,
     pub auth: Arc<Authenticator>,
     /// `HOST:PORT` clients reach this apiserver at (for discovery).
     pub address: String,
@@ -227,7 +231,13 @@ pub async fn serve(rest: Arc<Rest>, request: Request<Body>) -> Response {
         ("authentication.k8s.io", "v1", "selfsubjectreviews") if ctx.verb == Verb::Create => {
             discovery::whoami(&ctx)
         }
-        ("", "v1", "services") => discovery::services(&ctx),
+        ("", "v1", "services") => {
+            resource_request::<kinds::Services>(&rest, &rest.services, &ctx, &body).await
+        }
+        ("discovery.k8s.io", "v1", "endpointslices") => {
+            resource_request::<kinds::EndpointSlices>(&rest, &rest.endpointslices, &ctx, &body)
+                .await
+        }
         ("apps", "v1", "replicasets") => {
             resource_request::<kinds::ReplicaSets>(&rest, &rest.replicasets, &ctx, &body).await
         }

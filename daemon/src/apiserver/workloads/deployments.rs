@@ -18,6 +18,7 @@ pub struct DeploymentStrategy;
 
 impl Strategy for DeploymentStrategy {
     type Object = DeploymentObject;
+    type Config = ();
     const RESOURCE: &'static str = "deployments.apps";
 
     fn default(d: &mut Deployment) {

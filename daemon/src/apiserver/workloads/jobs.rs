@@ -33,6 +33,7 @@ pub struct JobStrategy;
 
 impl Strategy for JobStrategy {
     type Object = JobObject;
+    type Config = ();
     const RESOURCE: &'static str = "jobs.batch";
 
     fn default(job: &mut Job) {

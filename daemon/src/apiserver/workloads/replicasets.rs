@@ -16,6 +16,7 @@ pub struct ReplicaSetStrategy;
 
 impl Strategy for ReplicaSetStrategy {
     type Object = ReplicaSetObject;
+    type Config = ();
     const RESOURCE: &'static str = "replicasets.apps";
 
     fn default(rs: &mut ReplicaSet) {
