@@ -1,8 +1,8 @@
 //! Services and EndpointSlices through the real kubectl (issue 17, first slice): the
 //! `kubernetes` Service, `kubectl expose` with a named target port, cluster IPs and node
 //! ports from their ranges, the EndpointSlice controller following the pods (scale, a
-//! pod that is not Ready), `describe svc`, Kubernetes' errors, and the slices going with
-//! their Service.
+//! pod that is not Ready), the service links' variables in a container, `describe svc`,
+//! Kubernetes' errors, and the slices going with their Service.
 
 use std::time::Duration;
 
@@ -126,6 +126,17 @@ fn services_get_addresses_and_endpoint_slices_follow_their_pods() {
                 == 1
         },
     );
+    // Made after the Service, it has the service links' variables.
+    let env = lab.kubectl_ok(&["exec", "shy", "--", "env"]);
+    for wanted in [
+        format!("WEB_SERVICE_HOST={ip}"),
+        "WEB_SERVICE_PORT=80".into(),
+        format!("WEB_PORT_80_TCP=tcp://{ip}:80"),
+        "KUBERNETES_SERVICE_HOST=10.96.0.1".into(),
+        "KUBERNETES_SERVICE_PORT_HTTPS=443".into(),
+    ] {
+        assert!(env.lines().any(|l| l == wanted), "{wanted} not in:\n{env}");
+    }
     lab.kubectl_ok(&["exec", "shy", "--", "touch", "/tmp/ready"]);
     wait_until("all 6 ready", Duration::from_secs(30), || {
         let found = endpoints(&lab, "web");

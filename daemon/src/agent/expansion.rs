@@ -71,15 +71,22 @@ pub fn expand<'a>(input: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> Stri
 
 /// The container's own variables, expanded in declaration order: each value sees the
 /// variables declared before it (a name declared twice takes its last value, and a value
-/// naming itself sees its earlier definition, if any). Kept in first-declaration order.
-pub fn container_env(env: &[EnvVar]) -> Vec<(String, String)> {
+/// naming itself sees its earlier definition, if any) and, beneath them, `base` (the
+/// service links). Kept in first-declaration order.
+pub fn container_env(env: &[EnvVar], base: &[(String, String)]) -> Vec<(String, String)> {
+    let base: HashMap<&str, &str> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut values: HashMap<String, String> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     for var in env {
         let value = if var.value.is_empty() {
             String::new()
         } else {
-            expand(&var.value, |name| values.get(name).map(String::as_str))
+            expand(&var.value, |name| {
+                values
+                    .get(name)
+                    .map(String::as_str)
+                    .or_else(|| base.get(name).copied())
+            })
         };
         if values.insert(var.name.clone(), value).is_none() {
             order.push(var.name.clone());
@@ -190,14 +197,17 @@ mod tests {
 
     #[test]
     fn env_values_see_only_variables_declared_before_them() {
-        let env = container_env(&[
-            var("FOO", "bar"),
-            var("ZOO", "$(FOO)-1"),
-            var("BLU", "$(ZOO)-2"),
-            var("EARLY", "$(LATE)"),
-            var("LATE", "late"),
-            var("SELF", "$(SELF)"),
-        ]);
+        let env = container_env(
+            &[
+                var("FOO", "bar"),
+                var("ZOO", "$(FOO)-1"),
+                var("BLU", "$(ZOO)-2"),
+                var("EARLY", "$(LATE)"),
+                var("LATE", "late"),
+                var("SELF", "$(SELF)"),
+            ],
+            &[],
+        );
         let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         assert_eq!(get("ZOO"), Some("bar-1"));
         assert_eq!(get("BLU"), Some("bar-1-2"));
@@ -207,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_redeclared_variable_keeps_its_first_place_and_last_value() {
-        let env = container_env(&[var("A", "1"), var("B", "$(A)"), var("A", "$(A)2")]);
+        let env = container_env(&[var("A", "1"), var("B", "$(A)"), var("A", "$(A)2")], &[]);
         assert_eq!(
             env,
             [
@@ -219,7 +229,10 @@ mod tests {
 
     #[test]
     fn command_and_args_see_the_whole_expanded_env() {
-        let env = container_env(&[var("GREETING", "hello"), var("LOUD", "$(GREETING)!")]);
+        let env = container_env(
+            &[var("GREETING", "hello"), var("LOUD", "$(GREETING)!")],
+            &[],
+        );
         let cmd = [
             "sh".to_string(),
             "-c".into(),

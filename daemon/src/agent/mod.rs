@@ -25,6 +25,7 @@ mod prober;
 pub mod reset;
 pub mod runtime;
 mod server;
+pub mod service_links;
 mod status_manager;
 
 use std::collections::HashSet;
@@ -168,6 +169,8 @@ pub struct Kubelet {
     pub status: StatusManager,
     pub config: KubeletConfig,
     pub network: Arc<network::NetworkManager>,
+    /// The Services' variables for containers (`WEB_SERVICE_HOST` …).
+    pub service_links: service_links::ServiceLinks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +250,8 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),
         runtime: runtime.clone(),
+        service_links: service_links::ServiceLinks::follow(&credential)
+            .map_err(|e| AgentError::Join(format!("following the Services: {e}")))?,
         api: api.clone(),
     });
 

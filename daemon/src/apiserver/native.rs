@@ -113,6 +113,8 @@ pub trait Strategy: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether nodes may read the kind (as the kubelet and kube-proxy read Services).
+    const NODES_READ: bool = false;
     /// What the kind's rules take from the apiserver's flags (a Service's IP range).
     type Config: Send + Sync + 'static;
     /// Whether `allocate` has anything to do (it then runs under a lock, with every
@@ -198,6 +200,15 @@ impl<S: Strategy> NativeRegistry<S> {
     }
 }
 
+/// The cluster's components read every kind; nodes only those their agent needs
+/// (Services and EndpointSlices, for service links and the service proxy).
+fn may_read<S: Strategy>(who: &Identity, verb: &str) -> Result<(), ApiError> {
+    if S::NODES_READ && matches!(who, Identity::Node(_)) {
+        return Ok(());
+    }
+    who.require_cluster(&format!("{verb} {}", S::RESOURCE))
+}
+
 /// The body (without metadata) as JSON.
 fn json_of<N: Native>(object: &N) -> Value {
     serde_json::from_slice(object.body()).unwrap_or(Value::Null)
@@ -263,7 +274,7 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         namespace: &str,
         name: &str,
     ) -> Result<S::Object, ApiError> {
-        who.require_cluster(&format!("read {}", S::RESOURCE))?;
+        may_read::<S>(who, "read")?;
         self.store
             .get_durable::<S::Object>(&key::<S::Object>(namespace, name))
             .await?
@@ -276,7 +287,7 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         namespace: &str,
         options: &ListOptions,
     ) -> Result<(Vec<S::Object>, u64), ApiError> {
-        who.require_cluster(&format!("list {}", S::RESOURCE))?;
+        may_read::<S>(who, "list")?;
         let (mut items, revision) = self
             .store
             .list::<S::Object>(&prefix::<S::Object>(namespace))
@@ -294,7 +305,7 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         from_revision: u64,
         options: ListOptions,
     ) -> Result<WatchEvents<S::Object>, ApiError> {
-        who.require_cluster(&format!("watch {}", S::RESOURCE))?;
+        may_read::<S>(who, "watch")?;
         watch_store(
             &self.store,
             from_revision,

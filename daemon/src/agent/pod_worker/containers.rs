@@ -129,10 +129,17 @@ impl PodWorker {
         self.runtime_of(c).pull_backoff = Backoff::new(initial);
         let restart_count = self.restart_count_for_start(c);
         let no_volumes = HashMap::new();
+        let namespace = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default();
+        let service_env = k.service_links.env_for(&namespace).await;
         let ctx = PodContext {
             restart_count,
             sandbox: &k.node.sandbox_dir(&uid_of(&pod)),
             volumes: self.volumes.as_ref().unwrap_or(&no_volumes),
+            service_env: &service_env,
         };
         let created = k.node.create_container(&pod, c, &image, &ctx).await;
         let created = match created {

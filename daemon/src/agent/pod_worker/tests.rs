@@ -292,6 +292,7 @@ impl Harness {
                     .expect("runtime"),
             ),
             status: StatusManager::default(),
+            service_links: crate::agent::service_links::ServiceLinks::none(),
             config: KubeletConfig {
                 backoff_initial: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(80),

@@ -123,6 +123,8 @@ pub struct PodContext<'a> {
     pub sandbox: &'a Path,
     /// Volume name → the host directory or file it is.
     pub volumes: &'a HashMap<String, PathBuf>,
+    /// The service links' variables for the pod's namespace.
+    pub service_env: &'a [(String, String)],
 }
 
 pub struct RuntimeService {
@@ -308,6 +310,7 @@ impl RuntimeService {
                     sandbox: ctx.sandbox,
                     volumes: ctx.volumes,
                     etc_dir: &self.etc_dir(&uid),
+                    service_env: ctx.service_env,
                 },
             )?;
             let config = bundle.join("config.json");

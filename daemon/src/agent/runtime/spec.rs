@@ -32,10 +32,15 @@ pub enum SpecError {
 
 /// The process's argv, by Kubernetes' rules: the pod's command and args (with their
 /// `$(VAR)` references expanded against the container's env), or the image's.
-pub fn process_args(container: &Container, image: &ImageConfig) -> Vec<String> {
+pub fn process_args(
+    container: &Container,
+    image: &ImageConfig,
+    service_env: &[(String, String)],
+) -> Vec<String> {
     let entrypoint = image.entrypoint.clone().unwrap_or_default();
     let cmd = image.cmd.clone().unwrap_or_default();
-    let env = expansion::container_env(&container.env);
+    let mut env = service_env.to_vec();
+    env.extend(expansion::container_env(&container.env, service_env));
     let command = expansion::expand_list(&container.command, &env);
     let args = expansion::expand_list(&container.args, &env);
     match (command.is_empty(), args.is_empty()) {
@@ -45,9 +50,14 @@ pub fn process_args(container: &Container, image: &ImageConfig) -> Vec<String> {
     }
 }
 
-/// The environment: the image's, then the pod's (which wins on the same name), the
-/// pod's values with their `$(VAR)` references expanded.
-pub fn process_env(container: &Container, image: &ImageConfig) -> Vec<String> {
+/// The environment: the image's, then the service links', then the pod's (each wins over
+/// the ones before on the same name), the pod's values with their `$(VAR)` references
+/// expanded.
+pub fn process_env(
+    container: &Container,
+    image: &ImageConfig,
+    service_env: &[(String, String)],
+) -> Vec<String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut set = |k: &str, v: &str| {
@@ -59,7 +69,10 @@ pub fn process_env(container: &Container, image: &ImageConfig) -> Vec<String> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v);
     }
-    for (name, value) in expansion::container_env(&container.env) {
+    for (name, value) in service_env {
+        set(name, value);
+    }
+    for (name, value) in expansion::container_env(&container.env, service_env) {
         set(&name, &value);
     }
     let mut out: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
@@ -90,6 +103,8 @@ pub struct PodSettings<'a> {
     pub volumes: &'a HashMap<String, PathBuf>,
     /// The pod's `hosts` and `resolv.conf`, mounted at `/etc/` when they exist.
     pub etc_dir: &'a Path,
+    /// The service links' variables (`WEB_SERVICE_HOST` …).
+    pub service_env: &'a [(String, String)],
 }
 
 /// The whole spec for one container of a pod.
@@ -100,7 +115,7 @@ pub fn build(
     pod_settings: &PodSettings<'_>,
 ) -> Result<Spec, SpecError> {
     let err = |e: libcontainer::oci_spec::OciSpecError| SpecError::Build(e.to_string());
-    let args = process_args(container, image);
+    let args = process_args(container, image, pod_settings.service_env);
     if args.is_empty() {
         return Err(SpecError::NoCommand(container.name.clone()));
     }
@@ -121,7 +136,7 @@ pub fn build(
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
-        .env(process_env(container, image))
+        .env(process_env(container, image, pod_settings.service_env))
         .cwd(cwd)
         .user(
             UserBuilder::default()
@@ -308,12 +323,12 @@ mod tests {
     fn command_and_args_follow_kubernetes_rules() {
         let img = image(&["/bin/sh"], &["-c", "echo hi"]);
         let mut c = Container::default();
-        assert_eq!(process_args(&c, &img), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(process_args(&c, &img, &[]), ["/bin/sh", "-c", "echo hi"]);
         c.args = vec!["-c".into(), "exit 3".into()];
-        assert_eq!(process_args(&c, &img), ["/bin/sh", "-c", "exit 3"]);
+        assert_eq!(process_args(&c, &img, &[]), ["/bin/sh", "-c", "exit 3"]);
         c.command = vec!["/bin/true".into()];
         c.args.clear();
-        assert_eq!(process_args(&c, &img), ["/bin/true"]);
+        assert_eq!(process_args(&c, &img, &[]), ["/bin/true"]);
     }
 
     #[test]
@@ -329,7 +344,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(process_env(&c, &img), ["A=2", "PATH=/bin"]);
+        assert_eq!(process_env(&c, &img, &[]), ["A=2", "PATH=/bin"]);
     }
 
     #[test]
@@ -349,11 +364,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            process_args(&c, &img),
+            process_args(&c, &img, &[]),
             ["/bin/echo", "$(G)", "hi", "$(IMG)"]
         );
         assert_eq!(
-            process_env(&c, &img),
+            process_env(&c, &img, &[]),
             [
                 kubelab_proto::default_path_env().as_str(),
                 "IMG=image",
@@ -362,6 +377,6 @@ mod tests {
             ]
         );
         c.command = vec!["$(H)".into()];
-        assert_eq!(process_args(&c, &img), ["hi-$(IMG)", "hi", "$(IMG)"]);
+        assert_eq!(process_args(&c, &img, &[]), ["hi-$(IMG)", "hi", "$(IMG)"]);
     }
 }

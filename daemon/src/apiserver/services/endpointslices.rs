@@ -21,6 +21,7 @@ impl Strategy for EndpointSliceStrategy {
     type Object = EndpointSliceObject;
     type Config = ();
     const RESOURCE: &'static str = "endpointslices.discovery.k8s.io";
+    const NODES_READ: bool = true;
 
     fn default(_slice: &mut EndpointSlice) {}
 

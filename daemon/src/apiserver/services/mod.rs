@@ -48,6 +48,7 @@ impl Strategy for ServiceStrategy {
     type Config = ServiceConfig;
     const RESOURCE: &'static str = "services";
     const ALLOCATES: bool = true;
+    const NODES_READ: bool = true;
 
     fn default(svc: &mut Service) {
         let spec = svc.spec.get_or_insert_with(Default::default);
