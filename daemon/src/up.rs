@@ -36,6 +36,10 @@ pub struct UpArgs {
     /// Registries (HOST:PORT) the agents speak plain HTTP to; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// The agents' service proxy (iptables, or none when another lab on this host runs
+    /// one).
+    #[arg(long, value_enum, default_value_t = crate::agent::proxy::ProxyMode::Iptables)]
+    pub proxy_mode: crate::agent::proxy::ProxyMode,
     #[command(flatten)]
     pub cluster: crate::apiserver::ClusterArgs,
 }
@@ -105,6 +109,9 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
             ));
         for r in &args.insecure_registries {
             cmd.arg("--insecure-registry").arg(r);
+        }
+        if args.proxy_mode == crate::agent::proxy::ProxyMode::None {
+            cmd.args(["--proxy-mode", "none"]);
         }
         agents.push(spawn(&format!("agent {name}"), &mut cmd)?);
     }

@@ -343,6 +343,18 @@ impl Lab {
                 .args(["--cni-bridge", &self.bridge_of(name)])
                 .args(&self.agent_args)
                 .args(own)
+                // One lab per host programs the Services' iptables rules: the tests that
+                // route traffic ask for it (and take the host's proxy lock).
+                .args(
+                    (!self
+                        .agent_args
+                        .iter()
+                        .chain(own)
+                        .any(|a| a == "--proxy-mode"))
+                    .then_some(["--proxy-mode", "none"])
+                    .into_iter()
+                    .flatten(),
+                )
                 .arg("--root-dir")
                 .arg(&root)
                 .env("RUST_LOG", &self.agent_log),

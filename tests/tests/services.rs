@@ -207,3 +207,166 @@ fn services_get_addresses_and_endpoint_slices_follow_their_pods() {
         "{all}"
     );
 }
+
+/// Holds the host's service proxy for one test: one lab at a time programs the `KUBE-*`
+/// chains (the other tests' agents run `--proxy-mode none`).
+fn proxy_lock() -> nix::fcntl::Flock<std::fs::File> {
+    std::fs::create_dir_all("/run/kubelab-tests").expect("lock dir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/kubelab-tests/proxy.lock")
+        .expect("lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).expect("proxy lock")
+}
+
+/// The `KUBE-` lines iptables holds now.
+fn kube_rules() -> Vec<String> {
+    ["nat", "filter"]
+        .iter()
+        .flat_map(|table| {
+            let out = std::process::Command::new("iptables-save")
+                .args(["-t", table])
+                .output()
+                .expect("iptables-save");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("KUBE-"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An HTTP GET from the host; the body.
+fn get(address: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = write!(stream, "GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn traffic_to_a_service_reaches_every_ready_pod() {
+    let _proxy = proxy_lock();
+    let mut lab = Lab::start_with_agent_args(2, &["--proxy-mode", "iptables"]);
+    lab.start_controller_manager();
+    let image = lab.push_busybox("1");
+    // Each pod serves its own name.
+    let server = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let manifest = web(&image, 3).replace("exec sleep 3600", server);
+    lab.kubectl_with_input(&["apply", "-f", "-"], &manifest);
+    lab.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    lab.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    wait_until("3 endpoints", Duration::from_secs(20), || {
+        endpoints(&lab, "web").len() == 3
+    });
+    let ip = lab.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let pods = lab.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let pods: Vec<&str> = pods.split_whitespace().collect();
+
+    // From a client pod, 60 requests to the Service reach all 3 pods.
+    let client = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {image}\n    command: [\"sh\", \"-c\", \"exec sleep 3600\"]\n"
+    );
+    lab.kubectl_with_input(&["apply", "-f", "-"], &client);
+    lab.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "--timeout=60s",
+    ]);
+    // busybox's nc (its static wget cannot resolve even an address literal).
+    let fetch = |times: u32| {
+        format!(
+            "for i in $(seq 1 {times}); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80 | tail -n 1; done"
+        )
+    };
+    let script = fetch(60);
+    let answers = lab.kubectl_ok(&["exec", "client", "--", "sh", "-c", &script]);
+    for pod in &pods {
+        let n = answers.lines().filter(|l| l.trim() == *pod).count();
+        assert!(n > 0, "{pod} got none of 60 requests:\n{answers}");
+    }
+    assert_eq!(answers.lines().count(), 60, "{answers}");
+
+    // Hairpin: a pod reaches itself through its Service.
+    let script = fetch(30);
+    let from_itself = lab.kubectl_ok(&["exec", pods[0], "--", "sh", "-c", &script]);
+    assert!(
+        from_itself.lines().any(|l| l.trim() == pods[0]),
+        "{from_itself}"
+    );
+
+    // A NodePort from the host, at the node's address on its pod bridge.
+    lab.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "web-np",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--type",
+        "NodePort",
+    ]);
+    let node_port = lab.kubectl_ok(&[
+        "get",
+        "svc",
+        "web-np",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    let gateway = lab.kubectl_ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
+    let gateway = format!("{}.1", gateway.rsplit_once('.').map_or("", |(net, _)| net));
+    wait_until("the NodePort answers", Duration::from_secs(20), || {
+        pods.contains(&get(&format!("{gateway}:{node_port}")).as_str())
+    });
+
+    // A Service without ready endpoints refuses connections at once.
+    lab.kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
+    wait_until("no endpoints", Duration::from_secs(30), || {
+        endpoints(&lab, "web").is_empty()
+    });
+    let started = std::time::Instant::now();
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 20 {ip} 80; echo done");
+    let answer = lab.kubectl_ok(&["exec", "client", "--", "sh", "-c", &script]);
+    assert_eq!(answer.trim(), "done", "no pod should answer: {answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a Service without endpoints should refuse at once, not time out"
+    );
+
+    // Stopped, the lab leaves no rule behind.
+    assert!(!kube_rules().is_empty());
+    drop(lab);
+    let left = kube_rules();
+    assert!(left.is_empty(), "{left:?}");
+}

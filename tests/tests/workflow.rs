@@ -434,6 +434,7 @@ fn kubelabd_up(lab: &Lab, agents: usize) -> (kubelab_tests::Proc, std::path::Pat
         "kubelabd up",
         std::process::Command::new(bin("kubelabd"))
             .args(["up", "--agents", &agents.to_string(), "--listen", &server])
+            .args(["--proxy-mode", "none"])
             .arg("--admin-config")
             .arg(lab.dir.path().join("up-admin.conf"))
             .args(["--cluster-cidr", &lab.cluster_cidr])

@@ -22,6 +22,7 @@ mod pod_status;
 mod pod_worker;
 mod pod_workers;
 mod prober;
+pub mod proxy;
 pub mod reset;
 pub mod runtime;
 mod server;
@@ -115,6 +116,10 @@ pub struct AgentArgs {
     /// renews every 10s); keep it well under the apiserver's --node-monitor-grace-period.
     #[arg(long, default_value = "10s", value_parser = kubelab_proto::duration::parse)]
     pub heartbeat_period: Duration,
+    /// The service proxy: iptables rules for the Services' cluster IPs and node ports
+    /// (kube-proxy's --proxy-mode), or none. One lab per host runs it.
+    #[arg(long, value_enum, default_value_t = proxy::ProxyMode::Iptables)]
+    pub proxy_mode: proxy::ProxyMode,
     /// Most pods this node takes (the kubelet's --max-pods).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub max_pods: i64,
@@ -305,6 +310,14 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
         kubelet.clone(),
         args.heartbeat_period,
     ));
+    let proxy = (args.proxy_mode == proxy::ProxyMode::Iptables).then(|| {
+        let (credential, cidr) = (credential.clone(), args.cluster_cidr.clone());
+        tokio::spawn(async move {
+            if let Err(e) = proxy::run(credential, cidr).await {
+                tracing::error!(error = %e, "the service proxy stopped: Services are not routed on this node");
+            }
+        })
+    });
 
     let workers = PodWorkers::new(kubelet.clone());
     let outcome = tokio::select! {
@@ -325,6 +338,12 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
         }
     };
     workers.shutdown().await;
+    if let Some(proxy) = proxy {
+        proxy.abort();
+        for removed in proxy::clean_up().await {
+            tracing::info!(%removed, "service rules removed");
+        }
+    }
     kubelet.network.clean_up_node().await;
     runtime.remove_node_cgroups();
     outcome
