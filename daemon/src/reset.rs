@@ -52,6 +52,16 @@ pub async fn run(args: ResetArgs) -> Result<(), ResetError> {
             Err(e) => refused.push(e.to_string()),
         }
     }
+    // The service proxy's chains, which a killed agent leaves (only when an agent was
+    // here: a kube-proxy of a real cluster on this host is not ours to touch).
+    if refused.is_empty() && !agents.is_empty() {
+        removed.extend(
+            crate::agent::proxy::clean_up()
+                .await
+                .into_iter()
+                .map(|r| format!("service proxy rules: {r}")),
+        );
+    }
     // Mounts no root claimed (a build or agent moved by hand, say); deepest first.
     if refused.is_empty() {
         let mut mounts = mounts_under(&dir);

@@ -143,6 +143,10 @@ fn services_get_addresses_and_endpoint_slices_follow_their_pods() {
         found.len() == 6 && found.iter().all(|e| e.ends_with(" true"))
     });
 
+    // `kubectl create service` sends its Service as protobuf.
+    let created = lab.kubectl_ok(&["create", "service", "clusterip", "plain", "--tcp=80:8080"]);
+    assert_eq!(created.trim(), "service/plain created");
+
     // A NodePort Service gets a port of 30000-32767.
     lab.kubectl_ok(&[
         "expose",

@@ -1,5 +1,5 @@
 //! Objects sent in Kubernetes' protobuf encoding, read into the JSON Kubernetes would
-//! give for them. `kubectl create namespace|deployment|job` (client-go's typed clients)
+//! give for them. `kubectl create namespace|service|job|…` (client-go's typed clients)
 //! post their object as `k8s\0` + `runtime.Unknown{typeMeta, raw}`, `raw` being the
 //! object's message. kubelab keeps objects as JSON, so this module owns one thing: the
 //! walk from those bytes to a `serde_json::Value`, driven by a table (`schema.rs`) of the

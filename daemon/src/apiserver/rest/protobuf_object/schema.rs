@@ -13,6 +13,7 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<&'static Message> {
     match (api_version, kind) {
         ("v1", "Namespace") => Some(&NAMESPACE),
         ("v1", "Pod") => Some(&POD),
+        ("v1", "Service") => Some(&SERVICE),
         ("apps/v1", "Deployment") => Some(&DEPLOYMENT),
         ("batch/v1", "Job") => Some(&JOB),
         _ => None,
@@ -102,6 +103,18 @@ const LABEL_SELECTOR_REQUIREMENT: Message = Message {
         keep(1, "key", Str),
         keep(2, "operator", Str),
         omit_zero(3, "values", List(&Str)),
+    ],
+};
+
+const CONDITION: Message = Message {
+    name: "Condition",
+    fields: &[
+        keep(1, "type", Str),
+        keep(2, "status", Str),
+        omit_zero(3, "observedGeneration", Int),
+        keep(4, "lastTransitionTime", Time),
+        keep(5, "reason", Str),
+        keep(6, "message", Str),
     ],
 };
 
@@ -234,6 +247,97 @@ const TOLERATION: Message = Message {
         omit_zero(3, "value", Str),
         omit_zero(4, "effect", Str),
         keep(5, "tolerationSeconds", Int),
+    ],
+};
+
+/// kubectl writes the status as `{loadBalancer: {}}`: it reads as nothing.
+const SERVICE: Message = Message {
+    name: "Service",
+    fields: &[
+        omit_zero(1, "metadata", Msg(&OBJECT_META)),
+        omit_zero(2, "spec", Msg(&SERVICE_SPEC)),
+        omit_zero(3, "status", Msg(&SERVICE_STATUS)),
+    ],
+};
+
+const SERVICE_SPEC: Message = Message {
+    name: "ServiceSpec",
+    fields: &[
+        omit_zero(1, "ports", List(&Msg(&SERVICE_PORT))),
+        omit_zero(2, "selector", Map(&Str)),
+        omit_zero(3, "clusterIP", Str),
+        omit_zero(18, "clusterIPs", List(&Str)),
+        omit_zero(4, "type", Str),
+        omit_zero(5, "externalIPs", List(&Str)),
+        omit_zero(7, "sessionAffinity", Str),
+        omit_zero(8, "loadBalancerIP", Str),
+        omit_zero(9, "loadBalancerSourceRanges", List(&Str)),
+        omit_zero(10, "externalName", Str),
+        omit_zero(11, "externalTrafficPolicy", Str),
+        omit_zero(12, "healthCheckNodePort", Int),
+        omit_zero(13, "publishNotReadyAddresses", Bool),
+        keep(14, "sessionAffinityConfig", Msg(&SESSION_AFFINITY_CONFIG)),
+        omit_zero(19, "ipFamilies", List(&Str)),
+        keep(17, "ipFamilyPolicy", Str),
+        keep(20, "allocateLoadBalancerNodePorts", Bool),
+        keep(21, "loadBalancerClass", Str),
+        keep(22, "internalTrafficPolicy", Str),
+        keep(23, "trafficDistribution", Str),
+    ],
+};
+
+/// A zero `targetPort` (a Go value field) means unset: left out, as for `omitempty`.
+const SERVICE_PORT: Message = Message {
+    name: "ServicePort",
+    fields: &[
+        omit_zero(1, "name", Str),
+        omit_zero(2, "protocol", Str),
+        keep(6, "appProtocol", Str),
+        keep(3, "port", Int),
+        omit_zero(4, "targetPort", IntOrString),
+        omit_zero(5, "nodePort", Int),
+    ],
+};
+
+const SESSION_AFFINITY_CONFIG: Message = Message {
+    name: "SessionAffinityConfig",
+    fields: &[keep(1, "clientIP", Msg(&CLIENT_IP_CONFIG))],
+};
+
+const CLIENT_IP_CONFIG: Message = Message {
+    name: "ClientIPConfig",
+    fields: &[keep(1, "timeoutSeconds", Int)],
+};
+
+const SERVICE_STATUS: Message = Message {
+    name: "ServiceStatus",
+    fields: &[
+        omit_zero(1, "loadBalancer", Msg(&LOAD_BALANCER_STATUS)),
+        omit_zero(2, "conditions", List(&Msg(&CONDITION))),
+    ],
+};
+
+const LOAD_BALANCER_STATUS: Message = Message {
+    name: "LoadBalancerStatus",
+    fields: &[omit_zero(1, "ingress", List(&Msg(&LOAD_BALANCER_INGRESS)))],
+};
+
+const LOAD_BALANCER_INGRESS: Message = Message {
+    name: "LoadBalancerIngress",
+    fields: &[
+        omit_zero(1, "ip", Str),
+        omit_zero(2, "hostname", Str),
+        keep(3, "ipMode", Str),
+        omit_zero(4, "ports", List(&Msg(&PORT_STATUS))),
+    ],
+};
+
+const PORT_STATUS: Message = Message {
+    name: "PortStatus",
+    fields: &[
+        keep(1, "port", Int),
+        keep(2, "protocol", Str),
+        keep(3, "error", Str),
     ],
 };
 

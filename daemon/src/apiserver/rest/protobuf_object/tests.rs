@@ -1,5 +1,5 @@
 //! The bodies under `testdata/` are what kubectl 1.32 posted, recorded by a fake
-//! apiserver: `create-<kind>-<name>.pb` for the command in each test.
+//! apiserver: `create-<kind>-<name>[-<variant>].pb` for the command in each test.
 
 use prost::encoding::{encode_key, encode_varint, WireType};
 use serde_json::json;
@@ -10,6 +10,23 @@ const NAMESPACE_TEAM: &[u8] = include_bytes!("testdata/create-namespace-team.pb"
 const DEPLOYMENT_WEB: &[u8] = include_bytes!("testdata/create-deployment-web.pb");
 const DEPLOYMENT_ZERO: &[u8] = include_bytes!("testdata/create-deployment-zero.pb");
 const JOB_PI: &[u8] = include_bytes!("testdata/create-job-pi.pb");
+const SERVICE_WEB: &[u8] = include_bytes!("testdata/create-service-web.pb");
+const SERVICE_WEB_NODEPORT: &[u8] = include_bytes!("testdata/create-service-web-nodeport.pb");
+const SERVICE_WEB_NODEPORT_30080: &[u8] =
+    include_bytes!("testdata/create-service-web-nodeport-30080.pb");
+const SERVICE_NONE: &[u8] = include_bytes!("testdata/create-service-none.pb");
+const SERVICE_EXT: &[u8] = include_bytes!("testdata/create-service-ext.pb");
+const REAL: [&[u8]; 9] = [
+    NAMESPACE_TEAM,
+    DEPLOYMENT_WEB,
+    DEPLOYMENT_ZERO,
+    JOB_PI,
+    SERVICE_WEB,
+    SERVICE_WEB_NODEPORT,
+    SERVICE_WEB_NODEPORT_30080,
+    SERVICE_NONE,
+    SERVICE_EXT,
+];
 
 #[test]
 fn kubectl_create_namespace_reads_as_its_json() {
@@ -57,6 +74,64 @@ fn kubectl_create_job_reads_as_its_json() {
         "spec": {"template": {"spec": {"containers": [container], "restartPolicy": "Never"}}},
     });
     assert_eq!(to_json(JOB_PI).unwrap(), expected);
+}
+
+/// The Service `kubectl create service` posts for `name` with `spec` (its status,
+/// sent as `{loadBalancer: {}}`, reads as nothing).
+fn created_service(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": spec,
+    })
+}
+
+#[test]
+fn kubectl_create_service_clusterip_reads_as_its_json() {
+    // kubectl create service clusterip web --tcp=80:8080
+    let port = json!({"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080});
+    let spec = json!({"ports": [port], "selector": {"app": "web"}, "type": "ClusterIP"});
+    assert_eq!(to_json(SERVICE_WEB).unwrap(), created_service("web", spec));
+}
+
+#[test]
+fn kubectl_create_service_nodeport_reads_as_its_json() {
+    // kubectl create service nodeport web --tcp=80:8080: nodePort 0 is left out.
+    let port = json!({"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080});
+    let spec = json!({"ports": [port], "selector": {"app": "web"}, "type": "NodePort"});
+    assert_eq!(
+        to_json(SERVICE_WEB_NODEPORT).unwrap(),
+        created_service("web", spec)
+    );
+
+    // kubectl create service nodeport web --tcp=80:8080 --node-port=30080
+    let port = json!({
+        "name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 30080,
+    });
+    let spec = json!({"ports": [port], "selector": {"app": "web"}, "type": "NodePort"});
+    assert_eq!(
+        to_json(SERVICE_WEB_NODEPORT_30080).unwrap(),
+        created_service("web", spec)
+    );
+}
+
+#[test]
+fn kubectl_create_service_headless_reads_as_its_json() {
+    // kubectl create service clusterip none --clusterip=None
+    let spec = json!({"selector": {"app": "none"}, "clusterIP": "None", "type": "ClusterIP"});
+    assert_eq!(
+        to_json(SERVICE_NONE).unwrap(),
+        created_service("none", spec)
+    );
+}
+
+#[test]
+fn kubectl_create_service_externalname_reads_as_its_json() {
+    // kubectl create service externalname ext --external-name=example.com
+    let spec = json!({
+        "selector": {"app": "ext"}, "type": "ExternalName", "externalName": "example.com",
+    });
+    assert_eq!(to_json(SERVICE_EXT).unwrap(), created_service("ext", spec));
 }
 
 // Hand-made bodies, for what kubectl's create commands do not send.
@@ -171,12 +246,113 @@ fn special_types_read_as_kubernetes_writes_them_in_json() {
 }
 
 #[test]
+fn service_fields_kubectl_create_leaves_out_read_as_kubernetes_writes_them() {
+    let port = message(
+        1,
+        &[
+            bytes(1, b"http"),
+            bytes(2, b"TCP"),
+            bytes(6, b"kubernetes.io/h2c"),
+            varint(3, 80),
+            // A named targetPort, and a zero nodePort (left out).
+            message(4, &[varint(1, 1), varint(2, 0), bytes(3, b"web")]),
+            varint(5, 0),
+        ],
+    );
+    // A zero targetPort means unset, as in Kubernetes' defaulting: left out.
+    let bare_port = message(
+        1,
+        &[varint(3, 81), message(4, &[varint(1, 0), varint(2, 0)])],
+    );
+    let spec = message(
+        2,
+        &[
+            port,
+            bare_port,
+            bytes(18, b"10.96.0.10"),
+            bytes(4, b"LoadBalancer"),
+            bytes(7, b"ClientIP"),
+            bytes(11, b"Local"),
+            varint(12, 31000),
+            varint(13, 1),
+            message(14, &[message(1, &[varint(1, 600)])]),
+            bytes(19, b"IPv4"),
+            bytes(17, b"SingleStack"),
+            // Pointers: kept when written, false and empty included.
+            varint(20, 0),
+            bytes(22, b""),
+        ],
+    );
+    let ingress = message(
+        1,
+        &[
+            bytes(1, b"192.0.2.1"),
+            bytes(3, b"VIP"),
+            message(4, &[varint(1, 80), bytes(2, b"TCP")]),
+        ],
+    );
+    let condition = message(
+        2,
+        &[
+            bytes(1, b"Ready"),
+            bytes(2, b"True"),
+            message(4, &[varint(1, 1_700_000_000)]),
+            bytes(5, b"Ok"),
+            bytes(6, b""),
+        ],
+    );
+    let status = message(3, &[message(1, &[ingress]), condition]);
+    let body = body(
+        "v1",
+        "Service",
+        &[message(1, &[bytes(1, b"s")]), spec, status],
+    );
+
+    let expected = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "s"},
+        "spec": {
+            "ports": [
+                {
+                    "name": "http", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c",
+                    "port": 80, "targetPort": "web",
+                },
+                {"port": 81},
+            ],
+            "clusterIPs": ["10.96.0.10"],
+            "type": "LoadBalancer",
+            "sessionAffinity": "ClientIP",
+            "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 31000,
+            "publishNotReadyAddresses": true,
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "allocateLoadBalancerNodePorts": false,
+            "internalTrafficPolicy": "",
+        },
+        "status": {
+            "loadBalancer": {
+                "ingress": [
+                    {"ip": "192.0.2.1", "ipMode": "VIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+                ],
+            },
+            "conditions": [{
+                "type": "Ready", "status": "True",
+                "lastTransitionTime": "2023-11-14T22:13:20Z", "reason": "Ok", "message": "",
+            }],
+        },
+    });
+    assert_eq!(to_json(&body).unwrap(), expected);
+}
+
+#[test]
 fn what_is_not_a_readable_object_is_an_error() {
     assert!(to_json(b"{\"kind\": \"Namespace\"}").is_err());
-    let service = body("v1", "Service", &[message(1, &[bytes(1, b"s")])]);
-    assert!(to_json(&service)
+    let config_map = body("v1", "ConfigMap", &[message(1, &[bytes(1, b"c")])]);
+    assert!(to_json(&config_map)
         .unwrap_err()
-        .starts_with("v1 Service: kubelab does not read"));
+        .starts_with("v1 ConfigMap: kubelab does not read"));
     // A string field sent as a varint.
     let wrong = body("v1", "Namespace", &[message(1, &[varint(1, 7)])]);
     assert!(to_json(&wrong).is_err());
@@ -184,7 +360,7 @@ fn what_is_not_a_readable_object_is_an_error() {
 
 #[test]
 fn damaged_bodies_fail_without_panicking() {
-    for real in [NAMESPACE_TEAM, DEPLOYMENT_WEB, DEPLOYMENT_ZERO, JOB_PI] {
+    for real in REAL {
         for end in 0..real.len() {
             let _ = to_json(&real[..end]);
         }
