@@ -187,42 +187,45 @@ async fn sync(ports: &[ServicePort], cluster_cidr: &str) -> Result<(), ProxyErro
     let stale = kube_chains("nat", &["KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-"]).await?;
     let text = rules::restore_text(ports, cluster_cidr, &stale);
     command("iptables-restore", &["--noflush", "--wait"], Some(&text)).await?;
-    for (table, builtin, target, comment) in rules::JUMPS {
-        let mut rule = vec!["-m", "comment", "--comment", comment];
-        if *table == "filter" {
-            rule.extend(["-m", "conntrack", "--ctstate", "NEW"]);
-        }
-        rule.extend(["-j", target]);
-        let check: Vec<&str> = ["-w", "-t", table, "-C", builtin]
-            .into_iter()
-            .chain(rule.iter().copied())
-            .collect();
-        if command("iptables", &check, None).await.is_err() {
-            let insert: Vec<&str> = ["-w", "-t", table, "-I", builtin, "1"]
-                .into_iter()
-                .chain(rule.iter().copied())
-                .collect();
-            command("iptables", &insert, None).await?;
+    for jump in rules::JUMPS {
+        if command("iptables", &jump_args(jump, &["-C"]), None)
+            .await
+            .is_err()
+        {
+            command("iptables", &jump_args(jump, &["-I", "1"]), None).await?;
         }
     }
     Ok(())
+}
+
+/// `iptables` arguments for a jump from a built-in chain to ours: `how` is `-C` (check),
+/// `-I 1` (insert first) or `-D` (delete). New connections only, in the filter table.
+fn jump_args<'a>(
+    (table, builtin, target, comment): &'a (&str, &str, &str, &str),
+    how: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["-w", "-t", table];
+    if let Some((verb, rest)) = how.split_first() {
+        args.extend([*verb, builtin]);
+        args.extend(rest);
+    }
+    args.extend(["-m", "comment", "--comment", comment]);
+    if *table == "filter" {
+        args.extend(["-m", "conntrack", "--ctstate", "NEW"]);
+    }
+    args.extend(["-j", target]);
+    args
 }
 
 /// Removes the jumps and every `KUBE-` chain this proxy writes (the agent stopping,
 /// `kubelabd reset`); what is already gone is no error. Returns what was removed.
 pub async fn clean_up() -> Vec<String> {
     let mut removed = Vec::new();
-    for (table, builtin, target, comment) in rules::JUMPS {
-        let mut rule = vec!["-m", "comment", "--comment", comment];
-        if *table == "filter" {
-            rule.extend(["-m", "conntrack", "--ctstate", "NEW"]);
-        }
-        rule.extend(["-j", target]);
-        let delete: Vec<&str> = ["-w", "-t", table, "-D", builtin]
-            .into_iter()
-            .chain(rule.iter().copied())
-            .collect();
-        while command("iptables", &delete, None).await.is_ok() {
+    for jump @ (table, builtin, target, _) in rules::JUMPS {
+        while command("iptables", &jump_args(jump, &["-D"]), None)
+            .await
+            .is_ok()
+        {
             removed.push(format!("{table} {builtin} -> {target}"));
         }
     }

@@ -14,15 +14,20 @@ fn invalid(text: String) -> ApiError {
     ApiError::Invalid(text)
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
+/// A label of at most 63 lower case letters, digits and inner dashes; DNS-1035 labels
+/// also start with a letter.
+fn is_label(name: &str, letter_first: bool) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let first = |c: char| c.is_ascii_lowercase() || (!letter_first && c.is_ascii_digit());
+    !name.is_empty()
         && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+        && name.starts_with(first)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-')
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if is_label(name, true) {
         return Ok(());
     }
     Err(invalid(format!(
@@ -32,13 +37,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 /// A port name: an RFC 1123 label.
 fn check_port_name(path: &str, name: &str) -> Result<(), ApiError> {
-    let ok = name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if is_label(name, false) {
         return Ok(());
     }
     Err(invalid(format!(
