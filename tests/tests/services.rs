@@ -327,6 +327,30 @@ fn traffic_to_a_service_reaches_every_ready_pod() {
         "{from_itself}"
     );
 
+    // ClientIP affinity: one client's requests all go to one pod.
+    lab.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "sticky",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--session-affinity",
+        "ClientIP",
+    ]);
+    wait_until("sticky's endpoints", Duration::from_secs(20), || {
+        endpoints(&lab, "sticky").len() == 3
+    });
+    let sticky = lab.kubectl_ok(&["get", "svc", "sticky", "-o", "jsonpath={.spec.clusterIP}"]);
+    let script = fetch(20).replace(&ip, &sticky);
+    let answers = lab.kubectl_ok(&["exec", "client", "--", "sh", "-c", &script]);
+    let distinct: std::collections::BTreeSet<&str> = answers.lines().map(str::trim).collect();
+    assert_eq!(distinct.len(), 1, "{answers}");
+    assert_eq!(answers.lines().count(), 20, "{answers}");
+
     // A NodePort from the host, at the node's address on its pod bridge.
     lab.kubectl_ok(&[
         "expose",
