@@ -11,14 +11,16 @@
 //! 7. `kubelab image build`, cold, cached and with one file changed;
 //! 8. a Deployment of 100 on 2 real agents until Available, and (8b) its rolling update,
 //!    beside bare pods in the same lab;
-//! 9. a Deployment of 10,000 replicas on 1,000 hollow nodes until all Running, pods/s.
+//! 9. a Deployment of 10,000 replicas on 1,000 hollow nodes until all Running, pods/s;
+//! 10. a new endpoint Ready → reachable through its Service, and (10b) a request through
+//!     a cluster IP beside one to the pod directly.
 //!
 //! Not a test: nothing here asserts a time. `BENCH_QUICK=1` shrinks the counts;
 //! `BENCH_ONLY=3,4` runs only those rows (to profile one).
 //!
 //! One file a row (or two rows measured in the same lab): `pod_start` (1, 5 idle),
 //! `burst` (2), `api_creates` (3), `scheduler` (4, 5c), `image_pull` (6), `image_build`
-//! (7), `workloads` (8, 8b, 9); what they share: `pods` (making, starting and watching pods), `runc` (the runc
+//! (7), `workloads` (8, 8b, 9), `services` (10, 10b); what they share: `pods` (making, starting and watching pods), `runc` (the runc
 //! comparison), `measure` (percentiles, memory, logs). This file holds the sizes, the
 //! table and the order of the rows.
 
@@ -31,6 +33,7 @@ mod pod_start;
 mod pods;
 mod runc;
 mod scheduler;
+mod services;
 mod workloads;
 
 /// How many of each thing to measure (`BENCH_QUICK=1`: a fast look, not for the record).
@@ -106,6 +109,9 @@ async fn main() {
     }
     if wanted("9") {
         workloads::run_hollow(&sizes, &mut rows).await;
+    }
+    if wanted("10") {
+        services::run(&mut rows).await;
     }
     rows.sort_by(|a, b| a.what.cmp(&b.what));
     println!();
