@@ -62,6 +62,24 @@ pub fn free_port() -> u16 {
     panic!("no free port between 20000 and 32000")
 }
 
+/// One HTTP/1.0 GET of `/` at `address` (`ip:port`); the body, trimmed, or empty when
+/// nothing answered.
+pub fn http_get(address: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {

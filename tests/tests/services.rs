@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use kubelab_tests::{wait_until, Lab};
+use kubelab_tests::{http_get, wait_until, Lab};
 
 fn web(image: &str, replicas: u32) -> String {
     format!(
@@ -243,23 +243,6 @@ fn kube_rules() -> Vec<String> {
         .collect()
 }
 
-/// An HTTP GET from the host; the body.
-fn get(address: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = write!(stream, "GET / HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out.split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn traffic_to_a_service_reaches_every_ready_pod() {
     let _proxy = proxy_lock();
@@ -375,7 +358,7 @@ fn traffic_to_a_service_reaches_every_ready_pod() {
     let gateway = lab.kubectl_ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
     let gateway = format!("{}.1", gateway.rsplit_once('.').map_or("", |(net, _)| net));
     wait_until("the NodePort answers", Duration::from_secs(20), || {
-        pods.contains(&get(&format!("{gateway}:{node_port}")).as_str())
+        pods.contains(&http_get(&format!("{gateway}:{node_port}")).as_str())
     });
 
     // A Service without ready endpoints refuses connections at once.

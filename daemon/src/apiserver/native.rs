@@ -392,10 +392,15 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
             warnings,
             labels,
         } = {
-            let stored = self
-                .store
-                .get::<S::Object>(&key::<S::Object>(&given.namespace, &given.name))?;
-            let stored = stored.as_ref().map(to_k8s);
+            // Only `allocate` reads the stored object here (its cluster IP to keep).
+            let stored = match S::ALLOCATES {
+                true => self
+                    .store
+                    .get::<S::Object>(&key::<S::Object>(&given.namespace, &given.name))?
+                    .as_ref()
+                    .map(to_k8s),
+                false => None,
+            };
             prepare::<S>(&object, (&self.config, stored.as_ref(), &others))?
         };
         given.labels = labels;

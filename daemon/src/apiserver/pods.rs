@@ -46,6 +46,11 @@ impl DefaultTolerations {
     /// Kubernetes' 300; those of 300 are added when a pod is written out
     /// (`defaults::tolerations`), so they cost no bytes in the store.
     fn add_to(&self, spec: &mut PodSpec) {
+        if self.not_ready == DEFAULT_TOLERATION_SECONDS
+            && self.unreachable == DEFAULT_TOLERATION_SECONDS
+        {
+            return; // the usual case, on every create: nothing to store
+        }
         let missing: Vec<String> = defaults::tolerations(&spec.tolerations)
             .filter_map(|t| t.key)
             .collect();

@@ -132,28 +132,17 @@ fn proportion(d: &Deployment, rs: &ReplicaSet, allowed: i32, to_add: i32, added:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{
-        DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus,
-        RollingUpdateDeployment,
-    };
+    use k8s_openapi::api::apps::v1::{ReplicaSetSpec, ReplicaSetStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+    /// Surge as given, no unavailability.
     fn deployment(replicas: i32, surge: i32) -> Deployment {
-        Deployment {
-            spec: DeploymentSpec {
-                replicas: Some(replicas),
-                strategy: Some(DeploymentStrategy {
-                    type_: Some("RollingUpdate".into()),
-                    rolling_update: Some(RollingUpdateDeployment {
-                        max_surge: Some(IntOrString::Int(surge)),
-                        max_unavailable: Some(IntOrString::Int(0)),
-                    }),
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
+        super::super::rollout::tests::deployment(
+            replicas,
+            IntOrString::Int(surge),
+            IntOrString::Int(0),
+        )
     }
 
     fn rs(size: i32, created_ms: i64, max_replicas: i32) -> ReplicaSet {

@@ -152,11 +152,16 @@ pub fn revision(rs: &ReplicaSet) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 
-    fn deployment(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
+    /// A RollingUpdate Deployment (also the proportional scaling tests').
+    pub(in crate::controllers) fn deployment(
+        replicas: i32,
+        surge: IntOrString,
+        unavailable: IntOrString,
+    ) -> Deployment {
         Deployment {
             spec: DeploymentSpec {
                 replicas: Some(replicas),

@@ -4,29 +4,12 @@
 //! request to the pod's own address. Both measured from the host, whose OUTPUT chain
 //! goes through the same `KUBE-SERVICES` rules a pod's traffic does.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use kubelab_tests::Lab;
+use kubelab_tests::{http_get, Lab};
 
 use crate::measure::{ms, percentile};
 use crate::Row;
-
-/// One HTTP GET; the body (the pod's name), empty on failure.
-fn get(address: &str) -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out.split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
 
 /// The names of the Deployment's pods that are Ready (a gRPC list: cheap enough to poll
 /// every few milliseconds, unlike a kubectl process).
@@ -89,7 +72,7 @@ pub async fn run(rows: &mut Vec<Row>) {
         "jsonpath={.items[0].status.podIP}",
     ]);
     let direct = format!("{pod_ip}:8080");
-    while get(&service).is_empty() {
+    while http_get(&service).is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -98,7 +81,7 @@ pub async fn run(rows: &mut Vec<Row>) {
     for _ in 0..300 {
         for (to, times) in [(&service, &mut through), (&direct, &mut straight)] {
             let start = Instant::now();
-            get(to);
+            http_get(to);
             times.push(start.elapsed());
         }
     }
@@ -118,7 +101,7 @@ pub async fn run(rows: &mut Vec<Row>) {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        while get(&service) != new {
+        while http_get(&service) != new {
             if ready_at.elapsed() > Duration::from_secs(30) {
                 break;
             }
