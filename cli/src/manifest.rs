@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn a_pod_manifest_converts_and_unknown_fields_are_named() {
         let (pods, warnings) = parse_pods(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostIPC: true\n  dnsPolicy: None\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n    sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}]\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80, hostPort: 8080}]\n    stdin: true\n    securityContext: {procMount: Unmasked, appArmorProfile: {type: Unconfined}}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  hostIPC: true\n  shareProcessNamespace: true\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n    sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}]\n  containers:\n  - name: c\n    image: busybox:1\n    args: [sleep, '1']\n    ports: [{containerPort: 80, hostPort: 8080}]\n    stdin: true\n    securityContext: {procMount: Unmasked, appArmorProfile: {type: Unconfined}}\n",
         )
         .unwrap();
         let spec = pods[0].spec.as_ref().unwrap();
@@ -124,7 +124,10 @@ mod tests {
         let sc = spec.containers[0].security_context.as_ref().unwrap();
         assert_eq!(sc.proc_mount, "Unmasked");
         assert_eq!(sc.app_armor_profile.as_ref().unwrap().r#type, "Unconfined");
-        assert_eq!(warnings, ["spec.containers[0].stdin", "spec.dnsPolicy"]);
+        assert_eq!(
+            warnings,
+            ["spec.containers[0].stdin", "spec.shareProcessNamespace"]
+        );
     }
 
     /// What `make fuzz` found worth keeping replays here: every input parses or is

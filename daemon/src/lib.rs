@@ -6,6 +6,7 @@
 //! - `scheduler` — binds unbound pods to nodes, through the API only.
 //! - `controllers` — the controller manager: ReplicaSets and the garbage collector, as
 //!   clients of the Kubernetes REST API.
+//! - `dns` — the cluster DNS (CoreDNS's role): Services' names, as a REST client.
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
 //! - `container` — under the agent and the builder: images, confinement, cgroups, and the
 //!   shim (one single-threaded process per container; with `exec-helper`, one per
@@ -36,6 +37,7 @@ pub mod container;
 pub mod controllers;
 pub mod cri_log;
 pub mod deadline;
+pub mod dns;
 pub mod hollow;
 pub mod net;
 pub mod reset;

@@ -1,13 +1,13 @@
 //! `kubelabd up`: the whole lab in one command.
 //!
-//! Starts the apiserver, the controller manager and N agents as child processes of this
-//! one, and runs the scheduler in-process (still only through the API). One Ctrl-C (or
-//! SIGTERM) stops the controllers, then the agents (they stop their pods), then the
-//! apiserver. It owns only those child processes.
+//! Starts the apiserver, the controller manager, the cluster DNS and N agents as child
+//! processes of this one, and runs the scheduler in-process (still only through the API).
+//! One Ctrl-C (or SIGTERM) stops the controllers, then the agents (they stop their pods),
+//! then the DNS and the apiserver. It owns only those child processes.
 //!
 //! It watches them too: a scheduler that stops is restarted (said on stderr and in the
 //! log; if it keeps stopping, the lab stops); an apiserver, controller manager or agent
-//! that exits stops the lab, saying which one and how, and `up` exits non-zero. A lab
+//! (or cluster DNS) that exits stops the lab, saying which one and how, and `up` exits non-zero. A lab
 //! that silently runs on without its scheduler would leave every new pod Pending with no
 //! word why.
 
@@ -87,6 +87,19 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
     )?;
     let credentials = args.data_dir.join("apiserver");
     let api = wait_for_apiserver(&credentials, &mut apiserver, args.listen).await?;
+    let mut cluster_dns = spawn(
+        "cluster DNS",
+        Command::new(&exe)
+            .arg("cluster-dns")
+            .arg("--kubeconfig")
+            .arg(credentials.join("cluster-dns.conf"))
+            .arg("--cluster-cidr")
+            .arg(args.cluster.cluster_cidr.to_string()),
+    )?;
+    // kube-dns's cluster IP, as the apiserver made it: the agents write it into pods'
+    // resolv.conf (the kubelet's --cluster-dns).
+    let dns_ip =
+        crate::apiserver::services::allocate::dns_ip(args.cluster.service_cluster_ip_range);
     let mut agents = Vec::new();
     for i in 1..=args.agents {
         let name = format!("node-{i}");
@@ -100,6 +113,8 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
             .arg(args.data_dir.join("agents").join(&name))
             .arg("--cluster-cidr")
             .arg(args.cluster.cluster_cidr.to_string())
+            .arg("--cluster-dns")
+            .arg(dns_ip.to_string())
             // Heartbeats well within the grace period, when a lab shortens it to watch
             // eviction (Kubernetes' 10 s lease renewal against its 40 s).
             .arg("--heartbeat-period")
@@ -150,6 +165,7 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
             }
             status = apiserver.wait() => break Err(died("apiserver", status)),
             status = controller_manager.wait() => break Err(died("controller manager", status)),
+            status = cluster_dns.wait() => break Err(died("cluster DNS", status)),
             (i, status) = first_exit(&mut agents) => {
                 break Err(died(&format!("agent of node-{}", i + 1), status))
             }
@@ -171,6 +187,9 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
     for mut agent in agents {
         let _ = agent.wait().await;
     }
+    // The DNS removes its endpoint through the apiserver, so before it.
+    terminate(&cluster_dns);
+    let _ = cluster_dns.wait().await;
     terminate(&apiserver);
     let _ = apiserver.wait().await;
     outcome

@@ -149,3 +149,34 @@ pub fn cgroups_matching(needle: &str) -> Vec<PathBuf> {
     walk(Path::new("/sys/fs/cgroup"), needle, 6, &mut out);
     out
 }
+
+/// Holds the host's service proxy for one test: one lab at a time programs the `KUBE-*`
+/// chains (the other tests' agents run `--proxy-mode none`).
+pub fn proxy_lock() -> nix::fcntl::Flock<std::fs::File> {
+    std::fs::create_dir_all("/run/kubelab-tests").expect("lock dir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/kubelab-tests/proxy.lock")
+        .expect("lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).expect("proxy lock")
+}
+
+/// The `KUBE-` lines iptables holds now.
+pub fn kube_rules() -> Vec<String> {
+    ["nat", "filter"]
+        .iter()
+        .flat_map(|table| {
+            let out = std::process::Command::new("iptables-save")
+                .args(["-t", table])
+                .output()
+                .expect("iptables-save");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("KUBE-"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -19,6 +19,7 @@ pub struct Lab {
     apiserver: Option<Proc>,
     scheduler: Option<Proc>,
     controller_manager: Option<Proc>,
+    cluster_dns: Option<Proc>,
     agents: Vec<Proc>,
     pub node_names: Vec<String>,
     pub(crate) rootfs: OnceLock<PathBuf>,
@@ -124,6 +125,23 @@ impl Lab {
         ));
     }
 
+    /// The cluster DNS (`kubelabd cluster-dns`), forwarding other names to the name
+    /// servers of `resolv_conf`. Pods reach it through kube-dns's cluster IP, so only
+    /// through a lab that runs the service proxy.
+    pub fn start_cluster_dns(&mut self, resolv_conf: &Path) {
+        self.cluster_dns = Some(Proc::spawn(
+            "cluster-dns",
+            Command::new(bin("kubelabd"))
+                .args(["cluster-dns", "--kubeconfig"])
+                .arg(self.dir.path().join("apiserver/cluster-dns.conf"))
+                .args(["--cluster-cidr", &self.cluster_cidr])
+                .arg("--resolv-conf")
+                .arg(resolv_conf)
+                .env("RUST_LOG", "debug"),
+            &self.dir.path().join("cluster-dns.log"),
+        ));
+    }
+
     /// `kill -9` of the controller manager.
     pub fn kill_controller_manager(&mut self) {
         if let Some(mut p) = self.controller_manager.take() {
@@ -172,6 +190,7 @@ impl Lab {
             apiserver: None,
             scheduler: None,
             controller_manager: None,
+            cluster_dns: None,
             agents: Vec::new(),
             node_names: Vec::new(),
             rootfs: OnceLock::new(),
@@ -340,6 +359,8 @@ impl Lab {
                 // Short back-off keeps restart tests fast: 1s, 2s, 4s (the kubelet: 10s to 5m).
                 .args(["--backoff-initial", "1s", "--backoff-max", "4s"])
                 .args(["--cluster-cidr", &self.cluster_cidr])
+                // kube-dns's address, as `kubelabd up` gives it.
+                .args(["--cluster-dns", "10.96.0.10"])
                 .args(["--cni-bridge", &self.bridge_of(name)])
                 .args(&self.agent_args)
                 .args(own)
@@ -408,6 +429,9 @@ impl Drop for Lab {
         }
         if let Some(mut c) = self.controller_manager.take() {
             c.stop(Duration::from_secs(5));
+        }
+        if let Some(mut d) = self.cluster_dns.take() {
+            d.stop(Duration::from_secs(5));
         }
         // Agents first: on SIGTERM they stop their pods and remove mounts and cgroups.
         for agent in &mut self.agents {

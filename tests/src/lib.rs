@@ -20,7 +20,10 @@ mod images;
 mod lab;
 mod proc;
 
-pub use host::{cgroups_matching, mounts_under, processes_in_cgroups, processes_mentioning};
+pub use host::{
+    cgroups_matching, kube_rules, mounts_under, processes_in_cgroups, processes_mentioning,
+    proxy_lock,
+};
 pub use images::make_busybox_rootfs;
 pub use lab::Lab;
 pub use proc::Proc;

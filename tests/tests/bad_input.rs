@@ -77,11 +77,11 @@ fn a_duplicate_name_is_refused_and_nothing_is_lost() {
 #[test]
 fn unsupported_fields_are_named_in_warnings() {
     let lab = Lab::start(1);
-    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: w\nspec:\n  dnsPolicy: None\n  containers:\n  - name: c\n    image: 127.0.0.1:1/x:1\n    stdin: true\n");
+    let out = lab.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: w\nspec:\n  shareProcessNamespace: true\n  containers:\n  - name: c\n    image: 127.0.0.1:1/x:1\n    stdin: true\n");
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("spec.dnsPolicy") && err.contains("spec.containers[0].stdin"),
+        err.contains("spec.shareProcessNamespace") && err.contains("spec.containers[0].stdin"),
         "{err}"
     );
 }

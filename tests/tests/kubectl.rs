@@ -30,7 +30,15 @@ fn kubectl_reads_the_cluster() {
     let wide = lines(&lab.kubectl_ok(&["get", "no", "-o", "wide"]));
     assert_eq!(&wide[0][5..7], ["INTERNAL-IP", "EXTERNAL-IP"]);
     let namespaces = lab.kubectl_ok(&["get", "ns"]);
-    assert!(namespaces.contains("default   Active"), "{namespaces}");
+    // The four namespaces every cluster starts with.
+    for ns in ["default", "kube-node-lease", "kube-public", "kube-system"] {
+        assert!(
+            namespaces
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()[..2] == [ns, "Active"]),
+            "{namespaces}"
+        );
+    }
     assert_eq!(
         lab.kubectl_ok(&[
             "get",

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use kubelab_tests::{http_get, wait_until, Lab};
+use kubelab_tests::{http_get, kube_rules, proxy_lock, wait_until, Lab};
 
 fn web(image: &str, replicas: u32) -> String {
     format!(
@@ -210,37 +210,6 @@ fn services_get_addresses_and_endpoint_slices_follow_their_pods() {
         all.contains("service/kubernetes") && all.contains("service/web-np"),
         "{all}"
     );
-}
-
-/// Holds the host's service proxy for one test: one lab at a time programs the `KUBE-*`
-/// chains (the other tests' agents run `--proxy-mode none`).
-fn proxy_lock() -> nix::fcntl::Flock<std::fs::File> {
-    std::fs::create_dir_all("/run/kubelab-tests").expect("lock dir");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/kubelab-tests/proxy.lock")
-        .expect("lock file");
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).expect("proxy lock")
-}
-
-/// The `KUBE-` lines iptables holds now.
-fn kube_rules() -> Vec<String> {
-    ["nat", "filter"]
-        .iter()
-        .flat_map(|table| {
-            let out = std::process::Command::new("iptables-save")
-                .args(["-t", table])
-                .output()
-                .expect("iptables-save");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.contains("KUBE-"))
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 #[test]

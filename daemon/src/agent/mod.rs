@@ -14,6 +14,7 @@
 //! (their shims live on); the agent started again re-adopts them, and removes what it
 //! finds of pods deleted meanwhile.
 
+pub mod dns_config;
 mod expansion;
 mod logs;
 mod network;
@@ -129,6 +130,8 @@ pub struct AgentArgs {
     pub hollow: bool,
     #[command(flatten)]
     pub hollow_shape: crate::hollow::HollowShape,
+    #[command(flatten)]
+    pub dns: dns_config::DnsArgs,
 }
 
 /// `key=value` into a label.
@@ -160,6 +163,7 @@ pub struct KubeletConfig {
     pub backoff_max: Duration,
     pub backoff_reset: Duration,
     pub pod_pids_limit: i64,
+    pub dns: dns_config::DnsSettings,
 }
 
 /// Everything a pod worker needs, shared by all of them.
@@ -251,6 +255,7 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
             backoff_max: args.backoff_max,
             backoff_reset: args.backoff_reset,
             pod_pids_limit: args.pod_pids_limit,
+            dns: dns_config::DnsSettings::from_args(&args.dns),
         },
         events: EventRecorder::start(api.clone(), &args.node_name),
         status: StatusManager::start(api.clone()),

@@ -47,7 +47,13 @@ pub trait PodRuntime: Send + Sync + 'static {
         pids_limit: i64,
     ) -> Result<HashMap<String, PathBuf>, RuntimeError>;
     /// The pod's `/etc/hosts` and `/etc/resolv.conf`, with its IP once known.
-    fn write_etc_files(&self, pod: &Pod, pod_ip: &str) -> Result<(), RuntimeError>;
+    fn write_etc_files(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        resolv: &str,
+        cluster_domain: &str,
+    ) -> Result<(), RuntimeError>;
     /// Attaches the pod network (CNI ADD); returns the pod's IP.
     async fn attach_network(&self, pod: &Pod) -> Result<String, String>;
     /// Whether the pod network is still as attached (CNI CHECK).
@@ -120,8 +126,15 @@ impl PodRuntime for NodeRuntime {
         self.runtime.prepare_pod(pod, pids_limit)
     }
 
-    fn write_etc_files(&self, pod: &Pod, pod_ip: &str) -> Result<(), RuntimeError> {
-        self.runtime.write_etc_files(pod, pod_ip)
+    fn write_etc_files(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        resolv: &str,
+        cluster_domain: &str,
+    ) -> Result<(), RuntimeError> {
+        self.runtime
+            .write_etc_files(pod, pod_ip, resolv, cluster_domain)
     }
 
     async fn attach_network(&self, pod: &Pod) -> Result<String, String> {

@@ -4,7 +4,8 @@
 //! as Docker links once did. The agent follows the Services through the REST API (an
 //! informer with the node's credential), so a container start reads a cache, never the
 //! network. Headless and ExternalName Services have no address and give no variables.
-//! Owns those variables only; the values the pod sets itself win over them.
+//! A pod with `enableServiceLinks: false` gets only `kubernetes`' variables. Owns those
+//! variables only; the values the pod sets itself win over them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +41,14 @@ impl ServiceLinks {
         ServiceLinks { services: None }
     }
 
-    /// The variables for a container of a pod in `namespace`.
-    pub async fn env_for(&self, namespace: &str) -> Vec<(String, String)> {
+    /// The variables for a container of a pod in `namespace`: those of its namespace's
+    /// Services when `enable_service_links` (the pod's `enableServiceLinks`, true unless
+    /// set false), and always those of `default/kubernetes`, as the kubelet gives them.
+    pub async fn env_for(
+        &self,
+        namespace: &str,
+        enable_service_links: bool,
+    ) -> Vec<(String, String)> {
         let Some(services) = &self.services else {
             return Vec::new();
         };
@@ -53,7 +60,11 @@ impl ServiceLinks {
                 "the Services are not listed yet: no service variables for this container"
             );
         }
-        let mut linked: Vec<Arc<Service>> = services.list_namespace(namespace);
+        let mut linked: Vec<Arc<Service>> = if enable_service_links {
+            services.list_namespace(namespace)
+        } else {
+            Vec::new()
+        };
         if !linked
             .iter()
             .any(|s| s.metadata.name.as_deref() == Some("kubernetes"))

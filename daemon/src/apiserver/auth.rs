@@ -1,7 +1,8 @@
 //! Who is calling: the cluster's keys, its bearer tokens, and the identity behind each.
 //!
 //! Made once in `<data-dir>/pki/`: a CA and the apiserver's certificate (rcgen), and the
-//! tokens — admin (the CLI), scheduler, bootstrap (for nodes joining), and two per node,
+//! tokens — admin (the CLI), scheduler, controller manager, cluster DNS, bootstrap (for
+//! nodes joining), and two per node,
 //! issued when it joins: the node's own, and the peer token the apiserver shows that
 //! node's agent. With the node's token comes its agent's serving certificate, for the
 //! node's name and signed by the CA: the apiserver→agent hop is TLS, and no node's
@@ -38,6 +39,9 @@ pub enum Identity {
     ControllerManager,
     /// May only join a node (and get that node's own credential).
     Bootstrap,
+    /// The cluster DNS (`kubelabd cluster-dns`, CoreDNS's role): reads Services and
+    /// EndpointSlices, and writes its own EndpointSlice in kube-system.
+    ClusterDns,
     Node(String),
 }
 
@@ -48,6 +52,7 @@ impl std::fmt::Display for Identity {
             Identity::Scheduler => write!(f, "the scheduler"),
             Identity::ControllerManager => write!(f, "the controller manager"),
             Identity::Bootstrap => write!(f, "the bootstrap credential"),
+            Identity::ClusterDns => write!(f, "the cluster DNS"),
             Identity::Node(name) => write!(f, "node {name:?}"),
         }
     }
@@ -66,6 +71,7 @@ impl Identity {
             Identity::Scheduler => "system:kube-scheduler".into(),
             Identity::ControllerManager => "system:kube-controller-manager".into(),
             Identity::Bootstrap => "system:bootstrap:kubelab".into(),
+            Identity::ClusterDns => "system:serviceaccount:kube-system:coredns".into(),
             Identity::Node(name) => format!("system:node:{name}"),
         }
     }
@@ -77,6 +83,7 @@ impl Identity {
             Identity::Scheduler => "system:kube-scheduler",
             Identity::ControllerManager => "system:kube-controller-manager",
             Identity::Bootstrap => "system:bootstrappers",
+            Identity::ClusterDns => "system:serviceaccounts",
             Identity::Node(_) => "system:nodes",
         };
         vec![group.into(), "system:authenticated".into()]
@@ -117,6 +124,9 @@ struct Tokens {
     #[serde(default)]
     controller_manager: String,
     bootstrap: String,
+    /// Made on first use by an apiserver from before the cluster DNS.
+    #[serde(default)]
+    cluster_dns: String,
     nodes: BTreeMap<String, String>,
     /// Per node: what the apiserver presents to that node's agent.
     #[serde(default)]
@@ -186,8 +196,12 @@ impl Authenticator {
         };
         let mut tokens: Tokens = serde_json::from_str(&read(&paths[3])?)
             .map_err(|e| AuthError::Io(paths[3].clone(), std::io::Error::other(e)))?;
-        if tokens.controller_manager.is_empty() {
-            tokens.controller_manager = new_token();
+        if tokens.controller_manager.is_empty() || tokens.cluster_dns.is_empty() {
+            for token in [&mut tokens.controller_manager, &mut tokens.cluster_dns] {
+                if token.is_empty() {
+                    *token = new_token();
+                }
+            }
             let text = serde_json::to_vec_pretty(&tokens)
                 .map_err(|e| AuthError::Io(paths[3].clone(), std::io::Error::other(e)))?;
             write_private(&paths[3], &text)?;
@@ -224,6 +238,7 @@ impl Authenticator {
             scheduler: new_token(),
             controller_manager: new_token(),
             bootstrap: new_token(),
+            cluster_dns: new_token(),
             nodes: BTreeMap::new(),
             peers: BTreeMap::new(),
         };
@@ -238,8 +253,9 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Writes the admin, scheduler, controller manager and bootstrap credentials for an
-    /// apiserver at `server`: `<data-dir>/{admin,scheduler,controller-manager,bootstrap}.conf`,
+    /// Writes the admin, scheduler, controller manager, cluster DNS and bootstrap
+    /// credentials for an apiserver at `server`:
+    /// `<data-dir>/{admin,scheduler,controller-manager,cluster-dns,bootstrap}.conf`,
     /// and the admin one at `admin_config`.
     pub fn write_credentials(
         &self,
@@ -264,6 +280,7 @@ impl Authenticator {
         credential(&tokens.scheduler).save(&data_dir.join("scheduler.conf"))?;
         credential(&tokens.controller_manager).save(&data_dir.join("controller-manager.conf"))?;
         credential(&tokens.bootstrap).save(&data_dir.join("bootstrap.conf"))?;
+        credential(&tokens.cluster_dns).save(&data_dir.join("cluster-dns.conf"))?;
         if let Some(path) = admin_config {
             credential(&tokens.admin).save(path)?;
         }
@@ -286,6 +303,7 @@ impl Authenticator {
             (&tokens.scheduler, Identity::Scheduler),
             (&tokens.controller_manager, Identity::ControllerManager),
             (&tokens.bootstrap, Identity::Bootstrap),
+            (&tokens.cluster_dns, Identity::ClusterDns),
         ];
         if let Some((_, who)) = known.into_iter().find(|(t, _)| same(t, token)) {
             return Ok(who);

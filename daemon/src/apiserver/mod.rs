@@ -307,7 +307,7 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
         service_config,
     ));
     let endpointslices = Arc::new(native::NativeRegistry::new(store.clone()));
-    services::ensure_kubernetes(&services, &endpointslices, service_config, addr)
+    services::system::ensure(&services, &endpointslices, service_config, addr)
         .await
         .map_err(|e| ApiserverError::Open(args.data_dir.clone(), e))?;
     // The controllers inside the apiserver: if one stops, the apiserver stops and says so

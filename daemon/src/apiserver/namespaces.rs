@@ -1,5 +1,5 @@
 //! Namespaces in the API: create, read and relabel namespaces (the admin writes, the
-//! cluster reads), and the `default` namespace every cluster starts with.
+//! cluster reads), and the four namespaces every cluster starts with.
 //!
 //! Owns Namespace objects only: their names and labels, the Pod Security ones checked as
 //! Kubernetes checks them. It never touches pods; the Pods service reads a namespace's
@@ -69,15 +69,17 @@ fn check(name: &str, labels: &std::collections::HashMap<String, String>) -> Resu
     check_namespace_labels(labels)
 }
 
-/// Creates the `default` namespace when the store has none, as kube-apiserver does at start.
+/// Creates the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
+/// `kube-node-lease`) when the store lacks them, as kube-apiserver does at start.
 pub async fn ensure_default(store: &Store) -> Result<(), ApiError> {
-    let key = namespace_key("default");
-    store
-        .update::<Namespace, _>(&key, |current| match current {
-            Some(ns) => Ok(Some(ns)),
-            None => Ok(Some(new_namespace("default".into(), Default::default()))),
-        })
-        .await?;
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        store
+            .update::<Namespace, _>(&namespace_key(name), |current| match current {
+                Some(ns) => Ok(Some(ns)),
+                None => Ok(Some(new_namespace(name.into(), Default::default()))),
+            })
+            .await?;
+    }
     Ok(())
 }
 

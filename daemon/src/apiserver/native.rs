@@ -113,8 +113,14 @@ pub trait Strategy: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Whether nodes may read the kind (as the kubelet and kube-proxy read Services).
+    /// Whether nodes (and the cluster DNS) may read the kind (as the kubelet, kube-proxy
+    /// and CoreDNS read Services).
     const NODES_READ: bool = false;
+    /// Who may create, update or delete objects of the kind in `namespace`: the admin
+    /// and the controller manager.
+    fn may_write(who: &Identity, _namespace: &str, what: &str) -> Result<(), ApiError> {
+        who.require_workloads(what)
+    }
     /// What the kind's rules take from the apiserver's flags (a Service's IP range).
     type Config: Send + Sync + 'static;
     /// Whether `allocate` has anything to do (it then runs under a lock, with every
@@ -203,7 +209,7 @@ impl<S: Strategy> NativeRegistry<S> {
 /// The cluster's components read every kind; nodes only those their agent needs
 /// (Services and EndpointSlices, for service links and the service proxy).
 fn may_read<S: Strategy>(who: &Identity, verb: &str) -> Result<(), ApiError> {
-    if S::NODES_READ && matches!(who, Identity::Node(_)) {
+    if S::NODES_READ && matches!(who, Identity::Node(_) | Identity::ClusterDns) {
         return Ok(());
     }
     who.require_cluster(&format!("{verb} {}", S::RESOURCE))
@@ -323,8 +329,8 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         object: S::Object,
         dry_run: bool,
     ) -> Result<Written<S::Object>, ApiError> {
-        who.require_workloads(&format!("create {}", S::RESOURCE))?;
         let mut meta = object.meta().cloned().unwrap_or_default();
+        S::may_write(who, &meta.namespace, &format!("create {}", S::RESOURCE))?;
         super::pods::generate_name(&mut meta);
         check_dns_subdomain("metadata.name", &meta.name)?;
         check_labels(&meta.labels)?;
@@ -382,8 +388,8 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         object: S::Object,
         dry_run: bool,
     ) -> Result<Written<S::Object>, ApiError> {
-        who.require_workloads(&format!("update {}", S::RESOURCE))?;
         let mut given = object.meta().cloned().unwrap_or_default();
+        S::may_write(who, &given.namespace, &format!("update {}", S::RESOURCE))?;
         check_labels(&given.labels)?;
         check_annotations(&given.annotations)?;
         let (_allocating, others) = self.allocation(&given.namespace, &given.name).await?;
@@ -489,7 +495,7 @@ impl<S: Strategy> Registry for NativeRegistry<S> {
         name: &str,
         options: DeleteOptions,
     ) -> Result<S::Object, ApiError> {
-        who.require_workloads(&format!("delete {}", S::RESOURCE))?;
+        S::may_write(who, namespace, &format!("delete {}", S::RESOURCE))?;
         let key = key::<S::Object>(namespace, name);
         let mut removed = false;
         let decide = |current: Option<S::Object>, removed: &mut bool| {

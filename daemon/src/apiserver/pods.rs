@@ -149,7 +149,7 @@ fn may_see(who: &Identity, pod: &Pod, name: &str) -> Result<(), ApiError> {
     match who {
         Identity::Admin | Identity::Scheduler | Identity::ControllerManager => Ok(()),
         Identity::Node(_) => own_pod(who, pod, name),
-        Identity::Bootstrap => Err(who.denied("read pods")),
+        Identity::Bootstrap | Identity::ClusterDns => Err(who.denied("read pods")),
     }
 }
 
@@ -163,7 +163,7 @@ fn may_list(who: &Identity, options: &ListOptions) -> Result<(), ApiError> {
             Err(who
                 .denied("list pods other than its own (select them with spec.nodeName=<its name>)"))
         }
-        Identity::Bootstrap => Err(who.denied("list pods")),
+        Identity::Bootstrap | Identity::ClusterDns => Err(who.denied("list pods")),
     }
 }
 

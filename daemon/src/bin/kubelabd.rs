@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 use kubelab_daemon::container::shim;
-use kubelab_daemon::{agent, apiserver, build, client, controllers, hollow, reset, scheduler, up};
+use kubelab_daemon::{
+    agent, apiserver, build, client, controllers, dns, hollow, reset, scheduler, up,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ enum Command {
     },
     /// Run the controllers (ReplicaSet, garbage collector): kube-controller-manager's role.
     ControllerManager(controllers::ControllerManagerArgs),
+    /// Answer the cluster's DNS names (CoreDNS's role).
+    ClusterDns(dns::ClusterDnsArgs),
     /// Run the node agent (kubelet) for one node.
     Agent(agent::AgentArgs),
     /// Start an apiserver, a scheduler and N agents together.
@@ -114,6 +118,9 @@ fn run() -> anyhow::Result<()> {
                     .await
                     .context("controller-manager")
             }
+            Command::ClusterDns(args) => dns::run(args, Box::pin(shutdown_signal()))
+                .await
+                .context("cluster-dns"),
             Command::Agent(args) => agent::run(args, Box::pin(shutdown_signal())).await.context("agent"),
             Command::HollowNodes(args) => {
                 tokio::select! {

@@ -201,6 +201,7 @@ impl EndpointSliceController {
             .collect();
         pods.sort_by_key(|p| p.metadata.name.clone());
         let publish = spec.publish_not_ready_addresses == Some(true);
+        let name = svc.metadata.name.clone().unwrap_or_default();
         let mut groups: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
         for pod in &pods {
             let ports = spec
@@ -216,7 +217,7 @@ impl EndpointSliceController {
             groups
                 .entry(ports)
                 .or_default()
-                .push(endpoint(pod, publish));
+                .push(endpoint(pod, publish, &name));
         }
         let mut slices = Vec::new();
         for (ports, endpoints) in groups {
@@ -295,7 +296,9 @@ fn has_address(pod: &Pod) -> bool {
         && !matches!(phase, "Succeeded" | "Failed")
 }
 
-fn endpoint(pod: &Pod, publish_not_ready: bool) -> Endpoint {
+/// One pod's endpoint; it carries the pod's `hostname` when the pod's `subdomain` names
+/// this Service (the pod's DNS name under it).
+fn endpoint(pod: &Pod, publish_not_ready: bool, service: &str) -> Endpoint {
     let serving = pod_state::is_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let ip = pod
@@ -311,6 +314,12 @@ fn endpoint(pod: &Pod, publish_not_ready: bool) -> Endpoint {
             terminating: Some(terminating),
         }),
         node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        hostname: pod
+            .spec
+            .as_ref()
+            .filter(|s| s.subdomain.as_deref() == Some(service))
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty()),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: pod.metadata.namespace.clone(),

@@ -122,6 +122,23 @@ fn pod_spec_from_k8s(spec: k8s::PodSpec) -> Result<api::PodSpec, ConvertError> {
         host_network: spec.host_network.unwrap_or(false),
         host_pid: spec.host_pid.unwrap_or(false),
         host_ipc: spec.host_ipc.unwrap_or(false),
+        dns_policy: spec.dns_policy.unwrap_or_default(),
+        dns_config: spec.dns_config.map(|c| api::PodDnsConfig {
+            nameservers: c.nameservers.unwrap_or_default(),
+            searches: c.searches.unwrap_or_default(),
+            options: c
+                .options
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| api::PodDnsConfigOption {
+                    name: o.name.unwrap_or_default(),
+                    value: o.value,
+                })
+                .collect(),
+        }),
+        hostname: spec.hostname.unwrap_or_default(),
+        subdomain: spec.subdomain.unwrap_or_default(),
+        enable_service_links: spec.enable_service_links,
         security_context: spec.security_context.map(|p| api::SecurityContext {
             run_as_user: p.run_as_user,
             run_as_group: p.run_as_group,

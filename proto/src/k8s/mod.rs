@@ -31,8 +31,8 @@ pub use unsupported::unsupported;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// The values Kubernetes defaults and kubelab fixes (it has one scheduler, no DNS
-/// policies yet, no priorities): written out as kube-apiserver does, and accepted back.
+/// The values Kubernetes defaults and kubelab fixes (it has one scheduler, no
+/// priorities): written out as kube-apiserver does, and accepted back.
 pub mod defaults {
     pub const DNS_POLICY: &str = "ClusterFirst";
     pub const SCHEDULER_NAME: &str = "default-scheduler";

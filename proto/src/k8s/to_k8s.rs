@@ -353,9 +353,24 @@ pub fn pod_spec(spec: &api::PodSpec) -> k8s::PodSpec {
                 .chain(defaults::tolerations(&spec.tolerations))
                 .collect(),
         ),
-        dns_policy: Some(defaults::DNS_POLICY.into()),
+        dns_policy: Some(non_empty(&spec.dns_policy).unwrap_or(defaults::DNS_POLICY.into())),
+        dns_config: spec.dns_config.as_ref().map(|c| k8s::PodDNSConfig {
+            nameservers: (!c.nameservers.is_empty()).then(|| c.nameservers.clone()),
+            searches: (!c.searches.is_empty()).then(|| c.searches.clone()),
+            options: (!c.options.is_empty()).then(|| {
+                c.options
+                    .iter()
+                    .map(|o| k8s::PodDNSConfigOption {
+                        name: non_empty(&o.name),
+                        value: o.value.clone(),
+                    })
+                    .collect()
+            }),
+        }),
+        hostname: non_empty(&spec.hostname),
+        subdomain: non_empty(&spec.subdomain),
         scheduler_name: Some(defaults::SCHEDULER_NAME.into()),
-        enable_service_links: Some(true),
+        enable_service_links: Some(spec.enable_service_links.unwrap_or(true)),
         priority: Some(0),
         preemption_policy: Some(defaults::PREEMPTION_POLICY.into()),
         ..Default::default()

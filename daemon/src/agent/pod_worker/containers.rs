@@ -134,7 +134,12 @@ impl PodWorker {
             .as_ref()
             .map(|m| m.namespace.clone())
             .unwrap_or_default();
-        let service_env = k.service_links.env_for(&namespace).await;
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let service_env = k.service_links.env_for(&namespace, links).await;
         let ctx = PodContext {
             restart_count,
             sandbox: &k.node.sandbox_dir(&uid_of(&pod)),

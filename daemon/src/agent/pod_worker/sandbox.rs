@@ -165,9 +165,40 @@ impl PodWorker {
         }
         // Written now, so that containers can mount them; the pod's own line is added
         // once its IP is known (the file is rewritten in place: mounts see the change).
-        crate::blocking::here(|| self.k.node.write_etc_files(&self.pod, &self.pod_ip))
-            .map_err(|e| e.to_string())?;
+        let (resolv, warning) = self.resolv_conf();
+        if let Some(message) = warning {
+            self.k
+                .events
+                .pod_event(&self.pod, "Warning", "MissingClusterDNS", message);
+        }
+        let domain = &self.k.config.dns.cluster_domain;
+        crate::blocking::here(|| {
+            self.k
+                .node
+                .write_etc_files(&self.pod, &self.pod_ip, &resolv, domain)
+        })
+        .map_err(|e| e.to_string())?;
         Ok(volumes)
+    }
+
+    /// The pod's resolv.conf (`dns_config`), and a warning when its policy could not be
+    /// followed.
+    fn resolv_conf(&self) -> (String, Option<String>) {
+        let dns = &self.k.config.dns;
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let namespace = self
+            .pod
+            .metadata
+            .as_ref()
+            .map(|m| m.namespace.as_str())
+            .unwrap_or("default");
+        let (conf, warning) = crate::agent::dns_config::pod_resolv_conf(
+            &spec,
+            namespace,
+            &dns.node_resolv_conf(),
+            dns,
+        );
+        (conf.render(), warning)
     }
 
     /// Waits for the pod network being attached (if it is), then adds the pod's IP to
@@ -180,8 +211,14 @@ impl PodWorker {
             .await
             .unwrap_or_else(|e| Err(format!("the network task failed: {e}")))?;
         self.pod_ip = ip;
-        crate::blocking::here(|| self.k.node.write_etc_files(&self.pod, &self.pod_ip))
-            .map_err(|e| e.to_string())
+        let (resolv, _) = self.resolv_conf();
+        let domain = &self.k.config.dns.cluster_domain;
+        crate::blocking::here(|| {
+            self.k
+                .node
+                .write_etc_files(&self.pod, &self.pod_ip, &resolv, domain)
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// Detaches the pod's network (CNI DEL, while its namespace still exists), then removes

@@ -132,7 +132,13 @@ impl PodRuntime for FakeNode {
         Ok(HashMap::new())
     }
 
-    fn write_etc_files(&self, _pod: &Pod, _ip: &str) -> Result<(), RuntimeError> {
+    fn write_etc_files(
+        &self,
+        _pod: &Pod,
+        _ip: &str,
+        _resolv: &str,
+        _domain: &str,
+    ) -> Result<(), RuntimeError> {
         Ok(())
     }
 
@@ -298,6 +304,7 @@ impl Harness {
                 backoff_max: Duration::from_millis(80),
                 backoff_reset: Duration::from_secs(60),
                 pod_pids_limit: 0,
+                dns: Default::default(),
             },
             network: Arc::new(network::NetworkManager::new(network::NetworkSettings {
                 bin_dirs: Vec::new(),

@@ -183,8 +183,7 @@ impl RuntimeService {
     ) -> Result<HashMap<String, PathBuf>, RuntimeError> {
         let meta = pod.metadata.clone().unwrap_or_default();
         cgroups::set_pids_limit(&self.pod_cgroup(&meta.uid), pids_limit);
-        // A hostname is at most 63 bytes; Kubernetes cuts long pod names the same way.
-        let hostname: String = meta.name.chars().take(63).collect();
+        let hostname = pod_hostname(pod);
         let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
         sandbox::ensure(&self.sandbox_dir(&meta.uid), &hostname, host_network)?;
         let volumes = pod
@@ -198,37 +197,40 @@ impl RuntimeService {
         )?)
     }
 
-    /// Writes the pod's `/etc/hosts` (its name and IP, once known, as the kubelet manages it) and
-    /// `/etc/resolv.conf` (the node's, without loopback name servers, which the pod's own
-    /// network cannot reach) into `pods/<uid>/etc/`; every container mounts them.
-    /// A `hostNetwork` pod gets the node's own files.
-    pub fn write_etc_files(&self, pod: &Pod, pod_ip: &str) -> Result<(), RuntimeError> {
+    /// Writes the pod's `/etc/hosts` (its hostname and IP, once known, as the kubelet
+    /// manages it: with its DNS name `<hostname>.<subdomain>.<ns>.svc.<domain>` first when
+    /// it has a subdomain) and its `/etc/resolv.conf` (`resolv`, from `dns_config`) into
+    /// `pods/<uid>/etc/`; every container mounts them. A `hostNetwork` pod gets the node's
+    /// hosts file.
+    pub fn write_etc_files(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        resolv: &str,
+        cluster_domain: &str,
+    ) -> Result<(), RuntimeError> {
         let meta = pod.metadata.clone().unwrap_or_default();
-        let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
+        let spec = pod.spec.clone().unwrap_or_default();
         let dir = self.etc_dir(&meta.uid);
         let io = |p: &Path, e| RuntimeError::Io(p.to_path_buf(), e);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let (hosts, resolv) = if host_network {
-            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-            (hosts, host_resolv)
+        let hosts = if spec.host_network {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
-            let hostname: String = meta.name.chars().take(63).collect();
+            let hostname = pod_hostname(pod);
             let mut hosts = "# Kubernetes-managed hosts file (kubelab).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n".to_string();
-            if !pod_ip.is_empty() {
+            if !pod_ip.is_empty() && !spec.subdomain.is_empty() && !cluster_domain.is_empty() {
+                let fqdn = format!(
+                    "{hostname}.{}.{}.svc.{cluster_domain}",
+                    spec.subdomain, meta.namespace
+                );
+                hosts.push_str(&format!("{pod_ip}\t{fqdn}\t{hostname}\n"));
+            } else if !pod_ip.is_empty() {
                 hosts.push_str(&format!("{pod_ip}\t{hostname}\n"));
             }
-            let resolv: String = host_resolv
-                .lines()
-                .filter(|l| {
-                    let server = l.strip_prefix("nameserver").map(str::trim);
-                    !server.is_some_and(|s| s.starts_with("127.") || s == "::1")
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            (hosts, resolv)
+            hosts
         };
-        for (name, text) in [("hosts", hosts), ("resolv.conf", resolv)] {
+        for (name, text) in [("hosts", hosts.as_str()), ("resolv.conf", resolv)] {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(|e| io(&path, e))?;
         }
@@ -547,4 +549,15 @@ async fn wait_for_process(pid: i32) -> std::io::Result<()> {
 /// Lazy: a process of the container that is still dying must not block the cleanup.
 fn unmount(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// The pod's hostname: `spec.hostname`, else its name cut to 63 bytes (as Kubernetes cuts
+/// long pod names).
+pub fn pod_hostname(pod: &Pod) -> String {
+    let spec_hostname = pod.spec.as_ref().map(|s| s.hostname.as_str()).unwrap_or("");
+    if !spec_hostname.is_empty() {
+        return spec_hostname.to_string();
+    }
+    let name = pod.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+    name.chars().take(63).collect()
 }

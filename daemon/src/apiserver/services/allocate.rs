@@ -28,6 +28,13 @@ pub fn first_ip(range: Cidr) -> Ipv4Addr {
     Ipv4Addr::from(usable(range).0)
 }
 
+/// The range's tenth address: the cluster DNS's (kubeadm's choice), or the last one of a
+/// range too small.
+pub fn dns_ip(range: Cidr) -> Ipv4Addr {
+    let (base, count) = usable(range);
+    Ipv4Addr::from(base.saturating_add(9.min(count.saturating_sub(1))))
+}
+
 pub fn contains(range: Cidr, ip: Ipv4Addr) -> bool {
     let (base, count) = usable(range);
     let ip = u32::from(ip);

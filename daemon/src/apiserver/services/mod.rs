@@ -1,30 +1,26 @@
 //! core/v1 Services and discovery.k8s.io/v1 EndpointSlices in the API, kept natively
 //! (`native.rs`): Kubernetes' defaults and validation for a Service, its cluster IP and
-//! node ports (`allocate.rs`), its table, and the `kubernetes` Service that points at the
-//! apiserver. The EndpointSlice controller (controller manager) keeps the slices; the
+//! node ports (`allocate.rs`), its table, and the Services every cluster starts with
+//! (`system.rs`: `kubernetes`, `kube-dns`). The EndpointSlice controller (controller manager) keeps the slices; the
 //! agents' service proxy routes by them. This module only decides what may be stored.
 
 pub mod allocate;
 pub mod endpointslices;
+pub mod system;
 mod validate;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
-    ClientIPConfig, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
-    SessionAffinityConfig,
+    ClientIPConfig, LoadBalancerStatus, Service, ServiceSpec, ServiceStatus, SessionAffinityConfig,
 };
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubelab_proto::k8s::printers::{self, Column, AGE, NAME};
 use serde_json::{json, Value};
 
-use super::auth::Identity;
-use super::native::{self, native, to_k8s, NativeRegistry, Strategy};
+use super::native::{native, to_k8s, Strategy};
 use super::node_ipam::Cidr;
-use super::registry::Registry;
-use super::store::Object;
 use super::ApiError;
 
 native!(ServiceObject, Service, "services");
@@ -241,83 +237,6 @@ fn assign_node_ports(spec: &mut ServiceSpec, others: &[Service]) -> Result<(), A
         }
     }
     Ok(())
-}
-
-/// The `kubernetes` Service of `default`: the apiserver at the range's first address,
-/// port 443 (`https`) to the port it serves on.
-pub fn kubernetes_service(config: &ServiceConfig, apiserver_port: u16) -> Service {
-    let ip = allocate::first_ip(config.range).to_string();
-    Service {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some("kubernetes".into()),
-            namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([
-                ("component".to_string(), "apiserver".to_string()),
-                ("provider".to_string(), "kubernetes".to_string()),
-            ])),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(ip.clone()),
-            cluster_ips: Some(vec![ip]),
-            ports: Some(vec![ServicePort {
-                name: Some("https".into()),
-                port: 443,
-                protocol: Some("TCP".into()),
-                target_port: Some(IntOrString::Int(i32::from(apiserver_port))),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-/// At start: the `kubernetes` Service, if missing, and its EndpointSlice (the
-/// apiserver's address and port, written afresh each start).
-pub async fn ensure_kubernetes(
-    services: &NativeRegistry<ServiceStrategy>,
-    slices: &NativeRegistry<endpointslices::EndpointSliceStrategy>,
-    config: ServiceConfig,
-    apiserver: std::net::SocketAddr,
-) -> Result<(), ApiError> {
-    let internal = |e: kubelab_proto::k8s::ConvertError| ApiError::Internal(e.0);
-    let svc = native::from_k8s(kubernetes_service(&config, apiserver.port())).map_err(internal)?;
-    match services.create(&Identity::Admin, svc, false).await {
-        Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e),
-    }
-    let ip = match apiserver.ip() {
-        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-        ip => ip.to_string(),
-    };
-    let slice: EndpointSlice = serde_json::from_value(json!({
-        "metadata": {
-            "name": "kubernetes", "namespace": "default",
-            "labels": { endpointslices::SERVICE_NAME: "kubernetes" },
-        },
-        "addressType": "IPv4",
-        "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
-        "ports": [{ "name": "https", "port": apiserver.port(), "protocol": "TCP" }],
-    }))
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut object: endpointslices::EndpointSliceObject =
-        native::from_k8s(slice).map_err(internal)?;
-    match slices.create(&Identity::Admin, object.clone(), false).await {
-        Ok(_) => Ok(()),
-        Err(ApiError::AlreadyExists(_)) => {
-            let stored = slices
-                .get(&Identity::Admin, "default", "kubernetes")
-                .await?;
-            let version = stored.meta().map(|m| m.resource_version).unwrap_or(0);
-            object.meta_mut().resource_version = version;
-            slices
-                .update(&Identity::Admin, object, false)
-                .await
-                .map(|_| ())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 pub const COLUMNS: &[Column] = &[

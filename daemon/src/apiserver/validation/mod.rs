@@ -6,6 +6,7 @@ use kubelab_proto::v1::{probe, volume, Container, Pod, Probe, Volume};
 
 use super::ApiError;
 
+mod dns;
 mod security;
 pub use security::check_supported;
 
@@ -189,6 +190,7 @@ pub fn validate_and_default_pod(mut pod: Pod) -> Result<Pod, ApiError> {
     }
     check_labels(&spec.node_selector)
         .map_err(|e| ApiError::Invalid(format!("spec.nodeSelector: {e}")))?;
+    dns::check(spec)?;
     for t in &mut spec.tolerations {
         if t.operator.is_empty() {
             t.operator = "Equal".into();

@@ -20,12 +20,14 @@
 //!
 //! One file a row (or two rows measured in the same lab): `pod_start` (1, 5 idle),
 //! `burst` (2), `api_creates` (3), `scheduler` (4, 5c), `image_pull` (6), `image_build`
-//! (7), `workloads` (8, 8b, 9), `services` (10, 10b); what they share: `pods` (making, starting and watching pods), `runc` (the runc
+//! (7), `workloads` (8, 8b, 9), `services` (10, 10b),
+//! `dns` (11); what they share: `pods` (making, starting and watching pods), `runc` (the runc
 //! comparison), `measure` (percentiles, memory, logs). This file holds the sizes, the
 //! table and the order of the rows.
 
 mod api_creates;
 mod burst;
+mod dns;
 mod image_build;
 mod image_pull;
 mod measure;
@@ -112,6 +114,9 @@ async fn main() {
     }
     if wanted("10") {
         services::run(&mut rows).await;
+    }
+    if wanted("11") {
+        dns::run(&mut rows).await;
     }
     rows.sort_by(|a, b| a.what.cmp(&b.what));
     println!();
