@@ -56,11 +56,13 @@ pub async fn run(args: ResetArgs) -> Result<(), ResetError> {
     // here: a kube-proxy of a real cluster on this host is not ours to touch).
     if refused.is_empty() && !agents.is_empty() {
         removed.extend(
-            crate::agent::proxy::clean_up()
+            crate::agent::proxy::clean_up(None)
                 .await
                 .into_iter()
                 .map(|r| format!("service proxy rules: {r}")),
         );
+        use crate::agent::separate_host::{remove_lan, LAN_BRIDGE, LAN_NETWORK};
+        removed.extend(remove_lan(LAN_BRIDGE, LAN_NETWORK).await);
     }
     // Mounts no root claimed (a build or agent moved by hand, say); deepest first.
     if refused.is_empty() {

@@ -40,6 +40,19 @@ pub struct UpArgs {
     /// one).
     #[arg(long, value_enum, default_value_t = crate::agent::proxy::ProxyMode::Iptables)]
     pub proxy_mode: crate::agent::proxy::ProxyMode,
+    /// Make each node a host of its own, as if the nodes were separate machines: a
+    /// network namespace per node on the bridge kl-hosts (172.30.0.1/24), node-N at
+    /// 172.30.0.(N+1), routes between them (host-gw).
+    #[arg(long)]
+    pub separate_hosts: bool,
+    /// This host's address among the nodes (each agent's --node-ip), for nodes on other
+    /// machines: they route this host's pods there, and it routes theirs (host-gw).
+    #[arg(long, conflicts_with = "separate_hosts")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// More networks the cluster DNS answers (the LAN of nodes on other machines, whose
+    /// pods' queries arrive masqueraded behind their node's address).
+    #[arg(long = "dns-allow")]
+    pub dns_allow: Vec<String>,
     #[command(flatten)]
     pub cluster: crate::apiserver::ClusterArgs,
 }
@@ -54,6 +67,8 @@ pub enum UpError {
     Apiserver(std::net::SocketAddr, String),
     #[error("the {0} stopped ({1}); the lab was stopped (see the log above)")]
     Died(String, String),
+    #[error("the separate hosts' network: {0}")]
+    SeparateHosts(#[from] crate::agent::separate_host::SeparateHostError),
 }
 
 /// A scheduler that stops this many times within `RESTART_WINDOW` stops the lab.
@@ -87,15 +102,24 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
     )?;
     let credentials = args.data_dir.join("apiserver");
     let api = wait_for_apiserver(&credentials, &mut apiserver, args.listen).await?;
-    let mut cluster_dns = spawn(
-        "cluster DNS",
-        Command::new(&exe)
-            .arg("cluster-dns")
-            .arg("--kubeconfig")
-            .arg(credentials.join("cluster-dns.conf"))
-            .arg("--cluster-cidr")
-            .arg(args.cluster.cluster_cidr.to_string()),
-    )?;
+    use crate::agent::separate_host::{make_lan, LAN_BRIDGE, LAN_GATEWAY, LAN_NETWORK};
+    if args.separate_hosts {
+        make_lan(LAN_BRIDGE, LAN_GATEWAY, LAN_NETWORK).await?;
+    }
+    let mut dns = Command::new(&exe);
+    dns.arg("cluster-dns")
+        .arg("--kubeconfig")
+        .arg(credentials.join("cluster-dns.conf"))
+        .arg("--cluster-cidr")
+        .arg(args.cluster.cluster_cidr.to_string());
+    if args.separate_hosts {
+        // The nodes' pods' queries arrive masqueraded behind their node's address.
+        dns.args(["--allow", LAN_NETWORK]);
+    }
+    for network in &args.dns_allow {
+        dns.args(["--allow", network]);
+    }
+    let mut cluster_dns = spawn("cluster DNS", &mut dns)?;
     // kube-dns's cluster IP, as the apiserver made it: the agents write it into pods'
     // resolv.conf (the kubelet's --cluster-dns).
     let dns_ip =
@@ -127,6 +151,13 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
         }
         if args.proxy_mode == crate::agent::proxy::ProxyMode::None {
             cmd.args(["--proxy-mode", "none"]);
+        }
+        if args.separate_hosts {
+            cmd.args(["--separate-host", LAN_BRIDGE])
+                .arg("--node-ip")
+                .arg(format!("172.30.0.{}", i + 1));
+        } else if let Some(ip) = args.node_ip {
+            cmd.arg("--node-ip").arg(ip.to_string());
         }
         agents.push(spawn(&format!("agent {name}"), &mut cmd)?);
     }
@@ -192,6 +223,9 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
     let _ = cluster_dns.wait().await;
     terminate(&apiserver);
     let _ = apiserver.wait().await;
+    if args.separate_hosts {
+        crate::agent::separate_host::remove_lan(LAN_BRIDGE, LAN_NETWORK).await;
+    }
     outcome
 }
 

@@ -135,6 +135,8 @@ impl Lab {
                 .args(["cluster-dns", "--kubeconfig"])
                 .arg(self.dir.path().join("apiserver/cluster-dns.conf"))
                 .args(["--cluster-cidr", &self.cluster_cidr])
+                // The separate hosts' LAN: their pods' queries arrive masqueraded.
+                .args(["--allow", &format!("172.30.{}.0/24", self.net.n)])
                 .arg("--resolv-conf")
                 .arg(resolv_conf)
                 .env("RUST_LOG", "debug"),
@@ -336,6 +338,35 @@ impl Lab {
         name
     }
 
+    /// The bridge standing for the LAN of this lab's separate hosts, and its address.
+    pub fn hosts_bridge(&self) -> (String, String) {
+        (
+            format!("klh{}", self.net.n),
+            format!("172.30.{}.1", self.net.n),
+        )
+    }
+
+    /// Starts one more agent whose node is a host of its own (`--separate-host`): a
+    /// network namespace on this lab's hosts bridge (made on first use), at
+    /// 172.30.N.(2 + its index); waits until it is Ready and returns its name.
+    pub fn add_separate_host_agent(&mut self, args: &[&str]) -> String {
+        let (bridge, gateway) = self.hosts_bridge();
+        if !Path::new("/sys/class/net").join(&bridge).exists() {
+            for cmd in [
+                format!("ip link add {bridge} type bridge"),
+                format!("ip addr add {gateway}/24 dev {bridge}"),
+                format!("ip link set {bridge} up"),
+            ] {
+                let ok = Command::new("sh").arg("-c").arg(&cmd).status();
+                assert!(ok.is_ok_and(|s| s.success()), "{cmd}");
+            }
+        }
+        let ip = format!("172.30.{}.{}", self.net.n, self.agents.len() + 2);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--separate-host", &bridge, "--node-ip", &ip]);
+        self.add_agent(&all)
+    }
+
     /// Sends a signal to agent `i` (SIGSTOP makes it a silent node; SIGCONT wakes it).
     pub fn signal_agent(&self, i: usize, signal: nix::sys::signal::Signal) {
         self.agents[i].signal(signal);
@@ -455,13 +486,22 @@ impl Drop for Lab {
         for node in &self.node_names {
             remove_cgroups(node);
         }
-        // What CNI leaves by design (the bridges) and the agents' no-NAT rule.
+        // What CNI leaves by design (the bridges) and the agents' no-NAT rule; the
+        // network namespaces of separate hosts whose agent was killed, and their LAN.
         for node in &self.node_names {
             let _ = Command::new("ip")
                 .args(["link", "del", &self.bridge_of(node)])
                 .stderr(Stdio::null())
                 .status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("kl-{node}")])
+                .stderr(Stdio::null())
+                .status();
         }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.hosts_bridge().0])
+            .stderr(Stdio::null())
+            .status();
         // An agent that was killed left its masquerade rule (named by its bridge).
         let rules = Command::new("iptables")
             .args(["-w", "-t", "nat", "-S", "POSTROUTING"])

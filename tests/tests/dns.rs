@@ -104,6 +104,9 @@ spec:
         command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
         ports:
         - {{name: http, containerPort: 8080}}
+        readinessProbe:
+          exec: {{command: ["sh", "-c", "test ! -f /tmp/drain"]}}
+          periodSeconds: 1
 ---
 apiVersion: v1
 kind: Service
@@ -279,6 +282,41 @@ fn pods_find_services_by_name() {
         );
     }
     assert_eq!(answers.lines().count(), 100, "{answers}");
+
+    // A pod that fails its readiness probe stops receiving traffic, and comes back.
+    let drained = pods
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let ready_endpoints = || {
+        lab.kubectl_ok(&[
+            "get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o",
+            "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]} {end}",
+        ])
+        .split_whitespace()
+        .count()
+    };
+    exec(&drained, "touch /tmp/drain");
+    wait_until("2 ready endpoints", Duration::from_secs(20), || {
+        ready_endpoints() == 2
+    });
+    let by_ip = format!(
+        "for i in $(seq 1 30); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 | tail -n 1; done"
+    );
+    let answers = exec("client", &by_ip);
+    assert_eq!(answers.lines().count(), 30, "{answers}");
+    assert!(
+        !answers.lines().any(|l| l.trim() == drained),
+        "{drained} is not ready:\n{answers}"
+    );
+    exec(&drained, "rm /tmp/drain");
+    wait_until("3 ready endpoints", Duration::from_secs(20), || {
+        ready_endpoints() == 3
+    });
+    wait_until("the pod back in rotation", Duration::from_secs(20), || {
+        exec("client", &by_ip).lines().any(|l| l.trim() == drained)
+    });
 
     // A headless Service: its ready pods' addresses, and a pod's own name under it.
     let headless = exec("client", "nslookup -type=a db 2>&1; true");

@@ -26,6 +26,7 @@ mod prober;
 pub mod proxy;
 pub mod reset;
 pub mod runtime;
+pub mod separate_host;
 mod server;
 pub mod service_links;
 mod status_manager;
@@ -132,6 +133,14 @@ pub struct AgentArgs {
     pub hollow_shape: crate::hollow::HollowShape,
     #[command(flatten)]
     pub dns: dns_config::DnsArgs,
+    /// The node's address among the nodes (the kubelet's --node-ip): its Node's
+    /// InternalIP, where the other nodes route its pods (host-gw).
+    #[arg(long)]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// Give the node a network of its own, as if it were another machine, joined to this
+    /// bridge (the nodes' LAN, with an address): see `separate_host`.
+    #[arg(long, value_name = "BRIDGE")]
+    pub separate_host: Option<String>,
 }
 
 /// `key=value` into a label.
@@ -202,6 +211,8 @@ pub enum AgentError {
     Listen(SocketAddr, std::io::Error),
     #[error("the agent's server (logs, exec): {0}")]
     Serve(String),
+    #[error("the node's own network: {0}")]
+    SeparateHost(#[from] separate_host::SeparateHostError),
 }
 
 pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), AgentError> {
@@ -212,11 +223,22 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
     let _lock = lock_root_dir(&root)?;
     let credential = node_credential(&args, &root).await?;
     let api = ApiClient::new(&credential)?;
-    let runtime = Arc::new(RuntimeService::new(
-        root.clone(),
-        args.node_name.clone(),
-        args.container_log_max_bytes,
-    )?);
+    let separate = match &args.separate_host {
+        Some(bridge) => Some(separate_host::attach(&args.node_name, bridge, args.node_ip).await?),
+        None => None,
+    };
+    let runtime = Arc::new(
+        RuntimeService::new(
+            root.clone(),
+            args.node_name.clone(),
+            args.container_log_max_bytes,
+        )?
+        .with_node_netns(
+            separate
+                .as_ref()
+                .map(separate_host::SeparateHost::netns_path),
+        ),
+    );
     // Pods a previous run left: re-adopted by their workers, or removed once the first
     // list shows they are gone from the API.
     let mut left_behind = runtime.pods_on_disk();
@@ -235,6 +257,9 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
             .unwrap_or_else(|| default_bridge(&root, &args.node_name)),
         cluster_cidr: args.cluster_cidr.clone(),
         ipam_dir: root.join("cni").join("networks"),
+        netns: separate
+            .as_ref()
+            .map(separate_host::SeparateHost::netns_path),
     };
     let network = network::NetworkManager::new(network_settings.clone());
     let network = Arc::new(network);
@@ -289,6 +314,9 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
     let mut agent_server = tokio::spawn(agent_server);
 
     let mut node = node_object(&args.node_name, &endpoint.to_string(), args.max_pods);
+    if let (Some(status), Some(ip)) = (node.status.as_mut(), args.node_ip) {
+        status.internal_ip = ip.to_string();
+    }
     node.metadata
         .get_or_insert_with(Default::default)
         .labels
@@ -303,7 +331,8 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
         &reset::HostRecord {
             node_name: args.node_name.clone(),
             network: network_settings,
-            pod_cidr,
+            pod_cidr: pod_cidr.clone(),
+            separate_host: separate.clone(),
         },
     )?;
     if let Err(e) = kubelet.network.ensure_masquerade().await {
@@ -315,10 +344,30 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
         kubelet.clone(),
         args.heartbeat_period,
     ));
+    let netns = separate
+        .as_ref()
+        .map(separate_host::SeparateHost::netns_path);
+    let routes = separate_host::Routes::default();
+    let route_keeper = args.node_ip.map(|ip| {
+        let keep = separate_host::keep_routes(
+            credential.clone(),
+            args.node_name.clone(),
+            ip,
+            separate.clone(),
+            pod_cidr.clone(),
+            routes.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = keep.await {
+                tracing::error!(error = %e, "routes to the other nodes' pods are no longer kept");
+            }
+        })
+    });
     let proxy = (args.proxy_mode == proxy::ProxyMode::Iptables).then(|| {
         let (credential, cidr) = (credential.clone(), args.cluster_cidr.clone());
+        let netns = netns.clone();
         tokio::spawn(async move {
-            if let Err(e) = proxy::run(credential, cidr).await {
+            if let Err(e) = proxy::run(credential, cidr, netns).await {
                 tracing::error!(error = %e, "the service proxy stopped: Services are not routed on this node");
             }
         })
@@ -345,11 +394,21 @@ pub async fn run(args: AgentArgs, shutdown: crate::Shutdown) -> Result<(), Agent
     workers.shutdown().await;
     if let Some(proxy) = proxy {
         proxy.abort();
-        for removed in proxy::clean_up().await {
+        for removed in proxy::clean_up(netns.as_deref()).await {
             tracing::info!(%removed, "service rules removed");
         }
     }
     kubelet.network.clean_up_node().await;
+    if let Some(keeper) = route_keeper {
+        keeper.abort();
+    }
+    let removed = match &separate {
+        Some(host) => separate_host::detach(host, &pod_cidr).await,
+        None => separate_host::remove_routes(&routes).await,
+    };
+    for removed in removed {
+        tracing::info!(%removed, "removed from the host");
+    }
     runtime.remove_node_cgroups();
     outcome
 }

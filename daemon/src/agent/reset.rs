@@ -27,6 +27,9 @@ pub struct HostRecord {
     pub node_name: String,
     pub network: NetworkSettings,
     pub pod_cidr: String,
+    /// The node's own network, when it is a separate host.
+    #[serde(default)]
+    pub separate_host: Option<super::separate_host::SeparateHost>,
 }
 
 /// Writes `<root>/host.json` (replacing it whole, so a crash leaves the old or the new).
@@ -97,6 +100,13 @@ pub async fn reset(root: &Path) -> Result<Vec<String>, AgentError> {
         }
         if let Some(bridge) = node.bridge {
             removed.push(format!("node {node_name}: its bridge {bridge}"));
+        }
+    }
+    if let Some(record) = &record {
+        if let Some(host) = &record.separate_host {
+            for what in super::separate_host::detach(host, &record.pod_cidr).await {
+                removed.push(format!("node {node_name}: {what}"));
+            }
         }
     }
     Ok(removed)

@@ -58,14 +58,28 @@ impl Client {
     pub fn new(credential: &Credential) -> Result<Client, ClientError> {
         let ca = reqwest::Certificate::from_pem(credential.ca.as_bytes())
             .map_err(|e| ClientError::Transport(format!("the cluster's CA: {e}")))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .tls_certs_only([ca])
-            .user_agent("kube-controller-manager/kubelab")
+            .user_agent("kube-controller-manager/kubelab");
+        // The certificate is checked for its name, as the gRPC clients check it: an
+        // apiserver reached at any address (another machine's agent) is still `localhost`.
+        let base = match credential.server.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                builder = builder.resolve(kubelab_proto::credential::SERVER_NAME, addr);
+                format!(
+                    "https://{}:{}",
+                    kubelab_proto::credential::SERVER_NAME,
+                    addr.port()
+                )
+            }
+            Err(_) => format!("https://{}", credential.server),
+        };
+        let http = builder
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(Client {
             http,
-            base: format!("https://{}", credential.server),
+            base,
             token: credential.token.clone(),
         })
     }

@@ -190,9 +190,16 @@ fn forwarder(resolv_conf: &std::path::Path) -> Option<Catalog> {
         tracing::warn!(file = %resolv_conf.display(), "no name servers to forward to: names outside the cluster will be refused");
         return None;
     }
+    // Answers are kept as kubeadm's Corefile keeps them (`cache 30`): at most 30 s, and
+    // a name that does not exist at least 5 s (CoreDNS's denial minimum), so the search
+    // domains' misses cost the upstream nothing when repeated.
+    let mut options = hickory_server::resolver::config::ResolverOpts::default();
+    options.positive_max_ttl = Some(Duration::from_secs(30));
+    options.negative_min_ttl = Some(Duration::from_secs(5));
+    options.negative_max_ttl = Some(Duration::from_secs(30));
     let config = ForwardConfig {
         name_servers: servers,
-        options: None,
+        options: Some(options),
     };
     let zone = match ForwardZoneHandler::builder_tokio(config).build() {
         Ok(zone) => zone,

@@ -267,11 +267,14 @@ pub fn node_row(node: &api::Node, now_ms: i64) -> Vec<Value> {
         .filter(|r| !r.is_empty())
         .collect();
     roles.sort_unstable();
-    let internal_ip = s
-        .agent_endpoint
-        .rsplit_once(':')
-        .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
-        .unwrap_or_default();
+    let internal_ip = if s.internal_ip.is_empty() {
+        s.agent_endpoint
+            .rsplit_once(':')
+            .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default()
+    } else {
+        s.internal_ip.clone()
+    };
     vec![
         json!(m.name),
         json!(status),

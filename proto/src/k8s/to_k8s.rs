@@ -488,7 +488,11 @@ pub fn node(node: &api::Node) -> k8s::Node {
             })
             .collect()
     };
-    let host_ip = status.agent_endpoint.rsplit_once(':').map(|(host, _)| host);
+    let host_ip = if status.internal_ip.is_empty() {
+        status.agent_endpoint.rsplit_once(':').map(|(host, _)| host)
+    } else {
+        Some(status.internal_ip.as_str())
+    };
     k8s::Node {
         metadata: meta(&node.metadata.clone().unwrap_or_default()),
         spec: Some(k8s::NodeSpec {

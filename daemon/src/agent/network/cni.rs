@@ -56,6 +56,8 @@ pub struct Plugins {
     pub dirs: Vec<PathBuf>,
     /// Each call's limit (`PLUGIN_TIMEOUT`): past it the plugin is killed.
     pub timeout: std::time::Duration,
+    /// The node's network namespace when it is a separate host: plugins run there.
+    pub netns: Option<PathBuf>,
 }
 
 impl Plugins {
@@ -134,7 +136,7 @@ impl Plugins {
         let path = std::env::join_paths(&self.dirs).unwrap_or_default();
         tracing::debug!(%plugin, command, ifname = %at.ifname, "calling CNI plugin");
         let io = |e| CniError::Io(plugin.clone(), e);
-        let mut child = tokio::process::Command::new(&exe)
+        let mut child = crate::agent::separate_host::command_in(self.netns.as_deref(), &exe)
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &at.container_id)
@@ -285,6 +287,7 @@ mod tests {
         let plugins = Plugins {
             dirs: vec![dir.path().into()],
             timeout: std::time::Duration::from_millis(300),
+            netns: None,
         };
         let list = json!({"cniVersion": "1.0.0", "name": "net", "plugins": [{"type": "hang"}]});
         let at = Attachment {

@@ -15,9 +15,6 @@ pub mod cni;
 
 /// The pod network's interface inside the pod.
 const POD_INTERFACE: &str = "eth0";
-/// Where `iptables` and `ip` live, whatever PATH the agent was started with (root's
-/// tools are in sbin, which a plain user's PATH may lack).
-pub const SYSTEM_PATH: &str = kubelab_proto::DEFAULT_PATH;
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -54,6 +51,10 @@ pub struct NetworkSettings {
     pub cluster_cidr: String,
     /// host-local's lease directory.
     pub ipam_dir: PathBuf,
+    /// The node's network namespace when it is a separate host (`separate_host`): its
+    /// bridge, plugins and masquerade rule are there.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// One network attached to a pod: its configuration list, interface, and ADD's result.
@@ -106,6 +107,7 @@ impl NetworkManager {
             plugins: Plugins {
                 dirs: settings.bin_dirs.clone(),
                 timeout: cni::PLUGIN_TIMEOUT,
+                netns: settings.netns.clone(),
             },
             settings,
             pod_cidr: RwLock::new(String::new()),
@@ -284,8 +286,7 @@ impl NetworkManager {
             return NodeCleanUp::default();
         }
         let masquerade_rule = self.iptables("-D").await.is_ok();
-        let bridge = tokio::process::Command::new("ip")
-            .env("PATH", SYSTEM_PATH)
+        let bridge = super::separate_host::command_in(self.settings.netns.as_deref(), "ip")
             .args(["link", "del", &self.settings.bridge])
             .stderr(std::process::Stdio::null())
             .status()
@@ -311,8 +312,7 @@ impl NetworkManager {
             "kubelab: masquerade what leaves the cluster ({})",
             self.settings.bridge
         );
-        let out = tokio::process::Command::new("iptables")
-            .env("PATH", SYSTEM_PATH)
+        let out = super::separate_host::command_in(self.settings.netns.as_deref(), "iptables")
             // Wait at most 10 s for the xtables lock another program holds.
             .args(["-w", "10", "-t", "nat", op, "POSTROUTING", "-s", &pod_cidr])
             .args(["!", "-d", &self.settings.cluster_cidr])

@@ -312,6 +312,7 @@ impl Harness {
                 bridge: "kl-test".into(),
                 cluster_cidr: "10.1.0.0/16".into(),
                 ipam_dir: dir.path().join("ipam"),
+                netns: None,
             })),
         });
         let (desired, desired_rx) = watch::channel(Desired::Pod(Box::new(pod.clone())));

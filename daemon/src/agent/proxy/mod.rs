@@ -12,6 +12,7 @@
 pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,12 @@ pub enum ProxyError {
 }
 
 /// Follows Services and EndpointSlices and keeps the rules, until the task is dropped.
-pub async fn run(credential: Credential, cluster_cidr: String) -> Result<(), ProxyError> {
+/// `netns`: the node's network namespace when it is a separate host.
+pub async fn run(
+    credential: Credential,
+    cluster_cidr: String,
+    netns: Option<PathBuf>,
+) -> Result<(), ProxyError> {
     let client = Client::new(&credential)?;
     let services = Informer::<Service>::new();
     let slices = Informer::<EndpointSlice>::new();
@@ -62,7 +68,7 @@ pub async fn run(credential: Credential, cluster_cidr: String) -> Result<(), Pro
     slices.wait_synced().await;
     loop {
         let ports = service_ports(&services.list(), &slices.list());
-        match sync(&ports, &cluster_cidr).await {
+        match sync(netns.as_deref(), &ports, &cluster_cidr).await {
             Ok(()) => tracing::debug!(ports = ports.len(), "service rules written"),
             Err(e) => tracing::warn!(error = %e, "service rules not written; trying again"),
         }
@@ -142,11 +148,16 @@ fn service_ports(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Ve
     ports
 }
 
-async fn command(program: &str, args: &[&str], input: Option<&str>) -> Result<String, ProxyError> {
+/// Runs `program` in the node's network (`netns`, a separate host's; else this host's).
+async fn command(
+    netns: Option<&Path>,
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<String, ProxyError> {
     let what = format!("{program} {}", args.join(" "));
-    let mut child = tokio::process::Command::new(program)
+    let mut child = crate::agent::separate_host::command_in(netns, program)
         .args(args)
-        .env("PATH", kubelab_proto::DEFAULT_PATH)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -172,8 +183,12 @@ async fn command(program: &str, args: &[&str], input: Option<&str>) -> Result<St
 }
 
 /// The `KUBE-` chains of a table as `iptables-save` lists them.
-async fn kube_chains(table: &str, prefixes: &[&str]) -> Result<BTreeSet<String>, ProxyError> {
-    let saved = command("iptables-save", &["-t", table], None).await?;
+async fn kube_chains(
+    netns: Option<&Path>,
+    table: &str,
+    prefixes: &[&str],
+) -> Result<BTreeSet<String>, ProxyError> {
+    let saved = command(netns, "iptables-save", &["-t", table], None).await?;
     Ok(saved
         .lines()
         .filter_map(|l| l.strip_prefix(':'))
@@ -183,16 +198,26 @@ async fn kube_chains(table: &str, prefixes: &[&str]) -> Result<BTreeSet<String>,
         .collect())
 }
 
-async fn sync(ports: &[ServicePort], cluster_cidr: &str) -> Result<(), ProxyError> {
-    let stale = kube_chains("nat", &["KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-"]).await?;
+async fn sync(
+    netns: Option<&Path>,
+    ports: &[ServicePort],
+    cluster_cidr: &str,
+) -> Result<(), ProxyError> {
+    let stale = kube_chains(netns, "nat", &["KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-"]).await?;
     let text = rules::restore_text(ports, cluster_cidr, &stale);
-    command("iptables-restore", &["--noflush", "--wait"], Some(&text)).await?;
+    command(
+        netns,
+        "iptables-restore",
+        &["--noflush", "--wait"],
+        Some(&text),
+    )
+    .await?;
     for jump in rules::JUMPS {
-        if command("iptables", &jump_args(jump, &["-C"]), None)
+        if command(netns, "iptables", &jump_args(jump, &["-C"]), None)
             .await
             .is_err()
         {
-            command("iptables", &jump_args(jump, &["-I", "1"]), None).await?;
+            command(netns, "iptables", &jump_args(jump, &["-I", "1"]), None).await?;
         }
     }
     Ok(())
@@ -219,10 +244,10 @@ fn jump_args<'a>(
 
 /// Removes the jumps and every `KUBE-` chain this proxy writes (the agent stopping,
 /// `kubelabd reset`); what is already gone is no error. Returns what was removed.
-pub async fn clean_up() -> Vec<String> {
+pub async fn clean_up(netns: Option<&Path>) -> Vec<String> {
     let mut removed = Vec::new();
     for jump @ (table, builtin, target, _) in rules::JUMPS {
-        while command("iptables", &jump_args(jump, &["-D"]), None)
+        while command(netns, "iptables", &jump_args(jump, &["-D"]), None)
             .await
             .is_ok()
         {
@@ -239,7 +264,7 @@ pub async fn clean_up() -> Vec<String> {
             "KUBE-SEP-",
             "KUBE-EXT-",
         ];
-        let Ok(chains) = kube_chains(table, &prefixes).await else {
+        let Ok(chains) = kube_chains(netns, table, &prefixes).await else {
             continue;
         };
         if chains.is_empty() {
@@ -253,9 +278,14 @@ pub async fn clean_up() -> Vec<String> {
             text.push_str(&format!("-X {c}\n"));
         }
         text.push_str("COMMIT\n");
-        if command("iptables-restore", &["--noflush", "--wait"], Some(&text))
-            .await
-            .is_ok()
+        if command(
+            netns,
+            "iptables-restore",
+            &["--noflush", "--wait"],
+            Some(&text),
+        )
+        .await
+        .is_ok()
         {
             removed.push(format!("{table}: {} KUBE chain(s)", chains.len()));
         }

@@ -133,9 +133,17 @@ pub struct RuntimeService {
     shim_exe: PathBuf,
     /// Size at which a container's log file is rotated.
     log_max_bytes: u64,
+    /// The node's network namespace when it is a separate host: `hostNetwork` pods join it.
+    node_netns: Option<PathBuf>,
 }
 
 impl RuntimeService {
+    /// `hostNetwork` pods join `netns` (a separate host's network) rather than this host's.
+    pub fn with_node_netns(mut self, netns: Option<PathBuf>) -> Self {
+        self.node_netns = netns;
+        self
+    }
+
     pub fn new(root: PathBuf, node_name: String, log_max_bytes: u64) -> Result<Self, RuntimeError> {
         for dir in ["pods", "logs", "runtime", "empty"] {
             let d = root.join(dir);
@@ -148,6 +156,7 @@ impl RuntimeService {
             node_name,
             shim_exe,
             log_max_bytes,
+            node_netns: None,
         })
     }
 
@@ -313,6 +322,7 @@ impl RuntimeService {
                     volumes: ctx.volumes,
                     etc_dir: &self.etc_dir(&uid),
                     service_env: ctx.service_env,
+                    node_netns: self.node_netns.as_deref(),
                 },
             )?;
             let config = bundle.join("config.json");

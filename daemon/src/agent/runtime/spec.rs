@@ -105,6 +105,8 @@ pub struct PodSettings<'a> {
     pub etc_dir: &'a Path,
     /// The service links' variables (`WEB_SERVICE_HOST` …).
     pub service_env: &'a [(String, String)],
+    /// The node's network namespace when it is a separate host (`hostNetwork` pods' network).
+    pub node_netns: Option<&'a Path>,
 }
 
 /// The whole spec for one container of a pod.
@@ -209,7 +211,12 @@ pub fn build(
         _ => None,
     };
     let of_the_host = |t: LinuxNamespaceType| {
-        host_network && matches!(t, LinuxNamespaceType::Network | LinuxNamespaceType::Uts)
+        host_network
+            && match t {
+                LinuxNamespaceType::Network => pod_settings.node_netns.is_none(),
+                LinuxNamespaceType::Uts => true,
+                _ => false,
+            }
     };
     let namespaces = linux
         .namespaces()
@@ -218,6 +225,14 @@ pub fn build(
         .into_iter()
         .filter(|ns| !of_the_host(ns.typ()))
         .map(|ns| match shared(ns.typ()) {
+            // A hostNetwork pod of a separate host: the node's network, not this host's.
+            Some(_) if host_network && ns.typ() == LinuxNamespaceType::Network => {
+                LinuxNamespaceBuilder::default()
+                    .typ(ns.typ())
+                    .path(pod_settings.node_netns.unwrap_or(Path::new("")))
+                    .build()
+                    .map_err(err)
+            }
             Some(file) => LinuxNamespaceBuilder::default()
                 .typ(ns.typ())
                 .path(pod_settings.sandbox.join(file))

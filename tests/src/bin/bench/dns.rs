@@ -134,9 +134,9 @@ pub async fn run(rows: &mut Vec<Row>) {
     });
     eprintln!("row 11: cluster {cluster:.0}/s ({cluster_code:?}), forwarded {forwarded:.0}/s ({forwarded_code:?}), node {node:?}");
     rows.push(Row {
-        what: format!("11. DNS queries answered per second from a pod, one at a time: {CLUSTER_NAME} through kube-dns | {OUTSIDE_NAME} through kube-dns (forwarded)"),
+        what: format!("11. DNS queries answered per second from a pod, one at a time: {CLUSTER_NAME} through kube-dns; {OUTSIDE_NAME} through kube-dns (forwarded)"),
         ours: format!(
-            "{cluster:.0}/s ({}) | {forwarded:.0}/s ({})",
+            "{cluster:.0}/s ({}); {forwarded:.0}/s ({})",
             code_name(cluster_code),
             code_name(forwarded_code)
         ),
