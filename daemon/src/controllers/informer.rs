@@ -200,3 +200,33 @@ where
         Ok(())
     }
 }
+
+/// The Services and EndpointSlices, followed together (what the service proxy and the
+/// cluster DNS both read), with one wake-up for a change to either.
+pub struct ServiceInformers {
+    pub services: Arc<Informer<k8s_openapi::api::core::v1::Service>>,
+    pub slices: Arc<Informer<k8s_openapi::api::discovery::v1::EndpointSlice>>,
+    /// Notified after any change (several changes may wake it once).
+    pub changed: Arc<tokio::sync::Notify>,
+}
+
+impl ServiceInformers {
+    /// Starts both informers (for as long as the process runs) and waits until both have
+    /// listed.
+    pub async fn start(client: &super::client::Client) -> ServiceInformers {
+        let informers = ServiceInformers {
+            services: Informer::new(),
+            slices: Informer::new(),
+            changed: Arc::new(tokio::sync::Notify::new()),
+        };
+        let wake = informers.changed.clone();
+        informers.services.on_change(move |_| wake.notify_one());
+        let wake = informers.changed.clone();
+        informers.slices.on_change(move |_| wake.notify_one());
+        tokio::spawn(informers.services.clone().run(Api::all(client.clone())));
+        tokio::spawn(informers.slices.clone().run(Api::all(client.clone())));
+        informers.services.wait_synced().await;
+        informers.slices.wait_synced().await;
+        informers
+    }
+}

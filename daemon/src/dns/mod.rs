@@ -23,12 +23,11 @@ use std::time::Duration;
 use hickory_server::resolver::config::NameServerConfig;
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubelab_proto::credential::Credential;
 
 use crate::controllers::client::{Api, Client, ClientError};
-use crate::controllers::informer::Informer;
+use crate::controllers::informer::ServiceInformers;
 use records::Records;
 
 /// The EndpointSlice this server keeps for `kube-dns`.
@@ -110,12 +109,8 @@ pub async fn run(args: ClusterDnsArgs, shutdown: crate::Shutdown) -> Result<(), 
         .map_err(|e| DnsError::Listen(local, e))?;
 
     let records = Arc::new(RwLock::new(Arc::new(Records::empty(&args.cluster_domain))));
-    let services = Informer::<Service>::new();
-    let slices = Informer::<EndpointSlice>::new();
     tokio::spawn(follow(
         client.clone(),
-        services.clone(),
-        slices.clone(),
         records.clone(),
         args.cluster_domain.clone(),
     ));
@@ -152,27 +147,17 @@ pub async fn run(args: ClusterDnsArgs, shutdown: crate::Shutdown) -> Result<(), 
 }
 
 /// Keeps the records as the Services and EndpointSlices change.
-async fn follow(
-    client: Client,
-    services: Arc<Informer<Service>>,
-    slices: Arc<Informer<EndpointSlice>>,
-    records: Arc<RwLock<Arc<Records>>>,
-    domain: String,
-) {
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let w = wake.clone();
-    services.on_change(move |_| w.notify_one());
-    let w = wake.clone();
-    slices.on_change(move |_| w.notify_one());
-    tokio::spawn(services.clone().run(Api::all(client.clone())));
-    tokio::spawn(slices.clone().run(Api::all(client)));
-    services.wait_synced().await;
-    slices.wait_synced().await;
+async fn follow(client: Client, records: Arc<RwLock<Arc<Records>>>, domain: String) {
+    let informers = ServiceInformers::start(&client).await;
     loop {
-        let built = Records::build(&domain, &services.list(), &slices.list());
+        let built = Records::build(
+            &domain,
+            &informers.services.list(),
+            &informers.slices.list(),
+        );
         *records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(built);
         tracing::debug!("cluster DNS records rebuilt");
-        wake.notified().await;
+        informers.changed.notified().await;
         tokio::time::sleep(SETTLE).await;
     }
 }

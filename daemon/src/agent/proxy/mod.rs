@@ -21,8 +21,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubelab_proto::credential::Credential;
 use tokio::io::AsyncWriteExt;
 
-use crate::controllers::client::{Api, Client, ClientError};
-use crate::controllers::informer::Informer;
+use crate::controllers::client::{Client, ClientError};
+use crate::controllers::informer::ServiceInformers;
 use rules::ServicePort;
 
 /// Changes arriving together are written once.
@@ -55,17 +55,11 @@ pub async fn run(
     netns: Option<PathBuf>,
 ) -> Result<(), ProxyError> {
     let client = Client::new(&credential)?;
-    let services = Informer::<Service>::new();
-    let slices = Informer::<EndpointSlice>::new();
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let w = wake.clone();
-    services.on_change(move |_| w.notify_one());
-    let w = wake.clone();
-    slices.on_change(move |_| w.notify_one());
-    tokio::spawn(services.clone().run(Api::all(client.clone())));
-    tokio::spawn(slices.clone().run(Api::all(client)));
-    services.wait_synced().await;
-    slices.wait_synced().await;
+    let ServiceInformers {
+        services,
+        slices,
+        changed: wake,
+    } = ServiceInformers::start(&client).await;
     loop {
         let ports = service_ports(&services.list(), &slices.list());
         match sync(netns.as_deref(), &ports, &cluster_cidr).await {

@@ -15,11 +15,21 @@ pub fn ms(d: Duration) -> String {
 }
 
 pub fn rss_mb(pid: Option<u32>) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// The process's own memory (RssAnon): what is not pages of files such as the kubelabd
+/// binary, which every process of a lab shares.
+pub fn anon_mb(pid: Option<u32>) -> f64 {
+    status_mb(pid, "RssAnon:")
+}
+
+fn status_mb(pid: Option<u32>, field: &str) -> f64 {
     let kb = pid
         .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
         })
