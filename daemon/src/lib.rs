@@ -6,7 +6,9 @@
 //! - `scheduler` — binds unbound pods to nodes, through the API only.
 //! - `controllers` — the controller manager: ReplicaSets and the garbage collector, as
 //!   clients of the Kubernetes REST API.
-//! - `dns` — the cluster DNS (CoreDNS's role): Services' names, as a REST client.
+//! - `dns` — the cluster DNS (CoreDNS's role): Services' names, as a REST client; its own
+//!   binary, `kubelab-dns` (`src/bin/kubelab-dns.rs`), so that the DNS library is not in
+//!   every daemon's pages. `daemon` — what both binaries do at start and stop.
 //! - `agent` — the kubelet: pulls images, runs containers through shims, reports status.
 //! - `container` — under the agent and the builder: images, confinement, cgroups, and the
 //!   shim (one single-threaded process per container; with `exec-helper`, one per
@@ -36,6 +38,7 @@ pub mod client;
 pub mod container;
 pub mod controllers;
 pub mod cri_log;
+pub mod daemon;
 pub mod deadline;
 pub mod dns;
 pub mod hollow;

@@ -106,9 +106,9 @@ pub async fn run(args: UpArgs, shutdown: crate::Shutdown) -> Result<(), UpError>
     if args.separate_hosts {
         make_lan(LAN_BRIDGE, LAN_GATEWAY, LAN_NETWORK).await?;
     }
-    let mut dns = Command::new(&exe);
-    dns.arg("cluster-dns")
-        .arg("--kubeconfig")
+    // The cluster DNS is its own program, beside this one.
+    let mut dns = Command::new(exe.with_file_name("kubelab-dns"));
+    dns.arg("--kubeconfig")
         .arg(credentials.join("cluster-dns.conf"))
         .arg("--cluster-cidr")
         .arg(args.cluster.cluster_cidr.to_string());

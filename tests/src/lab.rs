@@ -125,14 +125,14 @@ impl Lab {
         ));
     }
 
-    /// The cluster DNS (`kubelabd cluster-dns`), forwarding other names to the name
+    /// The cluster DNS (`kubelab-dns`), forwarding other names to the name
     /// servers of `resolv_conf`. Pods reach it through kube-dns's cluster IP, so only
     /// through a lab that runs the service proxy.
     pub fn start_cluster_dns(&mut self, resolv_conf: &Path) {
         self.cluster_dns = Some(Proc::spawn(
-            "cluster-dns",
-            Command::new(bin("kubelabd"))
-                .args(["cluster-dns", "--kubeconfig"])
+            "kubelab-dns",
+            Command::new(bin("kubelab-dns"))
+                .arg("--kubeconfig")
                 .arg(self.dir.path().join("apiserver/cluster-dns.conf"))
                 .args(["--cluster-cidr", &self.cluster_cidr])
                 // The separate hosts' LAN: their pods' queries arrive masqueraded.

@@ -3,7 +3,7 @@
 //! reach all 3 pods), a headless Service's pod addresses and a pod's own name under it,
 //! SRV for a named port, PTR, an outside name forwarded to the node's resolver (one this
 //! test starts), NXDOMAIN for a missing Service. Real agents, the service proxy and
-//! `kubelabd cluster-dns`, reached at kube-dns's 10.96.0.10.
+//! `kubelab-dns`, reached at kube-dns's 10.96.0.10.
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

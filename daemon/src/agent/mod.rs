@@ -6,8 +6,10 @@
 //! `pod_runtime::PodRuntime` (really: `container::image::ImageManager` for images,
 //! `runtime::RuntimeService` for containers through shims, `network` for CNI; a fake in
 //! the workers' unit tests), and reports status (`status_manager::StatusManager`) and
-//! events. It writes only pod
-//! status, events, and its own Node; it never binds or creates pods.
+//! events. Beside them: `dns_config` (each pod's resolv.conf), `service_links`, `proxy`
+//! (kube-proxy's part), `separate_host` (a node with a network of its own, host-gw
+//! routes), `args` (the flags). It writes only pod status, events, and its own Node; it
+//! never binds or creates pods.
 //!
 //! Stopping the agent (SIGTERM or Ctrl-C) stops its pods' containers and removes their
 //! files: a lab that is shut down leaves nothing running. A `kill -9` leaves them running

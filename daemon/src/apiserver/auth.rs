@@ -39,7 +39,7 @@ pub enum Identity {
     ControllerManager,
     /// May only join a node (and get that node's own credential).
     Bootstrap,
-    /// The cluster DNS (`kubelabd cluster-dns`, CoreDNS's role): reads Services and
+    /// The cluster DNS (`kubelab-dns`, CoreDNS's role): reads Services and
     /// EndpointSlices, and writes its own EndpointSlice in kube-system.
     ClusterDns,
     Node(String),

@@ -5,9 +5,8 @@
 #![forbid(unsafe_code)]
 
 use kubelab_daemon::container::shim;
-use kubelab_daemon::{
-    agent, apiserver, build, client, controllers, dns, hollow, reset, scheduler, up,
-};
+use kubelab_daemon::daemon::{log_filter, shutdown_signal};
+use kubelab_daemon::{agent, apiserver, build, client, controllers, hollow, reset, scheduler, up};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,8 +36,6 @@ enum Command {
     },
     /// Run the controllers (ReplicaSet, garbage collector): kube-controller-manager's role.
     ControllerManager(controllers::ControllerManagerArgs),
-    /// Answer the cluster's DNS names (CoreDNS's role).
-    ClusterDns(dns::ClusterDnsArgs),
     /// Run the node agent (kubelet) for one node.
     Agent(agent::AgentArgs),
     /// Start an apiserver, a scheduler and N agents together.
@@ -118,9 +115,6 @@ fn run() -> anyhow::Result<()> {
                     .await
                     .context("controller-manager")
             }
-            Command::ClusterDns(args) => dns::run(args, Box::pin(shutdown_signal()))
-                .await
-                .context("cluster-dns"),
             Command::Agent(args) => agent::run(args, Box::pin(shutdown_signal())).await.context("agent"),
             Command::HollowNodes(args) => {
                 tokio::select! {
@@ -136,43 +130,4 @@ fn run() -> anyhow::Result<()> {
             }
         }
     })
-}
-
-/// `RUST_LOG` (default `info`), with the chattiest libraries kept at `info` unless named:
-/// `RUST_LOG=debug` should read as the story of what kubelab did, not of sled's page cache.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let mut filter = tracing_subscriber::EnvFilter::new(&spec);
-    for noisy in [
-        "sled",
-        "h2",
-        "hyper",
-        "hyper_util",
-        "tower",
-        "tonic",
-        "reqwest",
-        "rustls",
-        "rustls_platform_verifier",
-        "oci_client",
-    ] {
-        if !spec.contains(noisy) {
-            if let Ok(directive) = format!("{noisy}=info").parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-    }
-    filter
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

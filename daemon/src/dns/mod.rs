@@ -1,4 +1,4 @@
-//! `kubelabd cluster-dns`: the cluster DNS, CoreDNS's role. A client of the Kubernetes
+//! `kubelab-dns`: the cluster DNS, CoreDNS's role. A client of the Kubernetes
 //! REST API with its own credential (`cluster-dns.conf`, the identity
 //! `system:serviceaccount:kube-system:coredns`): it follows the Services and
 //! EndpointSlices (informers), keeps the records they give (`records.rs`, rebuilt whole
@@ -71,7 +71,9 @@ pub enum DnsError {
     Client(#[from] ClientError),
     #[error("cannot listen on {0}: {1} (choose another with --listen ADDRESS:PORT)")]
     Listen(SocketAddr, std::io::Error),
-    #[error("no address to serve on: this host has no default route; give --listen ADDRESS:PORT")]
+    #[error(
+        "no address to serve on: this host has only loopback addresses; give --listen ADDRESS:PORT"
+    )]
     NoAddress,
     #[error("the DNS server stopped: {0}")]
     Serve(String),
@@ -81,15 +83,31 @@ pub enum DnsError {
 /// UDP socket "connected" to an outside address sends nothing, but the kernel picks it.
 /// (Documentation addresses, which no one uses: any route the kernel picks for them is
 /// the default one.)
+/// Without a default route: the first global address `ip` lists.
 pub fn host_address() -> Option<IpAddr> {
-    ["198.51.100.1:53", "203.0.113.1:53"]
+    let routed = ["198.51.100.1:53", "203.0.113.1:53"]
         .iter()
         .find_map(|outside| {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
             socket.connect(outside).ok()?;
             let ip = socket.local_addr().ok()?.ip();
             (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
-        })
+        });
+    routed.or_else(|| {
+        let out = std::process::Command::new("ip")
+            .env("PATH", kubelab_proto::DEFAULT_PATH)
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output()
+            .ok()?;
+        // `2: eth0    inet 192.0.2.2/24 brd ...`
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let at = words.iter().position(|w| *w == "inet")?;
+                words.get(at + 1)?.split('/').next()?.parse().ok()
+            })
+    })
 }
 
 /// Serves until `shutdown`, then removes its endpoint.

@@ -1,7 +1,7 @@
 //! The Services every cluster starts with, made by the apiserver at start: `kubernetes`
 //! in `default` (the apiserver itself, at the range's first address, with its
 //! EndpointSlice) and `kube-dns` in `kube-system` (the cluster DNS, at the range's tenth
-//! address, as kubeadm makes it; its endpoint is written by `kubelabd cluster-dns`).
+//! address, as kubeadm makes it; its endpoint is written by `kubelab-dns`).
 //! Owns those two objects' first shape only.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Row 11: DNS queries answered per second from inside a pod (the bench joins the pod's
 //! network namespace), one query at a time as a program's resolver sends them: a
-//! Service's name through kube-dns (10.96.0.10, the service proxy, `kubelabd
-//! cluster-dns`), an outside name through kube-dns (forwarded to the node's resolver,
+//! Service's name through kube-dns (10.96.0.10, the service proxy, `kubelab-dns`), an
+//! outside name through kube-dns (forwarded to the node's resolver,
 //! then from the forwarder's cache), and that outside name asked of the node's resolver
 //! directly. Queries are written by hand: a bench needs no DNS library.
 
