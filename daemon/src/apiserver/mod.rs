@@ -258,7 +258,15 @@ pub async fn run(args: ApiserverArgs, shutdown: crate::Shutdown) -> Result<(), A
         .admin_config
         .clone()
         .or_else(default_admin_config);
-    auth.write_credentials(&args.data_dir, &addr.to_string(), admin_config.as_deref())?;
+    // Listening on every address (for nodes on other machines), the credentials written
+    // here name loopback: the certificate is this host's `localhost`, and kubectl checks
+    // the address it connects to against it.
+    let local = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    auth.write_credentials(&args.data_dir, &local.to_string(), admin_config.as_deref())?;
     if args.init {
         println!(
             "credentials written: {} (admin, also at {}), {}, {}",
