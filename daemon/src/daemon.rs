@@ -1,5 +1,15 @@
-//! What every kubelab daemon binary does around its work (`kubelabd`, `kubelab-dns`): the
-//! log filter and the shutdown signal. Owns nothing else.
+//! What every kubelab daemon binary does around its work (`kubelabd`, `kubelab-dns`): its
+//! logging, the log filter and the shutdown signal. Owns nothing else.
+
+/// Logs to stderr, filtered by `log_filter`; in colour only on a terminal (log files,
+/// such as the lab's .lab/up.log, stay plain text).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
 
 /// `RUST_LOG` (default `info`), with the chattiest libraries kept at `info` unless named:
 /// `RUST_LOG=debug` should read as the story of what kubelab did, not of sled's page cache.

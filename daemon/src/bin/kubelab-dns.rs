@@ -8,7 +8,7 @@
 use anyhow::Context;
 use clap::Parser;
 
-use kubelab_daemon::daemon::{log_filter, shutdown_signal};
+use kubelab_daemon::daemon::{init_logging, shutdown_signal};
 use kubelab_daemon::dns;
 
 #[derive(Parser)]
@@ -32,11 +32,7 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     kubelab_proto::credential::init_tls();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

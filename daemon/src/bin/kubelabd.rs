@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use kubelab_daemon::container::shim;
-use kubelab_daemon::daemon::{log_filter, shutdown_signal};
+use kubelab_daemon::daemon::{init_logging, shutdown_signal};
 use kubelab_daemon::{agent, apiserver, build, client, controllers, hollow, reset, scheduler, up};
 
 use anyhow::Context;
@@ -73,12 +73,7 @@ fn run() -> anyhow::Result<()> {
         Command::ExecHelper(args) => std::process::exit(agent::runtime::exec::run_helper(args)),
         other => other,
     };
-    // Colour only on a terminal: log files (the lab's .lab/up.log) stay plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,28 +9,15 @@ use std::sync::{Arc, RwLock};
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::SOA;
-use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 
-use super::records::{Answer, Records, TTL};
+use super::records::{Answer, Records};
 
 pub struct ClusterDns {
     pub records: Arc<RwLock<Arc<Records>>>,
     /// The node's resolvers, for every other name; None when the node has none.
     pub forward: Option<Catalog>,
-}
-
-/// The zone's SOA, sent with negative answers (CoreDNS's: `ns.dns.<zone>`,
-/// `hostmaster.<zone>`, 7200 1800 86400, the minimum TTL being the records' TTL).
-fn soa(zone: &str) -> Option<Record> {
-    let owner = Name::from_ascii(zone).ok()?;
-    let mname = Name::from_ascii(format!("ns.dns.{zone}")).ok()?;
-    let rname = Name::from_ascii(format!("hostmaster.{zone}")).ok()?;
-    let serial = u32::try_from(kubelab_proto::now_ms() / 1000 % i64::from(u32::MAX)).unwrap_or(1);
-    let data = SOA::new(mname, rname, serial, 7200, 1800, 86400, TTL);
-    Some(Record::from_rdata(owner, TTL, RData::SOA(data)))
 }
 
 #[async_trait::async_trait]
@@ -66,10 +53,10 @@ impl RequestHandler for ClusterDns {
         metadata.recursion_available = true;
         let (answers, negative) = match records.lookup(&qname, qtype) {
             Answer::Records(found) => (found, Vec::new()),
-            Answer::NoData => (Vec::new(), soa(records.zone()).into_iter().collect()),
+            Answer::NoData => (Vec::new(), records.soa().cloned().into_iter().collect()),
             Answer::NxDomain => {
                 metadata.response_code = ResponseCode::NXDomain;
-                (Vec::new(), soa(records.zone()).into_iter().collect())
+                (Vec::new(), records.soa().cloned().into_iter().collect())
             }
         };
         tracing::trace!(name = %qname, ?qtype, answers = answers.len(), "answered");

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, CNAME, PTR, SRV, TXT};
+use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -50,10 +50,23 @@ pub struct Records {
     names: HashSet<String>,
     /// `cluster.local.`
     zone: String,
+    /// The zone's SOA, sent with negative answers.
+    soa: Option<Record>,
 }
 
 fn name(text: &str) -> Option<Name> {
     Name::from_ascii(text).ok()
+}
+
+/// The zone's SOA, as CoreDNS makes it: `ns.dns.<zone>`, `hostmaster.<zone>`, 7200 1800
+/// 86400, the minimum TTL being the records' TTL.
+fn soa(zone: &str) -> Option<Record> {
+    let owner = name(zone)?;
+    let mname = name(&format!("ns.dns.{zone}"))?;
+    let rname = name(&format!("hostmaster.{zone}"))?;
+    let serial = u32::try_from(kubelab_proto::now_ms() / 1000 % i64::from(u32::MAX)).unwrap_or(1);
+    let data = SOA::new(mname, rname, serial, 7200, 1800, 86400, TTL);
+    Some(Record::from_rdata(owner, TTL, RData::SOA(data)))
 }
 
 /// `10.96.0.10` → `10.0.96.10.in-addr.arpa.`
@@ -72,10 +85,17 @@ fn endpoint_hostname(hostname: Option<&str>, ip: &str) -> String {
 
 impl Records {
     pub fn empty(domain: &str) -> Records {
+        let zone = format!("{}.", domain.trim_end_matches('.').to_ascii_lowercase());
         Records {
-            zone: format!("{}.", domain.trim_end_matches('.').to_ascii_lowercase()),
+            soa: soa(&zone),
+            zone,
             ..Default::default()
         }
+    }
+
+    /// The zone's SOA (its serial: when these records were built).
+    pub fn soa(&self) -> Option<&Record> {
+        self.soa.as_ref()
     }
 
     fn add(&mut self, owner: &str, data: RData) {

@@ -4,6 +4,7 @@
 
 use kubelab_proto::v1::PodSpec;
 
+use super::is_dns_label;
 use crate::apiserver::ApiError;
 
 /// The most name servers a pod's resolv.conf may list (glibc reads three).
@@ -24,15 +25,6 @@ fn go_strings(list: &[String]) -> String {
     format!("[]string{{{}}}", quoted.join(", "))
 }
 
-fn label_part(part: &str) -> bool {
-    !part.is_empty()
-        && part
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !part.starts_with('-')
-        && !part.ends_with('-')
-}
-
 /// `spec.hostname` and `spec.subdomain`: DNS-1123 labels, in Kubernetes' words.
 fn check_label(path: &str, value: &str) -> Result<(), ApiError> {
     if value.len() > 63 {
@@ -40,10 +32,10 @@ fn check_label(path: &str, value: &str) -> Result<(), ApiError> {
             "{path}: Invalid value: {value:?}: must be no more than 63 characters"
         )));
     }
-    if label_part(value) {
+    if is_dns_label(value) {
         return Ok(());
     }
-    let why = if value.split('.').all(label_part) {
+    let why = if value.split('.').all(is_dns_label) {
         "must not contain dots".to_string()
     } else {
         "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string()
@@ -58,7 +50,7 @@ fn check_subdomain(path: &str, value: &str) -> Result<(), ApiError> {
             "{path}: Invalid value: {value:?}: must be no more than 253 characters"
         )));
     }
-    if value.split('.').all(label_part) {
+    if value.split('.').all(is_dns_label) {
         return Ok(());
     }
     Err(invalid(format!("{path}: Invalid value: {value:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")))

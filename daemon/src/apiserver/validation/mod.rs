@@ -113,15 +113,20 @@ pub fn check_annotations(
     check_labels(&keys).map_err(|e| ApiError::Invalid(format!("metadata.annotations: {e}")))
 }
 
-/// A DNS-1123 label: what Kubernetes requires of container names and namespaces.
-pub fn check_dns_label(what: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
+/// Lowercase letters, digits and '-', starting and ending with a letter or digit: a
+/// DNS-1123 label's characters (its length is the caller's to check).
+pub fn is_dns_label(part: &str) -> bool {
+    !part.is_empty()
+        && part
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
+        && !part.starts_with('-')
+        && !part.ends_with('-')
+}
+
+/// A DNS-1123 label: what Kubernetes requires of container names and namespaces.
+pub fn check_dns_label(what: &str, value: &str) -> Result<(), ApiError> {
+    let ok = value.len() <= 63 && is_dns_label(value);
     if ok {
         Ok(())
     } else {
@@ -133,16 +138,7 @@ pub fn check_dns_label(what: &str, value: &str) -> Result<(), ApiError> {
 
 /// A DNS-1123 subdomain: what Kubernetes requires of pod and node names.
 pub fn check_dns_subdomain(what: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
+    let ok = value.len() <= 253 && value.split('.').all(is_dns_label);
     if ok {
         Ok(())
     } else {
